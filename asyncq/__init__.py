@@ -1,0 +1,46 @@
+"""asyncq: a durable, asyncio-native job queue for outbound API calls."""
+
+from ._clock import Clock, SystemClock
+from ._errors import (
+    AsyncqError,
+    JobCancelled,
+    JobDead,
+    JobNotFound,
+    JournalCorrupt,
+    JournalError,
+    PayloadError,
+    PermanentFailure,
+    QueueNotRunning,
+    RetryAfter,
+    UnknownTask,
+)
+from ._job import Job, JobInfo, JobState
+from ._journal import DestinationCounts, JournalStats
+from ._queue import Queue
+from ._tasks import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncqError",
+    "Clock",
+    "DestinationCounts",
+    "Job",
+    "JobCancelled",
+    "JobDead",
+    "JobInfo",
+    "JobNotFound",
+    "JobState",
+    "JournalCorrupt",
+    "JournalError",
+    "JournalStats",
+    "PayloadError",
+    "PermanentFailure",
+    "Queue",
+    "QueueNotRunning",
+    "RetryAfter",
+    "SystemClock",
+    "Task",
+    "UnknownTask",
+    "__version__",
+]

@@ -1,0 +1,88 @@
+"""The error types. One base class; the docstring is the default message."""
+
+from __future__ import annotations
+
+
+class AsyncqError(Exception):
+    """An asyncq error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class PayloadError(AsyncqError, ValueError):
+    """The payload cannot be stored as a job; nothing was written."""
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"cannot submit {task!r}: {reason}; nothing was written")
+
+
+class UnknownTask(AsyncqError, LookupError):
+    """No task of that name is registered with this queue."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        super().__init__(f"no task named {task!r} is registered with this queue")
+
+
+class JournalError(AsyncqError):
+    """The journal cannot be used."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"journal {path!r}: {reason}")
+
+
+class JournalCorrupt(JournalError):
+    """The journal file is not an asyncq database or is damaged; it was left untouched."""
+
+
+class QueueNotRunning(AsyncqError, RuntimeError):
+    """The queue is not open: use `async with queue:` first."""
+
+
+class JobNotFound(AsyncqError, LookupError):
+    """No job with that id is in the journal."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id} in the journal")
+
+
+class JobDead(AsyncqError):
+    """The job failed for good and is in the dead-letter queue."""
+
+    def __init__(self, job_id: int, last_error: str | None) -> None:
+        self.job_id = job_id
+        self.last_error = last_error
+        first_line = (last_error or "no error recorded").splitlines()[0]
+        super().__init__(f"job {job_id} is dead: {first_line}")
+
+
+class JobCancelled(AsyncqError):
+    """The job was cancelled before it ran."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} was cancelled")
+
+
+class RetryAfter(Exception):
+    """Raised by a handler: try again no sooner than `seconds` from now (an HTTP 429)."""
+
+    def __init__(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("RetryAfter seconds must be >= 0")
+        self.seconds = float(seconds)
+        super().__init__(f"retry after {self.seconds:g} s")
+
+
+class PermanentFailure(Exception):
+    """Raised by a handler: do not retry, send the job to the dead letters (an HTTP 400)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -1,0 +1,140 @@
+"""The journal interface: domain actions on durable jobs, with time passed in.
+
+Callers never see SQL and the storage never reads the clock, so every
+time-based path runs on a controlled clock. A second backend implements the
+same protocol and passes the same contract suite (tests/journal/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from .._job import JobInfo, JobState
+
+
+class NewJob(NamedTuple):
+    """A job to insert. `payload` is JSON text already checked by the codec."""
+
+    task: str
+    payload: str
+    destination: str
+    priority: int
+    run_at: float
+    key: str | None = None
+
+
+class Inserted(NamedTuple):
+    id: int
+    created: bool  # False: `key` matched a live job, whose id this is
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job stamped with this process as owner, ready to run."""
+
+    id: int
+    task: str
+    payload: dict[str, Any]
+    destination: str
+    priority: int
+    attempts: int  # including the one this claim starts
+    created_at: float
+
+
+class Succeeded(NamedTuple):
+    id: int
+    attempts: int  # the attempt being acknowledged: a stale ack never overwrites a newer run
+    result: str  # JSON text
+
+
+class Failed(NamedTuple):
+    id: int
+    attempts: int
+    error: str
+    retry_at: float | None  # None: dead
+
+
+class Released(NamedTuple):
+    """A claimed job handed back unstarted or cut off at shutdown: the attempt is not counted."""
+
+    id: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationCounts:
+    pending: int = 0
+    ready: int = 0
+    running: int = 0
+    dead: int = 0
+    oldest_ready_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalStats:
+    destinations: dict[str, DestinationCounts] = field(default_factory=dict)
+    succeeded: int = 0
+    cancelled: int = 0
+
+
+class Journal(Protocol):
+    """Durable storage of jobs. Every method is safe to call concurrently."""
+
+    path: str
+
+    async def open(self) -> None:
+        """Create or migrate the schema; raise `JournalError` if the store cannot be used."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
+        """Insert jobs atomically; a live job with the same key is returned instead."""
+        ...
+
+    async def claim(
+        self, owner: str, limit: int, lease_until: float, now: float
+    ) -> list[ClaimedJob]:
+        """Take up to `limit` ready jobs (highest priority, then FIFO), stamped with `owner`."""
+        ...
+
+    async def record_outcomes(
+        self,
+        owner: str,
+        now: float,
+        *,
+        succeeded: Sequence[Succeeded] = (),
+        failed: Sequence[Failed] = (),
+        released: Sequence[Released] = (),
+    ) -> None:
+        """Write what became of claimed jobs, in one transaction. A failure is
+        rescheduled at its `retry_at`, or dead when that is None; a released job
+        goes back to pending without counting the attempt. Outcomes for an
+        attempt that `owner` no longer holds are ignored."""
+        ...
+
+    async def renew(self, owner: str, lease_until: float) -> int:
+        """Extend the lease of every job `owner` holds; the number renewed."""
+        ...
+
+    async def reclaim_expired(self, now: float) -> int:
+        """Return jobs whose lease expired to pending (the attempt counts); the number."""
+        ...
+
+    async def cancel(self, job_id: int, now: float) -> JobState | None:
+        """Cancel a pending job; the job's state afterwards (None: no such job)."""
+        ...
+
+    async def get(self, job_id: int) -> JobInfo | None: ...
+
+    async def next_run_at(self) -> float | None:
+        """The earliest `run_at` among pending jobs."""
+        ...
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process wrote since the last call (cheap; for polling)."""
+        ...
+
+    async def stats(self, now: float) -> JournalStats: ...

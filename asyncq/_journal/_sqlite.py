@@ -1,0 +1,592 @@
+"""The SQLite journal: WAL, group commit, batched claims and leases.
+
+Every write goes through one writer task. Calls that arrive while a
+transaction is being committed wait for the next one, so a turn carries all of
+them — new jobs, acks, failures and claims — in one `BEGIN IMMEDIATE`
+transaction and one thread hop. Throughput grows with load instead of paying a
+commit per job. Bulk statements take their rows as one JSON array
+(`json_each`), so a turn is a handful of statements whatever its size; this
+also keeps the connection thread from queueing for the GIL once per row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiosqlite
+
+from .._errors import JournalCorrupt, JournalError
+from .._job import JobInfo, JobState
+from ._base import (
+    ClaimedJob,
+    DestinationCounts,
+    Failed,
+    Inserted,
+    JournalStats,
+    NewJob,
+    Released,
+    Succeeded,
+)
+from ._schema import MIGRATIONS, SCHEMA_VERSION
+from ._thread import ConnectionThread
+
+log = logging.getLogger("asyncq.journal")
+
+MIN_SQLITE = (3, 35, 0)
+_HEADER = b"SQLite format 3\x00"
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
+
+# Stored states. `scheduled` is a pending job whose time has not come; it is
+# promoted to `pending` when due, so the claim's index holds only ready jobs
+# and a claim never walks past delayed ones. Callers see both as PENDING.
+_PUBLIC_STATE = {
+    "pending": JobState.PENDING,
+    "scheduled": JobState.PENDING,
+    "running": JobState.RUNNING,
+    "succeeded": JobState.SUCCEEDED,
+    "dead": JobState.DEAD,
+    "cancelled": JobState.CANCELLED,
+}
+
+_INSERT_BATCH = """
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
+SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+       CASE WHEN j.value ->> 4 <= :now THEN 'pending' ELSE 'scheduled' END, :now
+FROM json_each(:batch) AS j
+"""
+_INSERT_ONE = """
+INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at)
+VALUES (?, ?, ?, ?, ?, ?, CASE WHEN ? <= ? THEN 'pending' ELSE 'scheduled' END, ?)
+"""
+_FIND_LIVE_KEY = (
+    "SELECT id FROM jobs WHERE key = ? AND state IN ('pending', 'scheduled', 'running')"
+)
+_PROMOTE_DUE = "UPDATE jobs SET state = 'pending' WHERE state = 'scheduled' AND run_at <= ?"
+_CLAIM = """
+UPDATE jobs SET state = 'running', owner = :owner, claim_token = :token,
+       lease_until = :lease_until, started_at = :now, attempts = attempts + 1
+WHERE id IN (
+    SELECT id FROM jobs WHERE state = 'pending'
+    ORDER BY priority DESC, run_at, id LIMIT :limit
+)
+"""
+_CLAIMED = """
+SELECT json_group_array(json_array(id, task, json(payload), destination, priority,
+                                   attempts, created_at))
+FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?
+      ORDER BY priority DESC, run_at, id)
+"""
+# Acks name the attempt they acknowledge: if a lease expired and the job was
+# claimed again, the stale ack matches nothing. The unary `+` keeps the planner
+# from driving the update from the owner index (a scan of every running job per
+# row); it must look each row up by id.
+_COMPLETE = """
+UPDATE jobs SET state = 'succeeded', result = o.value ->> 2, finished_at = :now,
+       owner = NULL, lease_until = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running'
+"""
+_FAIL = """
+UPDATE jobs SET
+    state = CASE WHEN o.value ->> 3 IS NULL THEN 'dead' ELSE 'scheduled' END,
+    run_at = coalesce(o.value ->> 3, jobs.run_at),
+    finished_at = CASE WHEN o.value ->> 3 IS NULL THEN :now END,
+    last_error = o.value ->> 2, owner = NULL, lease_until = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running'
+"""
+_RELEASE = """
+UPDATE jobs SET state = 'pending', attempts = attempts - 1, owner = NULL, lease_until = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running'
+"""
+_RENEW = "UPDATE jobs SET lease_until = ? WHERE state = 'running' AND owner = ?"
+_RECLAIM = """
+UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL,
+       last_error = 'lease expired: the worker holding this job stopped renewing it '
+                    || '(killed, or its event loop was blocked)'
+WHERE state = 'running' AND lease_until < ?
+"""
+_COLUMNS = (
+    "id, task, state, destination, priority, payload, key, attempts, created_at, run_at, "
+    "started_at, finished_at, result, last_error"
+)
+
+
+def _info(row: tuple[Any, ...]) -> JobInfo:
+    (id_, task, state, dest, prio, payload, key, attempts, created, run_at, started,
+     finished, result, error) = row  # fmt: skip
+    return JobInfo(
+        id=id_,
+        task=task,
+        state=_PUBLIC_STATE[state],
+        destination=dest,
+        priority=prio,
+        payload=json.loads(payload),
+        key=key,
+        attempts=attempts,
+        created_at=created,
+        run_at=run_at,
+        started_at=started,
+        finished_at=finished,
+        result=None if result is None else json.loads(result),
+        last_error=error,
+    )
+
+
+@dataclass(slots=True)
+class _Outcomes:
+    now: float = 0.0
+    complete: list[Succeeded] = field(default_factory=list)
+    fail: list[Failed] = field(default_factory=list)
+    release: list[Released] = field(default_factory=list)
+
+
+_Call = Callable[[sqlite3.Connection], Any]
+
+
+@dataclass(slots=True)
+class _Turn:
+    """What one transaction carries, and who waits for each part."""
+
+    inserts: list[tuple[Sequence[NewJob], float, asyncio.Future[Any]]] = field(default_factory=list)
+    outcomes: dict[str, _Outcomes] = field(default_factory=dict)
+    outcome_waiters: list[asyncio.Future[Any]] = field(default_factory=list)
+    calls: list[tuple[_Call, asyncio.Future[Any]]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.inserts or self.outcome_waiters or self.calls)
+
+    def futures(self) -> list[asyncio.Future[Any]]:
+        return [f for *_, f in self.inserts] + self.outcome_waiters + [f for _, f in self.calls]
+
+    def resolve(self, results: list[Any]) -> None:
+        """Hand each waiter its result; `results` are the inserts' then the calls'."""
+        values = iter(results)
+        for *_, future in self.inserts:
+            _settle(future, next(values))
+        for future in self.outcome_waiters:
+            _settle(future, None)
+        for _, future in self.calls:
+            _settle(future, next(values))
+
+    def fail(self, exc: BaseException) -> None:
+        for future in self.futures():
+            if not future.done():
+                future.set_exception(exc)
+
+    def split(self) -> list[_Turn]:
+        """One turn per independent part, to find the part that fails."""
+        parts = [_Turn(inserts=[insert]) for insert in self.inserts]
+        if self.outcome_waiters:
+            parts.append(_Turn(outcomes=self.outcomes, outcome_waiters=self.outcome_waiters))
+        parts.extend(_Turn(calls=[call]) for call in self.calls)
+        return parts
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # the caller may have been cancelled while it waited
+        future.set_result(value)
+
+
+class SqliteJournal:
+    """The default journal: one SQLite file in WAL mode, shared by any number of processes."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
+        self.path = path
+        self.synchronous = synchronous
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._db: aiosqlite.Connection | None = None
+        self._thread: ConnectionThread | None = None
+        self._turn = _Turn()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._tokens = itertools.count(1)
+        self._data_version: int | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise JournalError(
+                self.path,
+                f"SQLite {sqlite3.sqlite_version} is too old; asyncq needs "
+                f"{'.'.join(map(str, MIN_SQLITE))} or newer",
+            )
+        if self.path != ":memory:":
+            self._check_file()
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(self.path, f"cannot open: {exc}") from exc
+        self._thread = ConnectionThread(self._db)
+        try:
+            await self._thread.run(self._prepare)
+        except BaseException as exc:
+            await self._db.close()
+            self._db = None
+            raise self._translate(exc) from exc
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="asyncq-journal-writer")
+
+    async def close(self) -> None:
+        if self._db is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None
+        await self._db.close()
+        self._db = None
+
+    def _check_file(self) -> None:
+        """Create a new journal 0600; refuse a file that is not SQLite without touching it."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            with open(self.path, "rb") as existing:
+                header = existing.read(len(_HEADER))
+            if header and header != _HEADER:
+                raise JournalCorrupt(self.path, "not a SQLite database (bad header)") from None
+            return
+        except OSError as exc:
+            raise JournalError(self.path, f"cannot create: {exc}") from exc
+        # umask can only take bits away; chmod makes the mode exactly 0600. SQLite
+        # gives the -wal and -shm files the database file's mode.
+        os.fchmod(fd, 0o600)
+        os.close(fd)
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        # Read before any write, so a damaged file is reported and left as it was.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                self.path,
+                f"schema version {version} was written by a newer asyncq "
+                f"(this one knows up to {SCHEMA_VERSION})",
+            )
+        if (
+            version > 0
+            and not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+            ).fetchone()
+        ):
+            raise JournalCorrupt(self.path, "has a schema version but no jobs table")
+        if (
+            version == 0
+            and conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchone()
+        ):
+            raise JournalError(self.path, "is a SQLite database of something else, not asyncq's")
+        if self.path != ":memory:":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        if version < SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Another process may have migrated while this one waited for the lock.
+                current = conn.execute("PRAGMA user_version").fetchone()[0]
+                for migrate in MIGRATIONS[current:]:
+                    migrate(conn)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, JournalError):
+            return exc
+        if isinstance(exc, sqlite3.Error):
+            code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                return JournalCorrupt(self.path, f"damaged or not a database ({exc})")
+            return JournalError(self.path, str(exc))
+        return exc
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._thread is None:
+            raise JournalError(self.path, "the journal is not open")
+        try:
+            return await self._thread.run(fn)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    # -- the writer -------------------------------------------------------
+
+    def _enqueue_call(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        future = self._new_future()
+        self._turn.calls.append((fn, future))
+        return future
+
+    def _new_future(self) -> asyncio.Future[Any]:
+        if self._db is None or self._closing:
+            raise JournalError(self.path, "the journal is not open")
+        self._wake.set()
+        return asyncio.get_running_loop().create_future()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            turn, self._turn = self._turn, _Turn()
+            if turn:
+                await self._commit(turn)
+            elif self._closing:
+                return
+
+    async def _commit(self, turn: _Turn) -> None:
+        delay = 0.01
+        while True:
+            try:
+                results = await self._run_turn(turn)
+            except JournalError as exc:
+                cause = exc.__cause__
+                code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
+                if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    # Another process held the write lock past busy_timeout. The
+                    # turn is intact (rolled back): wait and try again, so "database
+                    # is locked" never reaches the caller.
+                    log.warning("journal %s is locked; retrying in %.2fs", self.path, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if len(turn.futures()) == 1:
+                    turn.fail(exc)
+                    return
+                # Something in the turn is bad: run each part alone so one bad
+                # call fails only its own caller.
+                for part in turn.split():
+                    await self._commit(part)
+                return
+            turn.resolve(results)
+            return
+
+    async def _run_turn(self, turn: _Turn) -> list[Any]:
+        return await self._run(lambda conn: _transaction(conn, turn))  # type: ignore[no-any-return]
+
+    # -- writes -----------------------------------------------------------
+
+    async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
+        if not jobs:
+            return []
+        future = self._new_future()
+        self._turn.inserts.append((jobs, now, future))
+        return await future  # type: ignore[no-any-return]
+
+    async def claim(
+        self, owner: str, limit: int, lease_until: float, now: float
+    ) -> list[ClaimedJob]:
+        token = next(self._tokens)
+
+        def claim(conn: sqlite3.Connection) -> list[ClaimedJob]:
+            conn.execute(_PROMOTE_DUE, (now,))
+            conn.execute(
+                _CLAIM,
+                {
+                    "owner": owner,
+                    "token": token,
+                    "lease_until": lease_until,
+                    "now": now,
+                    "limit": limit,
+                },
+            )
+            (rows,) = conn.execute(_CLAIMED, (owner, token)).fetchone()
+            return [ClaimedJob(*row) for row in json.loads(rows)]
+
+        return await self._enqueue_call(claim)  # type: ignore[no-any-return]
+
+    async def record_outcomes(
+        self,
+        owner: str,
+        now: float,
+        *,
+        succeeded: Sequence[Succeeded] = (),
+        failed: Sequence[Failed] = (),
+        released: Sequence[Released] = (),
+    ) -> None:
+        complete, fail, release = succeeded, failed, released
+        if not (complete or fail or release):
+            return
+        future = self._new_future()
+        outcomes = self._turn.outcomes.setdefault(owner, _Outcomes())
+        outcomes.now = max(outcomes.now, now)
+        outcomes.complete.extend(complete)
+        outcomes.fail.extend(fail)
+        outcomes.release.extend(release)
+        self._turn.outcome_waiters.append(future)
+        await future
+
+    async def renew(self, owner: str, lease_until: float) -> int:
+        return await self._enqueue_call(  # type: ignore[no-any-return]
+            lambda conn: conn.execute(_RENEW, (lease_until, owner)).rowcount
+        )
+
+    async def reclaim_expired(self, now: float) -> int:
+        return await self._enqueue_call(  # type: ignore[no-any-return]
+            lambda conn: conn.execute(_RECLAIM, (now,)).rowcount
+        )
+
+    async def cancel(self, job_id: int, now: float) -> JobState | None:
+        def cancel(conn: sqlite3.Connection) -> JobState | None:
+            conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ? "
+                "WHERE id = ? AND state IN ('pending', 'scheduled')",
+                (now, job_id),
+            )
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else _PUBLIC_STATE[row[0]]
+
+        return await self._enqueue_call(cancel)  # type: ignore[no-any-return]
+
+    # -- reads ------------------------------------------------------------
+
+    async def get(self, job_id: int) -> JobInfo | None:
+        def get(conn: sqlite3.Connection) -> JobInfo | None:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else _info(row)
+
+        return await self._run(get)  # type: ignore[no-any-return]
+
+    async def next_run_at(self) -> float | None:
+        def next_run_at(conn: sqlite3.Connection) -> float | None:
+            if conn.execute("SELECT 1 FROM jobs WHERE state = 'pending' LIMIT 1").fetchone():
+                return float("-inf")
+            row = conn.execute("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'").fetchone()
+            return row[0]  # type: ignore[no-any-return]
+
+        return await self._run(next_run_at)  # type: ignore[no-any-return]
+
+    async def changed_elsewhere(self) -> bool:
+        version = (await self._run(lambda c: c.execute("PRAGMA data_version").fetchone()))[0]
+        changed = version != self._data_version
+        self._data_version = version
+        return bool(changed)
+
+    async def stats(self, now: float) -> JournalStats:
+        def stats(conn: sqlite3.Connection) -> JournalStats:
+            per: dict[str, dict[str, Any]] = {}
+            rows = conn.execute(
+                "SELECT destination, state, count(*), min(run_at) FROM jobs "
+                "WHERE state IN ('pending', 'scheduled', 'running', 'dead') "
+                "GROUP BY destination, state"
+            ).fetchall()
+            for dest, state, count, oldest in rows:
+                counts = per.setdefault(dest, {"pending": 0, "ready": 0, "running": 0, "dead": 0})
+                if state in ("pending", "scheduled"):
+                    counts["pending"] += count
+                    if state == "pending":
+                        counts["ready"] = count
+                        counts["oldest_ready_at"] = oldest
+                else:
+                    counts[state] = count
+            finished = dict(
+                conn.execute(
+                    "SELECT state, count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled') "
+                    "GROUP BY state"
+                ).fetchall()
+            )
+            return JournalStats(
+                destinations={d: DestinationCounts(**c) for d, c in sorted(per.items())},
+                succeeded=finished.get("succeeded", 0),
+                cancelled=finished.get("cancelled", 0),
+            )
+
+        return await self._run(stats)  # type: ignore[no-any-return]
+
+    async def count_rows(self) -> int:
+        """All rows in the journal, whatever their state (for tests and tools)."""
+        row = await self._run(lambda c: c.execute("SELECT count(*) FROM jobs").fetchone())
+        return int(row[0])
+
+
+def _insert(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
+    if any(job.key is not None for job in jobs):
+        # The rare path: keyed jobs go one at a time, so a key repeated within
+        # one batch also finds the job inserted a moment before.
+        return [_insert_keyed(conn, job, now) for job in jobs]
+    batch = json.dumps([[j.task, j.payload, j.destination, j.priority, j.run_at] for j in jobs])
+    cursor = conn.execute(_INSERT_BATCH, {"now": now, "batch": batch})
+    # Under the write lock, AUTOINCREMENT hands out consecutive ids in row order.
+    last = cursor.lastrowid
+    if cursor.rowcount != len(jobs) or last is None:
+        raise RuntimeError("batch insert wrote an unexpected number of rows")
+    return [Inserted(i, True) for i in range(last - len(jobs) + 1, last + 1)]
+
+
+def _insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float) -> Inserted:
+    if job.key is not None:
+        row = conn.execute(_FIND_LIVE_KEY, (job.key,)).fetchone()
+        if row is not None:
+            return Inserted(row[0], False)
+    cursor = conn.execute(
+        _INSERT_ONE,
+        (
+            job.task,
+            job.payload,
+            job.destination,
+            job.priority,
+            job.run_at,
+            job.key,
+            job.run_at,
+            now,
+            now,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return Inserted(cursor.lastrowid, True)
+
+
+def _write_outcomes(conn: sqlite3.Connection, owner: str, outcomes: _Outcomes) -> None:
+    now = outcomes.now
+    if outcomes.complete:
+        batch = json.dumps(outcomes.complete)
+        conn.execute(_COMPLETE, {"batch": batch, "owner": owner, "now": now})
+    if outcomes.fail:
+        conn.execute(_FAIL, {"batch": json.dumps(outcomes.fail), "owner": owner, "now": now})
+    if outcomes.release:
+        conn.execute(_RELEASE, {"batch": json.dumps(outcomes.release), "owner": owner})
+
+
+def _transaction(conn: sqlite3.Connection, turn: _Turn) -> list[Any]:
+    """One turn of the writer, run on the connection thread."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Inserts first, so a claim in the same turn can take the jobs just written.
+        results = [_insert(conn, jobs, now) for jobs, now, _ in turn.inserts]
+        for owner, outcomes in turn.outcomes.items():
+            _write_outcomes(conn, owner, outcomes)
+        results.extend(call(conn) for call, _ in turn.calls)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results

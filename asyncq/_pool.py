@@ -1,0 +1,158 @@
+"""The worker pool: N coroutines that run jobs under their timeouts and
+report outcomes to the journal in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable
+
+import anyio
+
+from ._clock import Clock
+from ._dispatcher import Dispatcher
+from ._job import encode_result
+from ._journal import ClaimedJob, Failed, Journal, Released, Succeeded
+from ._tasks import TaskRegistry
+
+log = logging.getLogger("asyncq.pool")
+
+_MAX_ERROR_CHARS = 4000
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: message` and the last frames of the traceback, bounded in size."""
+    head = f"{type(exc).__qualname__}: {exc}"
+    frames = "".join(traceback.format_tb(exc.__traceback__, limit=-4))
+    text = f"{head}\n{frames}".rstrip()
+    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "\n[...]"
+
+
+class WorkerPool:
+    """Runs jobs from the dispatcher; owns the buffer of outcomes not yet written."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        dispatcher: Dispatcher,
+        registry: TaskRegistry,
+        clock: Clock,
+        *,
+        owner: str,
+        concurrency: int,
+        default_timeout: float | None,
+        on_written: Callable[[list[int]], None],
+    ) -> None:
+        self._journal = journal
+        self._dispatcher = dispatcher
+        self._registry = registry
+        self._clock = clock
+        self._owner = owner
+        self._concurrency = concurrency
+        self._default_timeout = default_timeout
+        self._on_written = on_written
+        self._done: list[Succeeded] = []
+        self._failed: list[Failed] = []
+        self._released: list[Released] = []
+        self._have_outcomes = asyncio.Event()
+        self._running: dict[int, ClaimedJob] = {}
+        self._writing = False
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs running now."""
+        return len(self._running)
+
+    @property
+    def has_unwritten(self) -> bool:
+        """Outcomes are waiting to be written, or being written."""
+        return bool(self._done or self._failed or self._released or self._writing)
+
+    async def run_workers(self) -> None:
+        async with anyio.create_task_group() as workers:
+            for _ in range(self._concurrency):
+                workers.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        dispatcher = self._dispatcher
+        while True:
+            job = dispatcher.take()
+            if job is None:
+                job = await dispatcher.next_job()
+                if job is None:
+                    return
+            await self._execute(job)
+            # A handler that never awaits would let this worker run the whole
+            # prefetch without yielding, starving the writer that acks and claims.
+            await asyncio.sleep(0)
+
+    async def _execute(self, job: ClaimedJob) -> None:
+        task = self._registry.get(job.task)
+        if task is None:
+            self._fail(
+                job,
+                f"UnknownTask: no task named {job.task!r} is registered in the "
+                f"worker process that claimed it (known: {self._registry.names()})",
+            )
+            return
+        timeout = task.timeout if task.timeout is not None else self._default_timeout
+        self._running[job.id] = job
+        try:
+            if timeout is None:
+                value = await task.fn(**job.payload)
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    value = await task.fn(**job.payload)
+                if scope.cancelled_caught:
+                    self._fail(job, f"TimeoutError: the handler ran longer than {timeout:g} s")
+                    return
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # This worker is being cancelled (shutdown deadline): the job goes
+                # back to the journal unfinished and runs again later.
+                self._released.append(Released(job.id, job.attempts))
+                self._have_outcomes.set()
+                raise
+            self._fail(job, describe_error(asyncio.CancelledError("cancelled inside the handler")))
+        except BaseException as exc:  # noqa: BLE001 - a handler may raise anything at all
+            self._fail(job, describe_error(exc))
+        else:
+            self._done.append(Succeeded(job.id, job.attempts, encode_result(value)))
+            self._have_outcomes.set()
+        finally:
+            del self._running[job.id]
+
+    def _fail(self, job: ClaimedJob, error: str) -> None:
+        self._failed.append(Failed(job.id, job.attempts, error, None))
+        self._have_outcomes.set()
+
+    def release(self, jobs: list[ClaimedJob]) -> None:
+        """Hand claimed-but-unstarted jobs back to the journal."""
+        self._released.extend(Released(job.id, job.attempts) for job in jobs)
+        self._have_outcomes.set()
+
+    async def write_outcomes(self) -> None:
+        """Write outcomes as they come, one batch per journal turn, until cancelled."""
+        while True:
+            await self._have_outcomes.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every outcome gathered so far."""
+        self._have_outcomes.clear()
+        done, self._done = self._done, []
+        failed, self._failed = self._failed, []
+        released, self._released = self._released, []
+        if not (done or failed or released):
+            return
+        self._writing = True
+        try:
+            await self._journal.record_outcomes(
+                self._owner, self._clock.now(), succeeded=done, failed=failed, released=released
+            )
+        finally:
+            self._writing = False
+        if done or failed:
+            self._on_written([o.id for o in done] + [o.id for o in failed])

@@ -1,0 +1,131 @@
+"""Tasks: typed handles on handler functions, and the registry that names them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from ._errors import PayloadError, UnknownTask
+
+if TYPE_CHECKING:
+    from ._job import Job
+    from ._queue import Queue
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEFAULT_DESTINATION = "default"
+
+
+class Task(Generic[P, R]):
+    """A handler registered with a queue. Calling it runs the handler inline;
+    `submit` writes a job that a worker runs later."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        fn: Callable[P, Awaitable[R]],
+        *,
+        name: str,
+        destination: str,
+        timeout: float | None,
+    ) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"task {name!r}: the handler must be an `async def` function")
+        self.queue = queue
+        self.fn = fn
+        self.name = name
+        self.destination = destination
+        self.timeout = timeout
+        self._signature = inspect.signature(fn)
+        params = self._signature.parameters.values()
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY) for p in params):
+            # A payload is a JSON object of keyword arguments; these cannot be named in one.
+            raise TypeError(
+                f"task {name!r}: handlers with *args, **kwargs or positional-only "
+                "parameters cannot be queued"
+            )
+        self._allowed = frozenset(p.name for p in params)
+        self._required = frozenset(p.name for p in params if p.default is p.empty)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        return self.fn(*args, **kwargs)
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Write one job for this task; returns once it is durable."""
+        return await self.queue._submit_payload(self, self.payload_from_call(args, kwargs))
+
+    async def submit_many(
+        self,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        delay: float | None = None,
+        priority: int = 0,
+        destination: str | None = None,
+    ) -> list[Job]:
+        """Write many jobs (one keyword dict each) in one transaction."""
+        return await self.queue.submit_many(
+            self, payloads, delay=delay, priority=priority, destination=destination
+        )
+
+    def payload_from_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keyword payload for a call, checked against the handler's signature."""
+        if not args:
+            return self.check_payload(kwargs)
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PayloadError(self.name, f"arguments do not match the handler ({exc})") from None
+        return dict(bound.arguments)
+
+    def check_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """`payload` if it fits the handler's keyword parameters, else `PayloadError`."""
+        if not isinstance(payload, dict):
+            kind = type(payload).__name__
+            raise PayloadError(
+                self.name, f"payload must be a dict of keyword arguments, not {kind}"
+            )
+        keys = payload.keys()
+        if not (keys <= self._allowed and self._required <= keys):
+            unknown = sorted(keys - self._allowed)
+            missing = sorted(self._required - keys)
+            raise PayloadError(
+                self.name,
+                f"arguments do not match the handler (unknown: {unknown}, missing: {missing})",
+            )
+        return payload
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} -> {self.destination}>"
+
+
+class TaskRegistry:
+    """The tasks one queue knows, by name."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task[Any, Any]] = {}
+
+    def add(self, task: Task[Any, Any]) -> None:
+        existing = self._tasks.get(task.name)
+        if existing is not None and existing.fn is not task.fn:
+            raise ValueError(f"a different handler is already registered as {task.name!r}")
+        self._tasks[task.name] = task
+
+    def get(self, name: str) -> Task[Any, Any] | None:
+        return self._tasks.get(name)
+
+    def resolve(self, task: Task[Any, Any] | str) -> Task[Any, Any]:
+        if isinstance(task, Task):
+            return task
+        found = self._tasks.get(task)
+        if found is None:
+            raise UnknownTask(task)
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+
+def default_task_name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"

@@ -1,0 +1,73 @@
+"""The `asyncq` command: run workers, look at a journal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from ._queue import Queue
+
+
+def load_queue(spec: str) -> Queue:
+    """The `Queue` named by `package.module:attribute`."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"asyncq: expected 'package.module:queue', got {spec!r}")
+    sys.path.insert(0, "")
+    module = importlib.import_module(module_name)
+    queue = getattr(module, attribute, None)
+    if not isinstance(queue, Queue):
+        raise SystemExit(f"asyncq: {spec!r} is not an asyncq.Queue")
+    return queue
+
+
+async def run_worker(queue: Queue, concurrency: int | None) -> None:
+    """Run `queue`'s workers until SIGTERM or SIGINT, then shut down gracefully."""
+    if concurrency is not None:
+        queue.concurrency = concurrency
+    elif queue.concurrency == 0:
+        queue.concurrency = 64  # the module's queue is a producer; a worker must run jobs
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with queue:
+        logging.getLogger("asyncq").info(
+            "worker running %s with concurrency %d", queue.path, queue.concurrency
+        )
+        await stop.wait()
+
+
+async def _stats(path: str) -> None:
+    async with Queue(path, concurrency=0) as queue:
+        print(json.dumps(asdict(await queue.stats()), indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asyncq", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="run the workers of a queue defined in a module")
+    worker.add_argument("queue", help="where the Queue lives, as package.module:attribute")
+    worker.add_argument(
+        "-c", "--concurrency", type=int, help="worker coroutines (default: the queue's)"
+    )
+    stats = commands.add_parser("stats", help="print job counts of a journal file")
+    stats.add_argument("path", help="the journal file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "worker":
+        asyncio.run(run_worker(load_queue(args.queue), args.concurrency))
+    elif args.command == "stats":
+        asyncio.run(_stats(args.path))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -374,8 +374,12 @@ class Queue:
         while True:
             self._activity.clear()
             if not (dispatcher.busy or pool.in_flight or pool.has_unwritten):
+                # This process holds no claim now, so any expired lease is another
+                # process's: take it back here rather than wait for the lease timer.
+                now = self.clock.now()
+                await self._journal.reclaim_expired(now)
                 due = await self._journal.next_run_at()
-                nothing_due = due is None or due > self.clock.now()
+                nothing_due = due is None or due > now
                 if nothing_due and not (dispatcher.busy or pool.in_flight or pool.has_unwritten):
                     return
                 dispatcher.notify()

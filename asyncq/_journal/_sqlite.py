@@ -223,6 +223,8 @@ class SqliteJournal:
         self._closing = False
         self._tokens = itertools.count(1)
         self._data_version: int | None = None
+        #: Transactions committed by the writer (for tests and benchmarks of group commit).
+        self.commits = 0
 
     # -- lifecycle -------------------------------------------------------
 
@@ -386,6 +388,7 @@ class SqliteJournal:
                 for part in turn.split():
                     await self._commit(part)
                 return
+            self.commits += 1
             turn.resolve(results)
             return
 

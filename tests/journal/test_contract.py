@@ -1,0 +1,183 @@
+"""The contract every journal backend keeps, with time passed in."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from asyncq import JobState
+from asyncq._journal import Failed, Journal, NewJob, Released, Succeeded
+
+NOW = 1_800_000_000.0
+LEASE = 30.0
+
+
+def new(i: int = 0, *, priority: int = 0, run_at: float = NOW, key: str | None = None) -> NewJob:
+    return NewJob("t", f'{{"i":{i}}}', "default", priority, run_at, key)
+
+
+async def claim(journal: Journal, owner: str = "a", limit: int = 100, now: float = NOW) -> list:
+    return await journal.claim(owner, limit, now + LEASE, now)
+
+
+async def test_ids_increase_in_submission_order(journal: Journal) -> None:
+    first = await journal.insert_many([new(i) for i in range(3)], NOW)
+    second = await journal.insert_many([new(i) for i in range(3)], NOW)
+    ids = [r.id for r in first + second]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 6
+    assert all(r.created for r in first + second)
+
+
+async def test_claim_takes_higher_priority_first_then_fifo(journal: Journal) -> None:
+    await journal.insert_many([new(0), new(1, priority=5), new(2), new(3, priority=5)], NOW)
+    claimed = await claim(journal)
+    assert [job.payload["i"] for job in claimed] == [1, 3, 0, 2]
+    assert all(job.attempts == 1 for job in claimed)
+
+
+async def test_claim_leaves_jobs_whose_time_has_not_come(journal: Journal) -> None:
+    await journal.insert_many([new(0, run_at=NOW + 60), new(1)], NOW)
+    assert [j.payload["i"] for j in await claim(journal)] == [1]
+    assert await journal.next_run_at() == NOW + 60
+    assert await claim(journal, now=NOW + 59) == []
+    assert [j.payload["i"] for j in await claim(journal, now=NOW + 60)] == [0]
+
+
+async def test_claim_respects_limit_and_never_hands_a_job_to_two_owners(journal: Journal) -> None:
+    await journal.insert_many([new(i) for i in range(10)], NOW)
+    first = await claim(journal, "a", limit=4)
+    second = await claim(journal, "b", limit=100)
+    assert len(first) == 4
+    assert len(second) == 6
+    assert not {j.id for j in first} & {j.id for j in second}
+
+
+async def test_concurrent_claims_split_the_work(journal: Journal) -> None:
+    await journal.insert_many([new(i) for i in range(100)], NOW)
+    batches = await asyncio.gather(*(claim(journal, f"o{n}", limit=30) for n in range(5)))
+    ids = [j.id for batch in batches for j in batch]
+    assert len(ids) == len(set(ids)) == 100
+
+
+async def test_complete_stores_the_result(journal: Journal) -> None:
+    (inserted,) = await journal.insert_many([new()], NOW)
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW + 1, succeeded=[Succeeded(job.id, 1, '{"ok":true}')])
+    info = await journal.get(inserted.id)
+    assert info is not None
+    assert info.state is JobState.SUCCEEDED
+    assert info.result == {"ok": True}
+    assert info.finished_at == NOW + 1
+
+
+async def test_a_stale_ack_does_not_overwrite_a_newer_attempt(journal: Journal) -> None:
+    await journal.insert_many([new()], NOW)
+    (first,) = await claim(journal, "a")
+    assert await journal.reclaim_expired(NOW + LEASE + 1) == 1
+    (second,) = await claim(journal, "b", now=NOW + LEASE + 1)
+    assert second.attempts == 2
+    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(first.id, 1, "1")])
+    info = await journal.get(first.id)
+    assert info is not None
+    assert info.state is JobState.RUNNING
+
+
+async def test_renewed_leases_are_not_reclaimed(journal: Journal) -> None:
+    await journal.insert_many([new(0), new(1)], NOW)
+    await claim(journal, "a", limit=1)
+    await claim(journal, "b", limit=1)
+    assert await journal.renew("a", NOW + 2 * LEASE) == 1
+    assert await journal.reclaim_expired(NOW + LEASE + 1) == 1  # only b's
+    stats = await journal.stats(NOW)
+    assert stats.destinations["default"].running == 1
+    assert stats.destinations["default"].ready == 1
+
+
+async def test_reclaimed_job_counts_the_attempt_and_says_why(journal: Journal) -> None:
+    (inserted,) = await journal.insert_many([new()], NOW)
+    await claim(journal)
+    await journal.reclaim_expired(NOW + LEASE + 1)
+    info = await journal.get(inserted.id)
+    assert info is not None
+    assert info.state is JobState.PENDING
+    assert info.attempts == 1
+    assert info.last_error is not None
+    assert "lease expired" in info.last_error
+
+
+async def test_release_does_not_count_the_attempt(journal: Journal) -> None:
+    (inserted,) = await journal.insert_many([new()], NOW)
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, released=[Released(job.id, job.attempts)])
+    info = await journal.get(inserted.id)
+    assert info is not None
+    assert (info.state, info.attempts) == (JobState.PENDING, 0)
+
+
+async def test_failure_is_dead_or_rescheduled(journal: Journal) -> None:
+    inserted = await journal.insert_many([new(0), new(1)], NOW)
+    jobs = await claim(journal)
+    await journal.record_outcomes(
+        "a",
+        NOW,
+        failed=[
+            Failed(jobs[0].id, 1, "ValueError: no", None),
+            Failed(jobs[1].id, 1, "E", NOW + 60),
+        ],
+    )
+    dead, retrying = [await journal.get(r.id) for r in inserted]
+    assert dead is not None
+    assert retrying is not None
+    assert (dead.state, dead.last_error) == (JobState.DEAD, "ValueError: no")
+    assert (retrying.state, retrying.run_at) == (JobState.PENDING, NOW + 60)
+    assert await claim(journal, now=NOW + 59) == []
+    assert len(await claim(journal, now=NOW + 60)) == 1
+
+
+async def test_a_live_key_returns_the_existing_job(journal: Journal) -> None:
+    (first,) = await journal.insert_many([new(0, key="deal-1")], NOW)
+    again, other = await journal.insert_many([new(1, key="deal-1"), new(2, key="deal-2")], NOW)
+    assert again == (first.id, False)
+    assert other.created
+    (job, _) = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(job.id, 1, "null")])
+    (after,) = await journal.insert_many([new(3, key="deal-1")], NOW)
+    assert after.created
+    assert after.id != first.id
+
+
+async def test_a_key_repeated_within_one_batch_makes_one_job(journal: Journal) -> None:
+    first, second = await journal.insert_many([new(0, key="k"), new(1, key="k")], NOW)
+    assert first.created
+    assert second == (first.id, False)
+
+
+async def test_cancel_only_touches_jobs_that_have_not_started(journal: Journal) -> None:
+    waiting, started = await journal.insert_many([new(0, run_at=NOW + 5), new(1)], NOW)
+    await claim(journal)
+    assert await journal.cancel(waiting.id, NOW) is JobState.CANCELLED
+    assert await journal.cancel(started.id, NOW) is JobState.RUNNING
+    assert await journal.cancel(10_000, NOW) is None
+
+
+async def test_stats_count_per_destination_and_state(journal: Journal) -> None:
+    await journal.insert_many(
+        [new(0), new(1, run_at=NOW + 5), NewJob("t", "{}", "crm", 0, NOW)], NOW
+    )
+    stats = await journal.stats(NOW)
+    assert stats.destinations["default"].pending == 2
+    assert stats.destinations["default"].ready == 1
+    assert stats.destinations["crm"].ready == 1
+    assert stats.destinations["default"].oldest_ready_at == NOW
+
+
+async def test_concurrent_writes_share_transactions(journal: Journal) -> None:
+    commits_before = getattr(journal, "commits", None)
+    if commits_before is None:
+        pytest.skip("this backend does not count its commits")
+    results = await asyncio.gather(*(journal.insert_many([new(i)], NOW) for i in range(200)))
+    assert len({r[0].id for r in results}) == 200
+    # 200 writers, and far fewer transactions: group commit.
+    assert journal.commits - commits_before <= 10  # type: ignore[attr-defined]

@@ -1,0 +1,118 @@
+"""The SQLite journal's file: permissions, damage, versions, locks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncq import JournalCorrupt, JournalError
+from asyncq._journal import NewJob, SqliteJournal
+from asyncq._journal._schema import SCHEMA_VERSION
+
+NOW = 1_800_000_000.0
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def umask_zero() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.usefixtures("umask_zero")
+async def test_journal_and_its_wal_files_are_0600_even_under_umask_0(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    try:
+        await journal.insert_many([NewJob("t", "{}", "d", 0, NOW)], NOW)
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        assert all(f.exists() for f in files)
+        assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600] * 3
+    finally:
+        await journal.close()
+
+
+async def test_a_file_that_is_not_a_database_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 100)
+    before = digest(path)
+    with pytest.raises(JournalCorrupt, match=r"notes\.db"):
+        await SqliteJournal(str(path)).open()
+    assert digest(path) == before
+    assert not Path(f"{path}-wal").exists()
+
+
+async def test_a_damaged_journal_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    await journal.insert_many([NewJob("t", "{}", "d", 0, NOW)] * 50, NOW)
+    await journal.close()
+    data = bytearray(path.read_bytes())
+    data[100:400] = os.urandom(300)  # the schema page, past the 100-byte header
+    path.write_bytes(bytes(data))
+    before = digest(path)
+    with pytest.raises(JournalCorrupt, match=r"damaged\.db"):
+        await SqliteJournal(str(path)).open()
+    assert digest(path) == before
+
+
+async def test_a_journal_from_a_newer_asyncq_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.execute("CREATE TABLE jobs (id INTEGER)")
+    with pytest.raises(JournalError, match="newer asyncq"):
+        await SqliteJournal(str(path)).open()
+
+
+async def test_another_applications_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    with pytest.raises(JournalError, match="something else"):
+        await SqliteJournal(str(path)).open()
+
+
+async def test_a_new_journal_records_its_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "v.db"
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    await journal.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_a_write_lock_held_elsewhere_delays_writes_but_never_fails_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    journal = SqliteJournal(str(path), busy_timeout=0.05)
+    await journal.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        insert = asyncio.create_task(journal.insert_many([NewJob("t", "{}", "d", 0, NOW)], NOW))
+        done, _ = await asyncio.wait({insert}, timeout=0.3)  # several busy timeouts pass
+        assert not done
+        other.execute("COMMIT")
+        (inserted,) = await asyncio.wait_for(insert, timeout=5)
+        assert inserted.created
+    finally:
+        other.close()
+        await journal.close()

@@ -16,6 +16,7 @@ from ._errors import (
 )
 from ._job import Job, JobInfo, JobState
 from ._journal import DestinationCounts, JournalStats
+from ._policy import Circuit, Rate, Retry
 from ._queue import Queue
 from ._tasks import Task
 
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncqError",
+    "Circuit",
     "Clock",
     "DestinationCounts",
     "Job",
@@ -38,6 +40,8 @@ __all__ = [
     "PermanentFailure",
     "Queue",
     "QueueNotRunning",
+    "Rate",
+    "Retry",
     "RetryAfter",
     "SystemClock",
     "Task",

@@ -1,9 +1,12 @@
-"""The dispatcher: a bounded prefetch of claimed jobs in per-destination lanes.
+"""The dispatcher: a bounded prefetch of claimed jobs in per-destination lanes,
+handed to workers only when their destination can take a call now.
 
-Workers take jobs synchronously (`take`) and only wait when every lane is
-empty. Lanes are served round-robin, so one destination's backlog never sits
-in front of another's; within a lane, a higher priority goes first, then the
-order of the claim (FIFO).
+Workers take jobs synchronously (`take`) and only wait when no lane can go.
+A lane that cannot go is set aside without spending a worker: until a time
+(its rate bucket refills, a RetryAfter hold ends, an open circuit cools down)
+or until an event (a call to a capped destination finishes, a resume).
+Lanes that can go are served round-robin; within a lane, higher priority
+first, then the order of the claim (FIFO).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ._clock import Clock
+from ._destinations import CircuitState, Destinations, DestinationState
 from ._journal import ClaimedJob, Journal
 
 log = logging.getLogger("asyncq.dispatcher")
@@ -28,21 +32,30 @@ class Dispatcher:
         self,
         journal: Journal,
         clock: Clock,
+        destinations: Destinations,
         *,
         owner: str,
         prefetch: int,
         lease: float,
         poll_interval: float,
+        reserve: Callable[[list[DestinationState]], Awaitable[None]],
+        reload: Callable[[], Awaitable[None]],
     ) -> None:
         self._journal = journal
         self._clock = clock
+        self._destinations = destinations
         self._owner = owner
         self._prefetch = prefetch
         self._low_water = max(1, prefetch // 2)
         self._lease = lease
         self._poll_interval = poll_interval
+        self._reserve = reserve
+        self._reload = reload
         self._lanes: dict[str, list[tuple[int, int, ClaimedJob]]] = {}
         self._runnable: deque[str] = deque()
+        self._parked: list[tuple[float, int, str]] = []  # (until, order, destination)
+        self._blocked: set[str] = set()  # waiting for an event, not a time
+        self._unreserved: set[str] = set()  # waiting for a bucket reservation to commit
         self._buffered = 0
         self._order = itertools.count()
         self._waiting_workers: deque[asyncio.Future[ClaimedJob | None]] = deque()
@@ -56,21 +69,45 @@ class Dispatcher:
     # -- the worker side ---------------------------------------------------
 
     def take(self) -> ClaimedJob | None:
-        """The next job to run, or None when every lane is empty."""
+        """The next job whose destination can take a call now, or None."""
+        now = self._clock.now()
+        if self._parked and self._parked[0][0] <= now:
+            self._unpark(now)
         runnable = self._runnable
-        if not runnable:
-            return None
-        destination = runnable.popleft()
-        lane = self._lanes[destination]
-        job = heapq.heappop(lane)[2]
-        if lane:
-            runnable.append(destination)
-        else:
-            del self._lanes[destination]
-        self._buffered -= 1
-        if self._buffered < self._low_water and self._maybe_more:
-            self._wakeup.set()
-        return job
+        while runnable:
+            name = runnable.popleft()
+            lane = self._lanes.get(name)
+            if not lane:
+                continue
+            state = self._destinations.state(name)
+            if state.blocked():
+                self._blocked.add(name)
+                continue
+            wait = state.wait_seconds(now)
+            if wait > 0:
+                self._park(name, now + wait)
+                continue
+            if state.bucket is not None:
+                if state.full_at_reserved < now + self._lease / 2:
+                    # The bucket's reservation must be durable before a call
+                    # goes out, so a crash now cannot give a restart a free burst.
+                    self._unreserved.add(name)
+                    self._wakeup.set()
+                    continue
+                state.bucket.try_take()
+            if state.circuit == CircuitState.HALF_OPEN:
+                state.probe_in_flight = True
+            state.in_flight += 1
+            job = heapq.heappop(lane)[2]
+            if lane:
+                runnable.append(name)
+            else:
+                del self._lanes[name]
+            self._buffered -= 1
+            if self._buffered < self._low_water and self._maybe_more:
+                self._wakeup.set()
+            return job
+        return None
 
     async def next_job(self) -> ClaimedJob | None:
         """Wait for a job; None when the dispatcher is closed."""
@@ -80,6 +117,28 @@ class Dispatcher:
         waiter: asyncio.Future[ClaimedJob | None] = asyncio.get_running_loop().create_future()
         self._waiting_workers.append(waiter)
         return await waiter
+
+    def finished(self, name: str) -> None:
+        """A call to `name` ended: its concurrency slot is free again."""
+        state = self._destinations.state(name)
+        state.in_flight -= 1
+        state.probe_in_flight = False
+        self.recheck(name)
+
+    def recheck(self, name: str) -> None:
+        """`name`'s state changed (a slot freed, a resume): it may be able to go."""
+        if name in self._blocked and not self._destinations.state(name).blocked():
+            self._blocked.discard(name)
+            if name in self._lanes:
+                self._runnable.append(name)
+                self._feed_waiting_workers()
+
+    def recheck_all(self) -> None:
+        for name in list(self._blocked):
+            self.recheck(name)
+        # A hold or circuit may have been lifted elsewhere: look at parked lanes now.
+        self._unpark(float("inf"))
+        self._feed_waiting_workers()
 
     @property
     def buffered(self) -> int:
@@ -95,8 +154,35 @@ class Dispatcher:
         jobs = [item[2] for lane in self._lanes.values() for item in lane]
         self._lanes.clear()
         self._runnable.clear()
+        self._parked.clear()
+        self._blocked.clear()
         self._buffered = 0
         return jobs
+
+    def _park(self, name: str, until: float) -> None:
+        first = not self._parked or until < self._parked[0][0]
+        heapq.heappush(self._parked, (until, next(self._order), name))
+        if first:
+            self._wakeup.set()  # the run loop sleeps until the earliest parked time
+
+    def _unpark(self, now: float) -> None:
+        parked = self._parked
+        while parked and parked[0][0] <= now:
+            name = heapq.heappop(parked)[2]
+            if name in self._lanes:
+                self._runnable.append(name)
+
+    def _feed_waiting_workers(self) -> None:
+        waiting = self._waiting_workers
+        while waiting and self._runnable:
+            waiter = waiting.popleft()
+            if waiter.done():
+                continue
+            job = self.take()
+            if job is None:
+                waiting.appendleft(waiter)
+                return
+            waiter.set_result(job)
 
     # -- the journal side --------------------------------------------------
 
@@ -114,27 +200,53 @@ class Dispatcher:
                 waiter.set_result(None)
 
     async def run(self) -> None:
-        """Keep the prefetch topped up until closed."""
+        """Keep the prefetch topped up and parked lanes moving, until closed."""
         while not self._closed:
+            if self._unreserved:
+                await self._reserve_buckets()
+                continue
             room = self._prefetch - self._buffered
             if self._maybe_more and room >= self._low_water:
                 self._wakeup.clear()
-                now = self._clock.now()
-                self._claiming = True
-                try:
-                    jobs = await self._journal.claim(self._owner, room, now + self._lease, now)
-                finally:
-                    self._claiming = False
-                if self._closed:
-                    self._add(jobs)
-                    return
-                self._add(jobs)
-                if len(jobs) < room:
-                    self._maybe_more = False
+                await self._claim(room)
                 continue
             if not self._buffered and not self._maybe_more and self.on_idle is not None:
                 self.on_idle()
             await self._wait_for_news()
+            self._unpark(self._clock.now())
+            self._feed_waiting_workers()
+
+    async def _claim(self, room: int) -> None:
+        now = self._clock.now()
+        lanes = {name: len(lane) for name, lane in self._lanes.items()}
+        closed = {s.name for s in self._destinations.known() if s.closed_to_claims(now)}
+        lane_cap = self._destinations.lane_cap
+
+        def room_for(name: str) -> int:
+            # Runs on the journal's thread: reads only this snapshot and policies.
+            if name in closed:
+                return 0
+            return lane_cap(name, self._prefetch) - lanes.get(name, 0)
+
+        self._claiming = True
+        try:
+            jobs = await self._journal.claim(
+                self._owner, room, now + self._lease, now, room_for=room_for
+            )
+        finally:
+            self._claiming = False
+        self._add(jobs)
+        if len(jobs) < room:
+            self._maybe_more = False
+
+    async def _reserve_buckets(self) -> None:
+        names, self._unreserved = self._unreserved, set()
+        states = [self._destinations.state(name) for name in names]
+        await self._reserve(states)
+        for name in names:
+            if name in self._lanes:
+                self._runnable.append(name)
+        self._feed_waiting_workers()
 
     def _add(self, jobs: list[ClaimedJob]) -> None:
         lanes = self._lanes
@@ -145,22 +257,22 @@ class Dispatcher:
                 self._runnable.append(job.destination)
             heapq.heappush(lane, (-job.priority, next(self._order), job))
         self._buffered += len(jobs)
-        waiting = self._waiting_workers
-        while waiting and self._runnable:
-            waiter = waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(self.take())
+        self._feed_waiting_workers()
 
     async def _wait_for_news(self) -> None:
-        """Sleep until woken, until the next delayed job is due, or one poll interval."""
+        """Sleep until woken, the next parked lane or delayed job is due, or a poll."""
         if self._wakeup.is_set():
             self._wakeup.clear()
             return
+        now = self._clock.now()
         timeout = self._poll_interval
+        due_by_timer = False
+        if self._parked:
+            timeout = min(timeout, max(0.0, self._parked[0][0] - now))
         if not self._maybe_more:
             due = await self._journal.next_run_at()
-            if due is not None:
-                timeout = min(timeout, max(0.0, due - self._clock.now()))
+            if due is not None and due - now < timeout:
+                timeout, due_by_timer = max(0.0, due - now), True
         if timeout > 0:
             woken = asyncio.ensure_future(self._wakeup.wait())
             slept = asyncio.ensure_future(self._clock.sleep(timeout))
@@ -172,10 +284,10 @@ class Dispatcher:
             if woken.done() and not woken.cancelled():
                 self._wakeup.clear()
                 return
-        # Time passed with no local news: a delayed job may be due, or another
-        # process may have written.
-        if timeout < self._poll_interval or await self._journal.changed_elsewhere():
+        if due_by_timer:
             self._maybe_more = True
-        elif not self._maybe_more:
-            due = await self._journal.next_run_at()
-            self._maybe_more = due is not None and due <= self._clock.now()
+        elif await self._journal.changed_elsewhere():
+            # Another process wrote: jobs, or a pause, resume or hold.
+            self._maybe_more = True
+            await self._reload()
+            self.recheck_all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._errors import PayloadError
@@ -72,6 +72,9 @@ class JobInfo:
     finished_at: float | None
     result: Any
     last_error: str | None
+    snoozes: int = 0  # RetryAfter answers, which do not use attempts
+    #: One entry per failed attempt: (started_at, ended_at, first line of the error).
+    history: list[tuple[float, float, str]] = field(default_factory=list)
 
 
 def encode_payload(task: str, payload: dict[str, Any], max_bytes: int) -> str:

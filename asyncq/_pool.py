@@ -1,5 +1,6 @@
-"""The worker pool: N coroutines that run jobs under their timeouts and
-report outcomes to the journal in batches."""
+"""The worker pool: N coroutines that run jobs under their timeouts, turn each
+outcome into a journal record through the destination's policy, and write
+outcomes in batches."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import Callable
 import anyio
 
 from ._clock import Clock
+from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
+from ._errors import PermanentFailure, RetryAfter
 from ._job import encode_result
 from ._journal import ClaimedJob, Failed, Journal, Released, Succeeded
 from ._tasks import TaskRegistry
@@ -37,21 +40,25 @@ class WorkerPool:
         journal: Journal,
         dispatcher: Dispatcher,
         registry: TaskRegistry,
+        destinations: Destinations,
         clock: Clock,
         *,
         owner: str,
         concurrency: int,
         default_timeout: float | None,
-        on_written: Callable[[list[int]], None],
+        on_written: Callable[[list[int], list[Failed]], None],
+        on_destination_change: Callable[[DestinationState], None],
     ) -> None:
         self._journal = journal
         self._dispatcher = dispatcher
         self._registry = registry
+        self._destinations = destinations
         self._clock = clock
         self._owner = owner
         self._concurrency = concurrency
         self._default_timeout = default_timeout
         self._on_written = on_written
+        self._on_destination_change = on_destination_change
         self._done: list[Succeeded] = []
         self._failed: list[Failed] = []
         self._released: list[Released] = []
@@ -82,21 +89,30 @@ class WorkerPool:
                 job = await dispatcher.next_job()
                 if job is None:
                     return
-            await self._execute(job)
+            try:
+                await self._execute(job)
+            finally:
+                dispatcher.finished(job.destination)
             # A handler that never awaits would let this worker run the whole
             # prefetch without yielding, starving the writer that acks and claims.
             await asyncio.sleep(0)
 
     async def _execute(self, job: ClaimedJob) -> None:
         task = self._registry.get(job.task)
+        state = self._destinations.state(job.destination)
         if task is None:
-            self._fail(
-                job,
-                f"UnknownTask: no task named {job.task!r} is registered in the "
-                f"worker process that claimed it (known: {self._registry.names()})",
+            error = (
+                f"UnknownTask: no task named {job.task!r} is registered in the worker "
+                f"process that claimed it (known: {self._registry.names()})"
             )
+            self._failed.append(Failed(job.id, job.attempts, error, None))
+            self._have_outcomes.set()
             return
-        timeout = task.timeout if task.timeout is not None else self._default_timeout
+        timeout = task.timeout
+        if timeout is None:
+            timeout = state.policy.timeout if state.policy.timeout is not None else None
+        if timeout is None:
+            timeout = self._default_timeout
         self._running[job.id] = job
         try:
             if timeout is None:
@@ -105,7 +121,9 @@ class WorkerPool:
                 with anyio.move_on_after(timeout) as scope:
                     value = await task.fn(**job.payload)
                 if scope.cancelled_caught:
-                    self._fail(job, f"TimeoutError: the handler ran longer than {timeout:g} s")
+                    self._failure(
+                        job, state, TimeoutError(f"the handler ran longer than {timeout:g} s")
+                    )
                     return
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -115,18 +133,47 @@ class WorkerPool:
                 self._released.append(Released(job.id, job.attempts))
                 self._have_outcomes.set()
                 raise
-            self._fail(job, describe_error(asyncio.CancelledError("cancelled inside the handler")))
+            self._failure(job, state, asyncio.CancelledError("cancelled inside the handler"))
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything at all
-            self._fail(job, describe_error(exc))
+            self._failure(job, state, exc)
         else:
             self._done.append(Succeeded(job.id, job.attempts, encode_result(value)))
             self._have_outcomes.set()
+            if state.consecutive_failures or state.circuit != CircuitState.CLOSED:
+                self._circuit(state, failed=False)
         finally:
             del self._running[job.id]
 
-    def _fail(self, job: ClaimedJob, error: str) -> None:
-        self._failed.append(Failed(job.id, job.attempts, error, None))
+    def _failure(self, job: ClaimedJob, state: DestinationState, exc: BaseException) -> None:
+        """Turn a failed attempt into a journal record through the destination's policy."""
+        now = self._clock.now()
+        policy = state.policy.retry
+        error = describe_error(exc)
+        if isinstance(exc, PermanentFailure):
+            # The receiver answered, and said no: no retry, and not a sign it is down.
+            record = Failed(job.id, job.attempts, error, None)
+        elif isinstance(exc, RetryAfter) and job.snoozes < policy.max_snoozes:
+            until = now + exc.seconds
+            record = Failed(job.id, job.attempts, error, until, snoozed=1)
+            if until > state.hold_until:
+                state.hold_until = until
+                self._on_destination_change(state)
+        else:
+            retry_at = policy.decide(
+                attempt=job.attempts,
+                error=exc,
+                first_attempt_at=job.first_started_at,
+                now=now,
+            )
+            record = Failed(job.id, job.attempts, error, retry_at)
+            self._circuit(state, failed=True)
+        self._failed.append(record)
         self._have_outcomes.set()
+
+    def _circuit(self, state: DestinationState, *, failed: bool) -> None:
+        if state.record_outcome(failed, self._clock.now()):
+            log.warning("destination %r: circuit %s", state.name, state.circuit)
+            self._on_destination_change(state)
 
     def release(self, jobs: list[ClaimedJob]) -> None:
         """Hand claimed-but-unstarted jobs back to the journal."""
@@ -155,4 +202,4 @@ class WorkerPool:
         finally:
             self._writing = False
         if done or failed:
-            self._on_written([o.id for o in done] + [o.id for o in failed])
+            self._on_written([o.id for o in done] + [o.id for o in failed], failed)

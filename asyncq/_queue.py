@@ -15,10 +15,13 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import anyio
 
 from ._clock import Clock, SystemClock
+from ._destinations import DestinationPolicy, Destinations, DestinationState
 from ._dispatcher import Dispatcher
 from ._errors import JobCancelled, JobDead, JobNotFound, QueueNotRunning
 from ._job import DEFAULT_MAX_PAYLOAD_BYTES, Job, JobInfo, JobState, encode_payload
-from ._journal import Journal, JournalStats, NewJob, SqliteJournal
+from ._journal import ExpiredJob, Failed, Journal, JournalStats, NewJob, SqliteJournal
+from ._journal._sqlite import LEASE_EXPIRED
+from ._policy import Circuit, Rate, Retry
 from ._pool import WorkerPool
 from ._tasks import DEFAULT_DESTINATION, Task, TaskRegistry, default_task_name
 
@@ -51,6 +54,7 @@ class Queue:
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         clock: Clock | None = None,
         journal: Journal | None = None,
+        on_dead: Callable[[JobInfo], Awaitable[None] | None] | None = None,
     ) -> None:
         if concurrency < 0:
             raise ValueError("concurrency must be >= 0")
@@ -67,6 +71,10 @@ class Queue:
         self.clock: Clock = clock or SystemClock()
         self._journal: Journal = journal or SqliteJournal(self.path, synchronous=synchronous)
         self._registry = TaskRegistry()
+        self._destinations = Destinations(self.clock)
+        #: Called once for each job that exhausts its retry policy (after the death is written).
+        self.on_dead = on_dead
+        self._hooks: set[asyncio.Task[None]] = set()
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._open = False
         self._dispatcher: Dispatcher | None = None
@@ -75,6 +83,111 @@ class Queue:
         self._background: list[asyncio.Task[None]] = []
         self._finished: dict[int, asyncio.Future[None]] = {}
         self._activity = asyncio.Event()
+
+    # -- destinations ---------------------------------------------------------
+
+    def destination(
+        self,
+        name: str,
+        *,
+        rate: Rate | None = None,
+        concurrency: int | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        circuit: Circuit | None = Circuit(),  # noqa: B008 - frozen, shared safely
+    ) -> None:
+        """Declare how calls to `name` are paced, capped, retried and timed out.
+
+        `name` may be a pattern (`"endpoint:*"`): each matching name gets its own
+        bucket and state with this policy. `"*"` sets the defaults. `circuit=None`
+        turns circuit breaking off. `timeout` (seconds) applies to tasks that set none.
+        """
+        self._destinations.declare(
+            name,
+            DestinationPolicy(
+                rate=rate,
+                concurrency=concurrency,
+                retry=retry or Retry(),
+                timeout=timeout,
+                circuit=circuit,
+            ),
+        )
+
+    async def pause(self, name: str) -> None:
+        """Stop starting calls to `name` (in every process sharing the journal)."""
+        await self._set_paused(name, paused=True)
+
+    async def resume(self, name: str) -> None:
+        """Start calls to `name` again."""
+        await self._set_paused(name, paused=False)
+
+    async def _set_paused(self, name: str, *, paused: bool) -> None:
+        self._require_open()
+        state = self._destinations.state(name)
+        state.paused = paused
+        await self._journal.save_destinations([self._destinations.record(state)])
+        if self._dispatcher is not None:
+            self._dispatcher.recheck(name)
+            self._dispatcher.notify()
+
+    # -- dead letters ---------------------------------------------------------
+
+    async def dead_letters(
+        self, destination: str | None = None, *, since: float | None = None, limit: int = 100
+    ) -> list[JobInfo]:
+        """Dead jobs, most recent first; `since` in seconds since the epoch."""
+        self._require_open()
+        return await self._journal.dead_letters(destination=destination, since=since, limit=limit)
+
+    async def redrive(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        destination: str | None = None,
+        spacing: float = 0.0,
+    ) -> int:
+        """Send dead jobs again, attempts reset: by id, or all of a destination.
+        `spacing` (seconds) puts that much time between their new start times.
+        Returns how many were sent."""
+        self._require_open()
+        if ids is None and destination is None:
+            raise ValueError("redrive needs ids or destination=")
+        count = await self._journal.redrive(
+            ids=ids, destination=destination, now=self.clock.now(), spacing=spacing
+        )
+        if self._dispatcher is not None:
+            self._dispatcher.notify()
+        return count
+
+    async def purge(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        destination: str | None = None,
+        before: float | None = None,
+    ) -> int:
+        """Delete dead jobs: by id, of a destination, dead before a time; all if none given."""
+        self._require_open()
+        return await self._journal.purge(ids=ids, destination=destination, before=before)
+
+    def _job_died(self, job_ids: list[int]) -> None:
+        if self.on_dead is None or not job_ids:
+            return
+        hook = asyncio.create_task(self._call_on_dead(job_ids))
+        self._hooks.add(hook)
+        hook.add_done_callback(self._hooks.discard)
+
+    async def _call_on_dead(self, job_ids: list[int]) -> None:
+        for job_id in job_ids:
+            try:
+                info = await self._journal.get(job_id)
+                if info is None or info.state is not JobState.DEAD or self.on_dead is None:
+                    continue  # a stale outcome: the job lives on elsewhere
+                result = self.on_dead(info)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("on_dead hook failed for job %s", job_id)
 
     # -- tasks -------------------------------------------------------------
 
@@ -251,6 +364,10 @@ class Queue:
                 if finished.done():
                     self._finished.pop(job_id, None)
 
+    def _outcomes_written(self, ids: list[int], failed: list[Failed]) -> None:
+        self._job_finished(ids)
+        self._job_died([f.id for f in failed if f.retry_at is None])
+
     def _job_finished(self, ids: list[int]) -> None:
         finished = self._finished
         if finished:
@@ -280,28 +397,34 @@ class Queue:
             raise RuntimeError("the queue is already running")
         await self._journal.open()
         self._open = True
+        self._destinations.load(await self._journal.load_destinations(), restore_buckets=True)
         if self.concurrency == 0:
             return
-        await self._journal.reclaim_expired(self.clock.now())
+        await self._reclaim_expired()
         prefetch = self.prefetch or max(2 * self.concurrency, 256)
         self._dispatcher = Dispatcher(
             self._journal,
             self.clock,
+            self._destinations,
             owner=self._owner,
             prefetch=prefetch,
             lease=self.lease,
             poll_interval=self.poll_interval,
+            reserve=self._reserve_buckets,
+            reload=self._reload_destinations,
         )
         self._dispatcher.on_idle = self._activity.set
         self._pool = WorkerPool(
             self._journal,
             self._dispatcher,
             self._registry,
+            self._destinations,
             self.clock,
             owner=self._owner,
             concurrency=self.concurrency,
             default_timeout=self.default_timeout,
-            on_written=self._job_finished,
+            on_written=self._outcomes_written,
+            on_destination_change=self._destination_changed,
         )
         self._workers = asyncio.create_task(self._pool.run_workers(), name="asyncq-workers")
         self._background = [
@@ -309,6 +432,42 @@ class Queue:
             asyncio.create_task(self._pool.write_outcomes(), name="asyncq-outcomes"),
             asyncio.create_task(self._keep_leases(), name="asyncq-leases"),
         ]
+
+    async def _reclaim_expired(self) -> int:
+        now = self.clock.now()
+        error = _LeaseExpired(LEASE_EXPIRED)
+
+        def decide(job: ExpiredJob) -> float | None:
+            retry = self._destinations.policy_for(job.destination).retry
+            return retry.decide(
+                attempt=job.attempts, error=error, first_attempt_at=job.first_started_at, now=now
+            )
+
+        reclaimed = await self._journal.reclaim_expired(now, decide)
+        self._job_died([job.id for job, retry_at in reclaimed if retry_at is None])
+        return len(reclaimed)
+
+    async def _reserve_buckets(self, states: list[DestinationState]) -> None:
+        until = self.clock.now() + self.lease
+        saved = [(state, state.full_at_reserved) for state in states]
+        for state in states:
+            state.full_at_reserved = until
+        try:
+            await self._journal.save_destinations([self._destinations.record(s) for s in states])
+        except BaseException:
+            for state, before in saved:
+                state.full_at_reserved = before
+            raise
+
+    async def _reload_destinations(self) -> None:
+        self._destinations.load(await self._journal.load_destinations(), restore_buckets=False)
+
+    def _destination_changed(self, state: DestinationState) -> None:
+        save = asyncio.create_task(
+            self._journal.save_destinations([self._destinations.record(state)])
+        )
+        self._hooks.add(save)
+        save.add_done_callback(self._hooks.discard)
 
     async def stop(self) -> None:
         """Let running jobs finish (up to `shutdown_timeout`), hand back the rest, close."""
@@ -346,6 +505,16 @@ class Queue:
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the final flush
                 errors.append(exc)
         await pool.flush()
+        # At a clean stop the buckets' true levels are kept, not the reservation.
+        await self._journal.save_destinations(
+            [
+                self._destinations.record(state, stopping=True)
+                for state in self._destinations.known()
+                if state.bucket is not None and state.full_at_reserved > 0
+            ]
+        )
+        if self._hooks:
+            await asyncio.wait(set(self._hooks), timeout=self.shutdown_timeout)
         if errors:
             raise errors[0]
 
@@ -358,7 +527,14 @@ class Queue:
             # Renew first: after a long pause, this process's own live jobs must
             # not look expired to the reclaim below.
             await self._journal.renew(self._owner, now + self.lease)
-            if await self._journal.reclaim_expired(now):
+            active = [
+                s
+                for s in self._destinations.known()
+                if s.bucket is not None and s.full_at_reserved > now
+            ]
+            if active:
+                await self._reserve_buckets(active)
+            if await self._reclaim_expired():
                 self._dispatcher.notify()
 
     def _require_open(self) -> None:
@@ -377,13 +553,17 @@ class Queue:
                 # This process holds no claim now, so any expired lease is another
                 # process's: take it back here rather than wait for the lease timer.
                 now = self.clock.now()
-                await self._journal.reclaim_expired(now)
+                await self._reclaim_expired()
                 due = await self._journal.next_run_at()
                 nothing_due = due is None or due > now
                 if nothing_due and not (dispatcher.busy or pool.in_flight or pool.has_unwritten):
                     return
                 dispatcher.notify()
             await self._activity.wait()
+
+
+class _LeaseExpired(Exception):
+    """The worker running the job stopped renewing its lease."""
 
 
 def _run_at(now: float, delay: float | None, at: float | None) -> float:

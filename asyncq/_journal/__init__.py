@@ -3,12 +3,15 @@
 from ._base import (
     ClaimedJob,
     DestinationCounts,
+    DestinationRecord,
+    ExpiredJob,
     Failed,
     Inserted,
     Journal,
     JournalStats,
     NewJob,
     Released,
+    RetryDecision,
     Succeeded,
 )
 from ._sqlite import SqliteJournal
@@ -16,12 +19,15 @@ from ._sqlite import SqliteJournal
 __all__ = [
     "ClaimedJob",
     "DestinationCounts",
+    "DestinationRecord",
+    "ExpiredJob",
     "Failed",
     "Inserted",
     "Journal",
     "JournalStats",
     "NewJob",
     "Released",
+    "RetryDecision",
     "SqliteJournal",
     "Succeeded",
 ]

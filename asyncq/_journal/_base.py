@@ -7,7 +7,7 @@ same protocol and passes the same contract suite (tests/journal/).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -41,6 +41,22 @@ class ClaimedJob:
     priority: int
     attempts: int  # including the one this claim starts
     created_at: float
+    first_started_at: float  # the first attempt's start, for policies that count time
+    snoozes: int = 0  # RetryAfter answers so far
+
+
+class ExpiredJob(NamedTuple):
+    """A running job whose lease ran out: its worker died or stalled."""
+
+    id: int
+    task: str
+    destination: str
+    attempts: int
+    first_started_at: float
+
+
+#: Decides when an expired job runs again (seconds since the epoch), or None: dead.
+RetryDecision = Callable[[ExpiredJob], "float | None"]
 
 
 class Succeeded(NamedTuple):
@@ -54,6 +70,7 @@ class Failed(NamedTuple):
     attempts: int
     error: str
     retry_at: float | None  # None: dead
+    snoozed: int = 0  # 1: a RetryAfter, which gives the attempt back
 
 
 class Released(NamedTuple):
@@ -61,6 +78,18 @@ class Released(NamedTuple):
 
     id: int
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationRecord:
+    """What must outlive a process about one destination. Times are seconds since the epoch."""
+
+    name: str
+    paused: bool = False
+    hold_until: float = 0.0
+    circuit: str = "closed"
+    circuit_until: float = 0.0
+    full_at: float = 0.0  # the rate bucket may be full up to this time
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +124,20 @@ class Journal(Protocol):
         ...
 
     async def claim(
-        self, owner: str, limit: int, lease_until: float, now: float
+        self,
+        owner: str,
+        limit: int,
+        lease_until: float,
+        now: float,
+        *,
+        room_for: Callable[[str], int] | None = None,
     ) -> list[ClaimedJob]:
-        """Take up to `limit` ready jobs (highest priority, then FIFO), stamped with `owner`."""
+        """Take up to `limit` ready jobs, stamped with `owner` until `lease_until`.
+
+        Destinations take turns; within one, higher priority first, then FIFO.
+        At most `room_for(name)` jobs come from destination `name` (it may run
+        on the journal's own thread: it must only read).
+        """
         ...
 
     async def record_outcomes(
@@ -119,8 +159,11 @@ class Journal(Protocol):
         """Extend the lease of every job `owner` holds; the number renewed."""
         ...
 
-    async def reclaim_expired(self, now: float) -> int:
-        """Return jobs whose lease expired to pending (the attempt counts); the number."""
+    async def reclaim_expired(
+        self, now: float, decide: RetryDecision | None = None
+    ) -> list[tuple[ExpiredJob, float | None]]:
+        """Take back jobs whose lease expired. The crashed attempt counts: `decide`
+        says when each runs again, or None for dead (default: again now)."""
         ...
 
     async def cancel(self, job_id: int, now: float) -> JobState | None:
@@ -138,3 +181,30 @@ class Journal(Protocol):
         ...
 
     async def stats(self, now: float) -> JournalStats: ...
+
+    async def load_destinations(self) -> list[DestinationRecord]: ...
+
+    async def save_destinations(self, records: Sequence[DestinationRecord]) -> None: ...
+
+    async def dead_letters(
+        self, *, destination: str | None, since: float | None, limit: int
+    ) -> list[JobInfo]:
+        """Dead jobs, most recent death first."""
+        ...
+
+    async def redrive(
+        self,
+        *,
+        ids: Sequence[int] | None,
+        destination: str | None,
+        now: float,
+        spacing: float = 0.0,
+    ) -> int:
+        """Dead jobs back to pending with attempts reset, `spacing` seconds apart."""
+        ...
+
+    async def purge(
+        self, *, ids: Sequence[int] | None, destination: str | None, before: float | None
+    ) -> int:
+        """Delete dead jobs."""
+        ...

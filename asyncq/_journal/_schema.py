@@ -44,11 +44,65 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 2: destinations. Claims go destination by destination, so a paced
+# destination's backlog never sits in front of another's: the ready index leads
+# with the destination, and `ready_destinations` lists the destinations that have
+# ready jobs (kept by triggers, so no path that makes a job ready can forget it).
+# `destinations` persists what must survive a restart: pause, RetryAfter holds,
+# the circuit, and how full the rate bucket may be.
+_V2 = """
+ALTER TABLE jobs ADD COLUMN snoozes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN first_started_at REAL;
+ALTER TABLE jobs ADD COLUMN history TEXT;            -- JSON: [[started, ended, error], ...]
+DROP INDEX jobs_ready;
+CREATE INDEX jobs_ready ON jobs (destination, priority DESC, run_at, id) WHERE state = 'pending';
+CREATE TABLE ready_destinations (destination TEXT PRIMARY KEY) WITHOUT ROWID;
+INSERT OR IGNORE INTO ready_destinations SELECT DISTINCT destination FROM jobs
+    WHERE state = 'pending';
+CREATE TRIGGER jobs_ready_on_insert AFTER INSERT ON jobs WHEN NEW.state = 'pending'
+BEGIN
+    INSERT OR IGNORE INTO ready_destinations (destination) VALUES (NEW.destination);
+END;
+CREATE TRIGGER jobs_ready_on_update AFTER UPDATE OF state ON jobs WHEN NEW.state = 'pending'
+BEGIN
+    INSERT OR IGNORE INTO ready_destinations (destination) VALUES (NEW.destination);
+END;
+CREATE TABLE destinations (
+    name          TEXT PRIMARY KEY,
+    paused        INTEGER NOT NULL DEFAULT 0,
+    hold_until    REAL    NOT NULL DEFAULT 0,   -- RetryAfter: no call before this time
+    circuit       TEXT    NOT NULL DEFAULT 'closed',
+    circuit_until REAL    NOT NULL DEFAULT 0,
+    full_at       REAL    NOT NULL DEFAULT 0    -- the rate bucket may be full until this time
+) WITHOUT ROWID;
+"""
+
+
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V2):
+        conn.execute(statement)
+
+
 def _statements(script: str) -> list[str]:
+    # Triggers hold `;` inside BEGIN ... END: keep those together.
     lines = [line.split("--")[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements: list[str] = []
+    current: list[str] = []
+    in_trigger = False
+    for line in lines:
+        current.append(line)
+        upper = line.strip().upper()
+        if upper.startswith("CREATE TRIGGER"):
+            in_trigger = True
+        if (in_trigger and upper == "END;") or (not in_trigger and upper.endswith(";")):
+            statements.append("\n".join(current).strip().rstrip(";"))
+            current = []
+            in_trigger = False
+    if "".join(current).strip():
+        statements.append("\n".join(current).strip().rstrip(";"))
+    return statements
 
 
 #: MIGRATIONS[n] brings a journal from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,11 +28,14 @@ from .._job import JobInfo, JobState
 from ._base import (
     ClaimedJob,
     DestinationCounts,
+    DestinationRecord,
+    ExpiredJob,
     Failed,
     Inserted,
     JournalStats,
     NewJob,
     Released,
+    RetryDecision,
     Succeeded,
 )
 from ._schema import MIGRATIONS, SCHEMA_VERSION
@@ -70,17 +73,28 @@ _FIND_LIVE_KEY = (
     "SELECT id FROM jobs WHERE key = ? AND state IN ('pending', 'scheduled', 'running')"
 )
 _PROMOTE_DUE = "UPDATE jobs SET state = 'pending' WHERE state = 'scheduled' AND run_at <= ?"
-_CLAIM = """
+_CLAIM_FROM = """
 UPDATE jobs SET state = 'running', owner = :owner, claim_token = :token,
-       lease_until = :lease_until, started_at = :now, attempts = attempts + 1
+       lease_until = :lease_until, started_at = :now,
+       first_started_at = coalesce(first_started_at, :now), attempts = attempts + 1
 WHERE id IN (
-    SELECT id FROM jobs WHERE state = 'pending'
+    SELECT id FROM jobs WHERE state = 'pending' AND destination = :destination
     ORDER BY priority DESC, run_at, id LIMIT :limit
 )
 """
+_READY_DESTINATIONS = """
+SELECT json_group_array(destination) FROM (
+    SELECT destination FROM ready_destinations WHERE destination > ?
+    ORDER BY destination LIMIT ?
+)
+"""
+_FORGET_IF_EMPTY = """
+DELETE FROM ready_destinations WHERE destination = ?1
+AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND destination = ?1)
+"""
 _CLAIMED = """
 SELECT json_group_array(json_array(id, task, json(payload), destination, priority,
-                                   attempts, created_at))
+                                   attempts, created_at, first_started_at, snoozes))
 FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?
       ORDER BY priority DESC, run_at, id)
 """
@@ -95,38 +109,63 @@ FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
   AND +jobs.owner = :owner AND +jobs.state = 'running'
 """
+# A failure: dead when retry_at is null, else scheduled again. A snooze
+# (RetryAfter) gives the attempt back and counts a snooze instead.
 _FAIL = """
 UPDATE jobs SET
     state = CASE WHEN o.value ->> 3 IS NULL THEN 'dead' ELSE 'scheduled' END,
     run_at = coalesce(o.value ->> 3, jobs.run_at),
     finished_at = CASE WHEN o.value ->> 3 IS NULL THEN :now END,
-    last_error = o.value ->> 2, owner = NULL, lease_until = NULL
+    attempts = jobs.attempts - (o.value ->> 4),
+    snoozes = jobs.snoozes + (o.value ->> 4),
+    last_error = o.value ->> 2,
+    history = json_insert(coalesce(jobs.history, '[]'), '$[#]',
+                          json_array(jobs.started_at, :now, substr(o.value ->> 2, 1, 300))),
+    owner = NULL, lease_until = NULL
 FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
-  AND +jobs.owner = :owner AND +jobs.state = 'running'
+  AND (:owner IS NULL OR +jobs.owner = :owner) AND +jobs.state = 'running'
 """
 _RELEASE = """
-UPDATE jobs SET state = 'pending', attempts = attempts - 1, owner = NULL, lease_until = NULL
+UPDATE jobs SET state = 'pending', attempts = attempts - 1, owner = NULL, lease_until = NULL,
+       first_started_at = CASE WHEN attempts = 1 THEN NULL ELSE first_started_at END
 FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
   AND +jobs.owner = :owner AND +jobs.state = 'running'
 """
 _RENEW = "UPDATE jobs SET lease_until = ? WHERE state = 'running' AND owner = ?"
-_RECLAIM = """
-UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL,
-       last_error = 'lease expired: the worker holding this job stopped renewing it '
-                    || '(killed, or its event loop was blocked)'
-WHERE state = 'running' AND lease_until < ?
+_EXPIRED = """
+SELECT json_group_array(json_array(id, task, destination, attempts, first_started_at))
+FROM jobs WHERE state = 'running' AND lease_until < ?
 """
+_SAVE_DESTINATION = """
+INSERT INTO destinations (name, paused, hold_until, circuit, circuit_until, full_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, hold_until = excluded.hold_until,
+    circuit = excluded.circuit, circuit_until = excluded.circuit_until, full_at = excluded.full_at
+"""
+# A redriven job starts over: attempts, snoozes and the first-attempt time are
+# reset (its history of attempts is kept).
+_REDRIVE = """
+UPDATE jobs SET state = CASE WHEN o.value ->> 1 <= :now THEN 'pending' ELSE 'scheduled' END,
+       run_at = o.value ->> 1, attempts = 0, snoozes = 0, first_started_at = NULL,
+       finished_at = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND jobs.state = 'dead'
+"""
+LEASE_EXPIRED = (
+    "LeaseExpired: the worker running this job stopped renewing its lease "
+    "(killed, or its event loop was blocked)"
+)
 _COLUMNS = (
     "id, task, state, destination, priority, payload, key, attempts, created_at, run_at, "
-    "started_at, finished_at, result, last_error"
+    "started_at, finished_at, result, last_error, snoozes, history"
 )
 
 
 def _info(row: tuple[Any, ...]) -> JobInfo:
     (id_, task, state, dest, prio, payload, key, attempts, created, run_at, started,
-     finished, result, error) = row  # fmt: skip
+     finished, result, error, snoozes, history) = row  # fmt: skip
     return JobInfo(
         id=id_,
         task=task,
@@ -142,6 +181,8 @@ def _info(row: tuple[Any, ...]) -> JobInfo:
         finished_at=finished,
         result=None if result is None else json.loads(result),
         last_error=error,
+        snoozes=snoozes,
+        history=[tuple(h) for h in json.loads(history)] if history else [],
     )
 
 
@@ -222,6 +263,7 @@ class SqliteJournal:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._tokens = itertools.count(1)
+        self._cursor = ""  # the destination served last by a claim
         self._data_version: int | None = None
         #: Transactions committed by the writer (for tests and benchmarks of group commit).
         self.commits = 0
@@ -405,22 +447,39 @@ class SqliteJournal:
         return await future  # type: ignore[no-any-return]
 
     async def claim(
-        self, owner: str, limit: int, lease_until: float, now: float
+        self,
+        owner: str,
+        limit: int,
+        lease_until: float,
+        now: float,
+        *,
+        room_for: Callable[[str], int] | None = None,
     ) -> list[ClaimedJob]:
         token = next(self._tokens)
 
         def claim(conn: sqlite3.Connection) -> list[ClaimedJob]:
             conn.execute(_PROMOTE_DUE, (now,))
-            conn.execute(
-                _CLAIM,
-                {
-                    "owner": owner,
-                    "token": token,
-                    "lease_until": lease_until,
-                    "now": now,
-                    "limit": limit,
-                },
-            )
+            remaining = limit
+            params = {"owner": owner, "token": token, "lease_until": lease_until, "now": now}
+            # Destinations take turns: start after the one served last, wrap around once.
+            start = self._cursor
+            for destination in _ready_destinations(conn, start, chunk=max(2 * limit, 256)):
+                room = remaining if room_for is None else min(room_for(destination), remaining)
+                if room <= 0:
+                    continue
+                params["destination"] = destination
+                params["limit"] = room
+                taken = conn.execute(_CLAIM_FROM, params).rowcount
+                if taken < room:
+                    conn.execute(_FORGET_IF_EMPTY, (destination,))
+                remaining -= taken
+                self._cursor = destination
+                if remaining <= 0:
+                    break
+            else:
+                self._cursor = ""
+            if remaining == limit:
+                return []
             (rows,) = conn.execute(_CLAIMED, (owner, token)).fetchone()
             return [ClaimedJob(*row) for row in json.loads(rows)]
 
@@ -452,10 +511,23 @@ class SqliteJournal:
             lambda conn: conn.execute(_RENEW, (lease_until, owner)).rowcount
         )
 
-    async def reclaim_expired(self, now: float) -> int:
-        return await self._enqueue_call(  # type: ignore[no-any-return]
-            lambda conn: conn.execute(_RECLAIM, (now,)).rowcount
-        )
+    async def reclaim_expired(
+        self, now: float, decide: RetryDecision | None = None
+    ) -> list[tuple[ExpiredJob, float | None]]:
+        def reclaim(conn: sqlite3.Connection) -> list[tuple[ExpiredJob, float | None]]:
+            (rows,) = conn.execute(_EXPIRED, (now,)).fetchone()
+            expired = [ExpiredJob(*row) for row in json.loads(rows)]
+            if not expired:
+                return []
+            # A crashed attempt counts: the policy decides, as for any failure.
+            batch = [
+                (job.id, job.attempts, LEASE_EXPIRED, now if decide is None else decide(job), 0)
+                for job in expired
+            ]
+            conn.execute(_FAIL, {"batch": json.dumps(batch), "now": now, "owner": None})
+            return [(job, entry[3]) for job, entry in zip(expired, batch, strict=True)]
+
+        return await self._enqueue_call(reclaim)  # type: ignore[no-any-return]
 
     async def cancel(self, job_id: int, now: float) -> JobState | None:
         def cancel(conn: sqlite3.Connection) -> JobState | None:
@@ -497,17 +569,23 @@ class SqliteJournal:
         def stats(conn: sqlite3.Connection) -> JournalStats:
             per: dict[str, dict[str, Any]] = {}
             rows = conn.execute(
-                "SELECT destination, state, count(*), min(run_at) FROM jobs "
+                "SELECT destination, state, count(*), min(run_at), sum(run_at <= ?) FROM jobs "
                 "WHERE state IN ('pending', 'scheduled', 'running', 'dead') "
-                "GROUP BY destination, state"
+                "GROUP BY destination, state",
+                (now,),
             ).fetchall()
-            for dest, state, count, oldest in rows:
+            for dest, state, count, oldest, due in rows:
                 counts = per.setdefault(dest, {"pending": 0, "ready": 0, "running": 0, "dead": 0})
                 if state in ("pending", "scheduled"):
                     counts["pending"] += count
-                    if state == "pending":
-                        counts["ready"] = count
-                        counts["oldest_ready_at"] = oldest
+                    # A scheduled job whose time has come is ready, if not yet promoted.
+                    ready = count if state == "pending" else due
+                    if ready:
+                        counts["ready"] += ready
+                        earliest = counts.get("oldest_ready_at")
+                        counts["oldest_ready_at"] = (
+                            oldest if earliest is None else min(earliest, oldest)
+                        )
                 else:
                     counts[state] = count
             finished = dict(
@@ -524,10 +602,106 @@ class SqliteJournal:
 
         return await self._run(stats)  # type: ignore[no-any-return]
 
+    async def load_destinations(self) -> list[DestinationRecord]:
+        def load(conn: sqlite3.Connection) -> list[DestinationRecord]:
+            rows = conn.execute(
+                "SELECT name, paused, hold_until, circuit, circuit_until, full_at FROM destinations"
+            ).fetchall()
+            return [
+                DestinationRecord(name, bool(paused), hold, circuit, until, full)
+                for name, paused, hold, circuit, until, full in rows
+            ]
+
+        return await self._run(load)  # type: ignore[no-any-return]
+
+    async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:
+        rows = [
+            (r.name, int(r.paused), r.hold_until, r.circuit, r.circuit_until, r.full_at)
+            for r in records
+        ]
+        if rows:
+            await self._enqueue_call(lambda conn: conn.executemany(_SAVE_DESTINATION, rows))
+
+    async def dead_letters(
+        self, *, destination: str | None, since: float | None, limit: int
+    ) -> list[JobInfo]:
+        def dead(conn: sqlite3.Connection) -> list[JobInfo]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE state = 'dead' "
+                "AND (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR finished_at >= ?2) "
+                "ORDER BY finished_at DESC, id DESC LIMIT ?3",
+                (destination, since, limit),
+            ).fetchall()
+            return [_info(row) for row in rows]
+
+        return await self._run(dead)  # type: ignore[no-any-return]
+
+    async def redrive(
+        self,
+        *,
+        ids: Sequence[int] | None,
+        destination: str | None,
+        now: float,
+        spacing: float = 0.0,
+    ) -> int:
+        def redrive(conn: sqlite3.Connection) -> int:
+            chosen = _select_dead(conn, ids, destination, None)
+            batch = json.dumps([[job_id, now + i * spacing] for i, job_id in enumerate(chosen)])
+            return conn.execute(_REDRIVE, {"batch": batch, "now": now}).rowcount
+
+        return await self._enqueue_call(redrive)  # type: ignore[no-any-return]
+
+    async def purge(
+        self, *, ids: Sequence[int] | None, destination: str | None, before: float | None
+    ) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            chosen = _select_dead(conn, ids, destination, before)
+            return conn.execute(
+                "DELETE FROM jobs WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))",
+                (json.dumps(chosen),),
+            ).rowcount
+
+        return await self._enqueue_call(purge)  # type: ignore[no-any-return]
+
     async def count_rows(self) -> int:
         """All rows in the journal, whatever their state (for tests and tools)."""
         row = await self._run(lambda c: c.execute("SELECT count(*) FROM jobs").fetchone())
         return int(row[0])
+
+
+def _select_dead(
+    conn: sqlite3.Connection,
+    ids: Sequence[int] | None,
+    destination: str | None,
+    before: float | None,
+) -> list[int]:
+    """Ids of dead jobs among `ids` (all if None), of `destination`, dead before `before`."""
+    rows = conn.execute(
+        "SELECT id FROM jobs WHERE state = 'dead' AND (?1 IS NULL OR destination = ?1) "
+        "AND (?2 IS NULL OR finished_at < ?2) "
+        "AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) ORDER BY id",
+        (destination, before, None if ids is None else json.dumps(list(ids))),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _ready_destinations(conn: sqlite3.Connection, start: str, chunk: int) -> Iterator[str]:
+    """Destinations with ready jobs, in name order from just after `start`,
+    wrapping around once."""
+    after, wrapped = start, False
+    while True:
+        (names,) = conn.execute(_READY_DESTINATIONS, (after, chunk)).fetchone()
+        batch: list[str] = json.loads(names)
+        for name in batch:
+            if wrapped and name > start:
+                return
+            yield name
+        if len(batch) == chunk:
+            after = batch[-1]
+        elif wrapped or not start:
+            return
+        else:
+            after, wrapped = "", True
 
 
 def _insert(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Inserted]:

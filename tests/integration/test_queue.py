@@ -17,6 +17,7 @@ from asyncq import (
     PayloadError,
     Queue,
     QueueNotRunning,
+    Retry,
     UnknownTask,
 )
 from asyncq.testing import ManualClock, run_until_idle
@@ -169,6 +170,7 @@ async def test_a_raising_handler_is_recorded_and_the_worker_goes_on(
     make_queue: MakeQueue,
 ) -> None:
     queue = make_queue(concurrency=1)
+    queue.destination("*", retry=Retry.never())
 
     class Odd(BaseException):
         pass
@@ -202,6 +204,7 @@ async def test_a_raising_handler_is_recorded_and_the_worker_goes_on(
 
 async def test_a_handler_that_hangs_is_cut_off_by_its_timeout(make_queue: MakeQueue) -> None:
     queue = make_queue(concurrency=1)
+    queue.destination("*", retry=Retry.never())
     never = asyncio.Event()
 
     @queue.task(timeout=0.01)
@@ -300,6 +303,7 @@ async def test_an_expired_lease_is_taken_back_and_run(
     make_queue: MakeQueue, clock: ManualClock
 ) -> None:
     queue = make_queue(lease=30)
+    queue.destination("*", retry=Retry(schedule=[5]))
     ran: list[int] = []
 
     @queue.task
@@ -314,7 +318,10 @@ async def test_an_expired_lease_is_taken_back_and_run(
         clock.advance(20)
         await run_until_idle(queue)
         assert ran == []
-        clock.advance(20)  # past the lease: the next reclaim takes it back
+        clock.advance(20)  # past the lease: taken back, due again after the policy's 5 s
+        await run_until_idle(queue)
+        assert ran == []
+        clock.advance(5)
         await run_until_idle(queue)
         assert ran == [7]
         info = await queue.get(job.id)

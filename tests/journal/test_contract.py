@@ -75,7 +75,7 @@ async def test_complete_stores_the_result(journal: Journal) -> None:
 async def test_a_stale_ack_does_not_overwrite_a_newer_attempt(journal: Journal) -> None:
     await journal.insert_many([new()], NOW)
     (first,) = await claim(journal, "a")
-    assert await journal.reclaim_expired(NOW + LEASE + 1) == 1
+    assert len(await journal.reclaim_expired(NOW + LEASE + 1)) == 1
     (second,) = await claim(journal, "b", now=NOW + LEASE + 1)
     assert second.attempts == 2
     await journal.record_outcomes("a", NOW, succeeded=[Succeeded(first.id, 1, "1")])
@@ -89,8 +89,8 @@ async def test_renewed_leases_are_not_reclaimed(journal: Journal) -> None:
     await claim(journal, "a", limit=1)
     await claim(journal, "b", limit=1)
     assert await journal.renew("a", NOW + 2 * LEASE) == 1
-    assert await journal.reclaim_expired(NOW + LEASE + 1) == 1  # only b's
-    stats = await journal.stats(NOW)
+    assert len(await journal.reclaim_expired(NOW + LEASE + 1)) == 1  # only b's
+    stats = await journal.stats(NOW + LEASE + 1)
     assert stats.destinations["default"].running == 1
     assert stats.destinations["default"].ready == 1
 
@@ -104,7 +104,8 @@ async def test_reclaimed_job_counts_the_attempt_and_says_why(journal: Journal) -
     assert info.state is JobState.PENDING
     assert info.attempts == 1
     assert info.last_error is not None
-    assert "lease expired" in info.last_error
+    assert info.last_error.startswith("LeaseExpired")
+    assert len(info.history) == 1
 
 
 async def test_release_does_not_count_the_attempt(journal: Journal) -> None:

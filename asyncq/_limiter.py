@@ -1,0 +1,75 @@
+"""The one adapter onto aiolimiter's internals.
+
+The dispatcher must never wait on a limiter: it asks "may a call go now?" and,
+if not, "when?", and spends the token in the same breath. aiolimiter's public
+API only offers `has_capacity` and an awaiting `acquire`, so the spend and the
+"when" read its private level here, and nowhere else. The bucket reads time
+from asyncq's clock instead of the event loop's, so limits are tested on the
+controlled clock. tests/unit/test_limiter.py pins the versions this was
+checked against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+
+from ._clock import Clock
+from ._policy import Rate
+
+TESTED_AIOLIMITER = ("1.1", "1.2", "1.3")
+
+
+class _ClockAsLoop:
+    """What aiolimiter asks of its event loop when nothing waits on it: the time."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.time = clock.now
+
+    def is_closed(self) -> bool:
+        return False
+
+
+class Bucket:
+    """A leaky bucket of capacity `rate.burst` draining `rate.per_second`."""
+
+    __slots__ = ("_limiter", "rate")
+
+    def __init__(self, rate: Rate, clock: Clock) -> None:
+        self.rate = rate
+        self._limiter = AsyncLimiter(rate.burst, rate.burst / rate.per_second)
+        limiter: Any = self._limiter
+        limiter._event_loop = _ClockAsLoop(clock)
+        limiter._last_check = clock.now()
+
+    def try_take(self) -> bool:
+        """Spend one call if the bucket has room now."""
+        if not self._limiter.has_capacity(1):
+            return False
+        limiter: Any = self._limiter
+        limiter._level += 1
+        return True
+
+    def seconds_until_room(self) -> float:
+        """How long until one more call fits (0 if it fits now)."""
+        if self._limiter.has_capacity(1):
+            return 0.0
+        return max(0.0, (self.level + 1 - self.rate.burst) / self.rate.per_second)
+
+    def restore(self, full_at: float, now: float) -> None:
+        """Set the level as if the bucket was full at `full_at` and has drained since."""
+        level = self.rate.burst - max(0.0, now - full_at) * self.rate.per_second
+        self._limiter.has_capacity(1)
+        limiter: Any = self._limiter
+        limiter._level = min(float(self.rate.burst), max(0.0, level))
+
+    def full_at(self, now: float) -> float:
+        """The time at which a full bucket would have drained to today's level."""
+        return now - (self.rate.burst - self.level) / self.rate.per_second
+
+    @property
+    def level(self) -> float:
+        self._limiter.has_capacity(1)
+        limiter: Any = self._limiter
+        return float(limiter._level)

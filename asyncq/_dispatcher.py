@@ -63,8 +63,8 @@ class Dispatcher:
         self._maybe_more = True  # False once a claim came back short; reset by news
         self._closed = False
         self._claiming = False
-        #: Called when the dispatcher finds nothing ready and nothing buffered.
-        self.on_idle: Callable[[], None] | None = None
+        #: Called when a claim or a reservation ends, or nothing is left to do.
+        self.on_change: Callable[[], None] = lambda: None
 
     # -- the worker side ---------------------------------------------------
 
@@ -144,10 +144,26 @@ class Dispatcher:
     def buffered(self) -> int:
         return self._buffered
 
-    @property
-    def busy(self) -> bool:
-        """Jobs are buffered, a claim is in flight, or more may be ready."""
-        return bool(self._buffered or self._claiming or self._maybe_more)
+    def has_work_now(self) -> bool:
+        """Some buffered job could start now, or a claim or reservation is under way."""
+        if self._claiming or self._unreserved:
+            return True
+        now = self._clock.now()
+        self._unpark(now)
+        self._feed_waiting_workers()
+        destinations = self._destinations
+        for name in self._runnable:
+            state = destinations.state(name)
+            if name in self._lanes and not state.blocked() and state.wait_seconds(now) == 0:
+                return True
+        return False
+
+    async def claim_now(self) -> int:
+        """Claim what there is room for, now; the number of jobs claimed."""
+        room = self._prefetch - self._buffered
+        if room <= 0 or self._closed:
+            return 0
+        return await self._claim(room)
 
     def drain(self) -> list[ClaimedJob]:
         """Empty every lane (at shutdown, to hand the jobs back)."""
@@ -160,6 +176,7 @@ class Dispatcher:
         return jobs
 
     def _park(self, name: str, until: float) -> None:
+        until = max(until, self._clock.now() + 1e-6)  # always a time still to come
         first = not self._parked or until < self._parked[0][0]
         heapq.heappush(self._parked, (until, next(self._order), name))
         if first:
@@ -210,13 +227,13 @@ class Dispatcher:
                 self._wakeup.clear()
                 await self._claim(room)
                 continue
-            if not self._buffered and not self._maybe_more and self.on_idle is not None:
-                self.on_idle()
+            if not self._buffered and not self._maybe_more:
+                self.on_change()
             await self._wait_for_news()
             self._unpark(self._clock.now())
             self._feed_waiting_workers()
 
-    async def _claim(self, room: int) -> None:
+    async def _claim(self, room: int) -> int:
         now = self._clock.now()
         lanes = {name: len(lane) for name, lane in self._lanes.items()}
         closed = {s.name for s in self._destinations.known() if s.closed_to_claims(now)}
@@ -235,14 +252,19 @@ class Dispatcher:
             )
         finally:
             self._claiming = False
+            self.on_change()
         self._add(jobs)
         if len(jobs) < room:
             self._maybe_more = False
+        return len(jobs)
 
     async def _reserve_buckets(self) -> None:
         names, self._unreserved = self._unreserved, set()
         states = [self._destinations.state(name) for name in names]
-        await self._reserve(states)
+        try:
+            await self._reserve(states)
+        finally:
+            self.on_change()
         for name in names:
             if name in self._lanes:
                 self._runnable.append(name)
@@ -263,6 +285,7 @@ class Dispatcher:
         """Sleep until woken, the next parked lane or delayed job is due, or a poll."""
         if self._wakeup.is_set():
             self._wakeup.clear()
+            await asyncio.sleep(0)  # news came from this loop's own turn: let others run
             return
         now = self._clock.now()
         timeout = self._poll_interval

@@ -20,6 +20,10 @@ from ._policy import Rate
 
 TESTED_AIOLIMITER = ("1.1", "1.2", "1.3")
 
+# Leaking at epoch-sized times leaves rounding dust on the level (1e-12 or so);
+# without a tolerance a bucket could report "room in 1e-15 s" forever.
+_DUST = 1e-9
+
 
 class _ClockAsLoop:
     """What aiolimiter asks of its event loop when nothing waits on it: the time."""
@@ -45,17 +49,17 @@ class Bucket:
 
     def try_take(self) -> bool:
         """Spend one call if the bucket has room now."""
-        if not self._limiter.has_capacity(1):
+        level = self.level
+        if level + 1 > self.rate.burst + _DUST:
             return False
         limiter: Any = self._limiter
-        limiter._level += 1
+        limiter._level = level + 1
         return True
 
     def seconds_until_room(self) -> float:
         """How long until one more call fits (0 if it fits now)."""
-        if self._limiter.has_capacity(1):
-            return 0.0
-        return max(0.0, (self.level + 1 - self.rate.burst) / self.rate.per_second)
+        excess = self.level + 1 - self.rate.burst
+        return 0.0 if excess <= _DUST else excess / self.rate.per_second
 
     def restore(self, full_at: float, now: float) -> None:
         """Set the level as if the bucket was full at `full_at` and has drained since."""

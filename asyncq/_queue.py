@@ -413,7 +413,7 @@ class Queue:
             reserve=self._reserve_buckets,
             reload=self._reload_destinations,
         )
-        self._dispatcher.on_idle = self._activity.set
+        self._dispatcher.on_change = self._activity.set
         self._pool = WorkerPool(
             self._journal,
             self._dispatcher,
@@ -542,24 +542,24 @@ class Queue:
             raise QueueNotRunning()
 
     async def _wait_idle(self) -> None:
-        """Wait until nothing is ready, buffered, running or unwritten (see `testing`)."""
+        """Wait until nothing can run now: no job running or unwritten, no buffered
+        job whose destination can take a call, nothing left to claim (see `testing`)."""
         self._require_open()
         dispatcher, pool = self._dispatcher, self._pool
         if dispatcher is None or pool is None:
             raise RuntimeError("a producer queue (concurrency=0) runs no jobs")
         while True:
             self._activity.clear()
-            if not (dispatcher.busy or pool.in_flight or pool.has_unwritten):
-                # This process holds no claim now, so any expired lease is another
-                # process's: take it back here rather than wait for the lease timer.
-                now = self.clock.now()
-                await self._reclaim_expired()
-                due = await self._journal.next_run_at()
-                nothing_due = due is None or due > now
-                if nothing_due and not (dispatcher.busy or pool.in_flight or pool.has_unwritten):
-                    return
-                dispatcher.notify()
-            await self._activity.wait()
+            if pool.in_flight or pool.has_unwritten or dispatcher.has_work_now():
+                await self._activity.wait()
+                continue
+            # This process holds no running claim now, so an expired lease is
+            # another process's: take it back here rather than wait for the timer.
+            await self._reclaim_expired()
+            if await dispatcher.claim_now():
+                continue
+            if not (pool.in_flight or pool.has_unwritten or dispatcher.has_work_now()):
+                return
 
 
 class _LeaseExpired(Exception):

@@ -1,0 +1,177 @@
+"""The three acceptance stories of DESIGN.md, on the controlled clock."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from asyncq import JobInfo, JobState, PermanentFailure, Queue, Rate, Retry, RetryAfter
+from asyncq.testing import ManualClock, run_until_idle
+from tests.pacing import drive, most_in_any_window
+
+MakeQueue = Callable[..., Queue]
+
+
+async def test_story_1_a_burst_of_50000_sends_goes_out_at_1000_a_minute(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    rate = Rate(1000, per=60, burst=20)
+    sent: list[float] = []
+
+    def esp_queue() -> Queue:
+        queue = make_queue(concurrency=32)
+        queue.destination("esp", rate=rate)
+
+        @queue.task(name="send_email", destination="esp")
+        async def send_email(to: str) -> None:
+            sent.append(clock.now())
+
+        return queue
+
+    queue = esp_queue()
+    async with queue:
+        await queue.submit_many(
+            "send_email", [{"to": f"user{i}@example.com"} for i in range(50_000)]
+        )
+        await drive(queue, clock, step=1.0, until=lambda: len(sent) >= 20_000, limit=3600)
+    # A restart half-way does not reset the pace: no free burst after it.
+    queue = esp_queue()
+    async with queue:
+        await drive(queue, clock, step=1.0, until=lambda: len(sent) == 50_000, limit=3600)
+    assert len(sent) == 50_000
+    for window in (1.0, 10.0, 60.0, 600.0):
+        assert most_in_any_window(sent, window) <= rate.burst + rate.per_second * window
+    minutes = (sent[-1] - sent[0]) / 60
+    assert 49 <= minutes <= 51  # at the pace allowed, not slower
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[dict[str, Any]]:
+    """A real HTTP server on 127.0.0.1: one receiver that can be down, one healthy."""
+    state: dict[str, Any] = {"dead_up": False, "dead_got": [], "healthy_got": []}
+
+    async def dead(request: web.Request) -> web.Response:
+        if not state["dead_up"]:
+            return web.Response(status=503, text="receiver down")
+        state["dead_got"].append(await request.json())
+        return web.Response(status=204)
+
+    async def healthy(request: web.Request) -> web.Response:
+        state["healthy_got"].append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/dead", dead)
+    app.router.add_post("/healthy", healthy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    state["base"] = f"http://127.0.0.1:{port}"
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+async def test_story_2_a_webhook_survives_a_dead_receiver(
+    make_queue: MakeQueue, clock: ManualClock, receiver: dict[str, Any]
+) -> None:
+    died: list[JobInfo] = []
+    queue = make_queue(concurrency=8, on_dead=died.append)
+    queue.destination("receiver:*", retry=Retry(schedule=[60, 300, 1800, 7200]))
+    t0 = clock.now()
+
+    async with aiohttp.ClientSession() as http:
+
+        @queue.task
+        async def deliver(url: str, event: dict[str, Any]) -> int:
+            async with http.post(url, json=event) as response:
+                if 400 <= response.status < 500:
+                    raise PermanentFailure(f"HTTP {response.status}")
+                if response.status >= 300:
+                    raise ConnectionError(f"HTTP {response.status}: {await response.text()}")
+                return response.status
+
+        async with queue:
+            base = receiver["base"]
+            webhook = await queue.submit(
+                deliver, f"{base}/dead", {"deal": 42, "stage": "won"}, destination="receiver:dead"
+            )
+            others = [
+                await queue.submit(deliver, f"{base}/healthy", {"n": n}, destination="receiver:ok")
+                for n in range(20)
+            ]
+            await run_until_idle(queue)
+            # The healthy receiver is not slowed by the dead one: all done at t0.
+            assert len(receiver["healthy_got"]) == 20
+            assert [await job.result(timeout=5) for job in others] == [204] * 20
+            for wait in (60, 300, 1800, 7200):
+                assert (await queue.get(webhook.id)).state is JobState.PENDING
+                clock.advance(wait)
+                await run_until_idle(queue)
+            dead = await queue.dead_letters("receiver:dead")
+            assert [d.id for d in dead] == [webhook.id]
+            assert dead[0].attempts == 5
+            assert dead[0].last_error is not None
+            assert dead[0].last_error.startswith("ConnectionError: HTTP 503: receiver down")
+            assert [round(h[0] - t0) for h in dead[0].history] == [0, 60, 360, 2160, 9360]
+            assert [d.id for d in died] == [webhook.id]  # on_dead, once
+
+            receiver["dead_up"] = True  # the receiver recovers; someone redrives
+            assert await queue.redrive(destination="receiver:dead") == 1
+            assert await webhook.result(timeout=5) == 204
+    assert receiver["dead_got"] == [{"deal": 42, "stage": "won"}]
+
+
+class Provider:
+    """An enrichment API that allows `limit` calls in any `window` seconds and
+    answers 429 with Retry-After when pushed past it (or when told to)."""
+
+    def __init__(self, clock: ManualClock, limit: int, window: float) -> None:
+        self.clock, self.limit, self.window = clock, limit, window
+        self.calls: list[float] = []
+        self.rejected: list[float] = []
+        self.push_back_at: int | None = None  # answer 429 once, on this call
+
+    def call(self) -> None:
+        now = self.clock.now()
+        recent = len(self.calls) - bisect.bisect_right(self.calls, now - self.window)
+        if recent >= self.limit or len(self.calls) == self.push_back_at:
+            self.push_back_at = None
+            self.rejected.append(now)
+            raise RetryAfter(300)
+        self.calls.append(now)
+
+
+async def test_story_3_enrichment_under_a_hard_limit(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    provider = Provider(clock, limit=100, window=60)
+    provider.push_back_at = 5_000  # half-way, the provider pushes back for 5 minutes
+    queue = make_queue(concurrency=16)
+    # 95 a minute with bursts of 5: at most 5 + 95 = 100 calls in any minute.
+    queue.destination("enrichment", rate=Rate(95, per=60, burst=5), retry=Retry(schedule=[60]))
+    enriched: list[int] = []
+
+    @queue.task(destination="enrichment")
+    async def enrich(contact: int) -> None:
+        provider.call()
+        enriched.append(contact)
+
+    async with queue:
+        await enrich.submit_many([{"contact": c} for c in range(10_000)])
+        await drive(queue, clock, step=3.0, until=lambda: len(enriched) == 10_000, limit=8 * 3600)
+    assert sorted(enriched) == list(range(10_000))
+    assert len(provider.rejected) == 1  # only the deliberate push-back
+    every_call = sorted(provider.calls + provider.rejected)
+    assert most_in_any_window(every_call, 60) <= 100
+    # Retry-After held the whole destination: nothing went out for 300 s after the 429.
+    pushed = provider.rejected[0]
+    assert not [t for t in provider.calls if pushed < t < pushed + 300]

@@ -1,0 +1,35 @@
+"""asyncq reaches into aiolimiter in one place; pin it and check the bucket's arithmetic."""
+
+import aiolimiter
+import pytest
+
+from asyncq import Rate
+from asyncq._limiter import TESTED_AIOLIMITER, Bucket
+from asyncq.testing import ManualClock
+
+
+def test_the_installed_aiolimiter_is_one_the_adapter_was_checked_against() -> None:
+    version = ".".join(aiolimiter.__version__.split(".")[:2])  # type: ignore[attr-defined]
+    assert version in TESTED_AIOLIMITER, f"aiolimiter {version}: check asyncq._limiter, then add it"
+
+
+def test_a_bucket_lets_a_burst_through_then_paces_on_the_clock() -> None:
+    clock = ManualClock()
+    bucket = Bucket(Rate(2, per=1, burst=3), clock)
+    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.seconds_until_room() == pytest.approx(0.5)
+    clock.advance(0.25)
+    assert not bucket.try_take()
+    clock.advance(0.25)
+    assert bucket.try_take()
+    assert bucket.level == pytest.approx(3)
+
+
+def test_a_restored_bucket_continues_where_it_was() -> None:
+    clock = ManualClock()
+    bucket = Bucket(Rate(1, per=1, burst=5), clock)
+    bucket.restore(full_at=clock.now() - 2, now=clock.now())
+    assert bucket.level == pytest.approx(3)
+    assert bucket.full_at(clock.now()) == pytest.approx(clock.now() - 2)
+    bucket.restore(full_at=clock.now() + 30, now=clock.now())  # reserved into the future
+    assert bucket.level == pytest.approx(5)

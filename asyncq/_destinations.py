@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ._clock import Clock
 from ._journal import DestinationRecord
-from ._limiter import Bucket
+from ._limiter import room_at
 from ._policy import Circuit, Rate, Retry
 
 
@@ -44,7 +44,6 @@ class DestinationState:
 
     name: str
     policy: DestinationPolicy
-    bucket: Bucket | None
     in_flight: int = 0
     paused: bool = False
     hold_until: float = 0.0  # RetryAfter: no call before this time
@@ -52,7 +51,11 @@ class DestinationState:
     circuit_until: float = 0.0  # open: no call before this time
     probe_in_flight: bool = False
     consecutive_failures: int = 0
-    full_at_reserved: float = 0.0  # the bucket is promised full at this time (restart safety)
+    # Pacing: the rate bucket lives in the journal, shared by every process. These
+    # are calls granted from it for immediate use, and when it was last seen full.
+    tokens: int = 0
+    tokens_until: float = 0.0
+    full_at: float = 0.0
 
     def wait_seconds(self, now: float) -> float:
         """0 if a call may go now (time-wise), else how long until it might."""
@@ -64,9 +67,19 @@ class DestinationState:
                 wait = max(wait, self.circuit_until - now)
             else:
                 self.circuit = CircuitState.HALF_OPEN
-        if wait == 0.0 and self.bucket is not None:
-            wait = self.bucket.seconds_until_room()
+        rate = self.policy.rate
+        if wait == 0.0 and rate is not None and not self.has_tokens(now):
+            wait = max(0.0, room_at(rate, self.full_at) - now)
+            if wait < 1e-9:  # rounding dust, not a wait
+                wait = 0.0
         return wait
+
+    def has_tokens(self, now: float) -> bool:
+        """Granted calls remain, fresh enough to use (a token is for a call now,
+        not later: a held token would let calls bunch up past the limit)."""
+        if self.tokens and now > self.tokens_until:
+            self.tokens = 0
+        return self.tokens > 0
 
     def record_outcome(self, failed: bool | None, now: float) -> bool:
         """Move the circuit on an attempt's outcome (`None`: says nothing about
@@ -161,53 +174,41 @@ class Destinations:
     def state(self, name: str) -> DestinationState:
         state = self._states.get(name)
         if state is None:
-            policy = self.policy_for(name)
-            bucket = None if policy.rate is None else Bucket(policy.rate, self._clock)
-            state = self._states[name] = DestinationState(name, policy, bucket)
+            state = self._states[name] = DestinationState(name, self.policy_for(name))
             record = self._records.get(name)
             if record is not None:
-                self._apply(state, record, restore_bucket=True)
+                self._apply(state, record)
         return state
 
     # -- what outlives the process ------------------------------------------
 
-    def load(self, records: list[DestinationRecord], *, restore_buckets: bool) -> None:
-        """Take the journal's records: at start (with the buckets' levels), or
-        after another process wrote (pause, hold and circuit only)."""
+    def known(self) -> list[DestinationState]:
+        return list(self._states.values())
+
+    def load(self, records: list[DestinationRecord]) -> None:
+        """Take the journal's records: at start, or after another process wrote."""
         self._records = {record.name: record for record in records}
         for record in records:
             state = self._states.get(record.name)
             if state is not None:
-                self._apply(state, record, restore_bucket=restore_buckets)
+                self._apply(state, record)
 
-    def _apply(
-        self, state: DestinationState, record: DestinationRecord, *, restore_bucket: bool
-    ) -> None:
+    def _apply(self, state: DestinationState, record: DestinationRecord) -> None:
         state.paused = record.paused
         state.hold_until = max(state.hold_until, record.hold_until)
         state.circuit = record.circuit
         state.circuit_until = record.circuit_until
-        if restore_bucket and state.bucket is not None:
-            # A restart is not a free burst: the bucket starts as full as the
-            # last reservation says it might have been.
-            state.bucket.restore(record.full_at, self._clock.now())
+        state.full_at = max(state.full_at, record.full_at)
 
-    def record(self, state: DestinationState, *, stopping: bool = False) -> DestinationRecord:
-        """`state` as the journal keeps it. While running, the bucket is promised
-        full until its reservation ends; at a clean stop, its true level is kept."""
-        full_at = state.full_at_reserved
-        if stopping and state.bucket is not None:
-            full_at = state.bucket.full_at(self._clock.now())
+    def record(self, state: DestinationState) -> DestinationRecord:
+        """`state` as the journal keeps it (the bucket is kept by `take_tokens`)."""
         record = DestinationRecord(
             state.name,
             state.paused,
             state.hold_until,
             state.circuit,
             state.circuit_until,
-            full_at,
+            state.full_at,
         )
         self._records[state.name] = record
         return record
-
-    def known(self) -> list[DestinationState]:
-        return list(self._states.values())

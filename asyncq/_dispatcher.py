@@ -19,10 +19,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ._clock import Clock
-from ._destinations import CircuitState, Destinations, DestinationState
+from ._destinations import CircuitState, Destinations
 from ._journal import ClaimedJob, Journal
+from ._limiter import take_tokens
 
 log = logging.getLogger("asyncq.dispatcher")
+
+# A call granted from the shared bucket must start within this many seconds or it
+# is dropped (it stays counted): calls held longer could bunch up past the limit.
+_TOKEN_FRESHNESS = 0.05
 
 
 class Dispatcher:
@@ -38,7 +43,6 @@ class Dispatcher:
         prefetch: int,
         lease: float,
         poll_interval: float,
-        reserve: Callable[[list[DestinationState]], Awaitable[None]],
         reload: Callable[[], Awaitable[None]],
     ) -> None:
         self._journal = journal
@@ -49,14 +53,14 @@ class Dispatcher:
         self._low_water = max(1, prefetch // 2)
         self._lease = lease
         self._poll_interval = poll_interval
-        self._reserve = reserve
         self._reload = reload
         self._lanes: dict[str, list[tuple[int, int, ClaimedJob]]] = {}
         self._runnable: deque[str] = deque()
         self._parked: list[tuple[float, int, str]] = []  # (until, order, destination)
         self._blocked: set[str] = set()  # waiting for an event, not a time
-        self._unreserved: set[str] = set()  # waiting for a bucket reservation to commit
+        self._wanting: set[str] = set()  # paced lanes waiting for calls from the shared bucket
         self._buffered = 0
+        self._active = 0  # jobs handed to workers and not finished
         self._order = itertools.count()
         self._waiting_workers: deque[asyncio.Future[ClaimedJob | None]] = deque()
         self._wakeup = asyncio.Event()
@@ -87,17 +91,19 @@ class Dispatcher:
             if wait > 0:
                 self._park(name, now + wait)
                 continue
-            if state.bucket is not None:
-                if state.full_at_reserved < now + self._lease / 2:
-                    # The bucket's reservation must be durable before a call
-                    # goes out, so a crash now cannot give a restart a free burst.
-                    self._unreserved.add(name)
+            if state.policy.rate is not None:
+                if not state.has_tokens(now):
+                    # The bucket lives in the journal: calls are taken from it (and
+                    # written) before they go out, so neither a restart nor another
+                    # process sharing the journal is a free burst.
+                    self._wanting.add(name)
                     self._wakeup.set()
                     continue
-                state.bucket.try_take()
+                state.tokens -= 1
             if state.circuit == CircuitState.HALF_OPEN:
                 state.probe_in_flight = True
             state.in_flight += 1
+            self._active += 1
             job = heapq.heappop(lane)[2]
             if lane:
                 runnable.append(name)
@@ -122,6 +128,7 @@ class Dispatcher:
         """A call to `name` ended: its concurrency slot is free again."""
         state = self._destinations.state(name)
         state.in_flight -= 1
+        self._active -= 1
         state.probe_in_flight = False
         self.recheck(name)
 
@@ -145,8 +152,9 @@ class Dispatcher:
         return self._buffered
 
     def has_work_now(self) -> bool:
-        """Some buffered job could start now, or a claim or reservation is under way."""
-        if self._claiming or self._unreserved:
+        """A job is running, some buffered job could start now, or a claim or a
+        token request is under way."""
+        if self._active or self._claiming or self._wanting:
             return True
         now = self._clock.now()
         self._unpark(now)
@@ -219,8 +227,8 @@ class Dispatcher:
     async def run(self) -> None:
         """Keep the prefetch topped up and parked lanes moving, until closed."""
         while not self._closed:
-            if self._unreserved:
-                await self._reserve_buckets()
+            if self._wanting:
+                await self._take_tokens()
                 continue
             room = self._prefetch - self._buffered
             if self._maybe_more and room >= self._low_water:
@@ -258,16 +266,44 @@ class Dispatcher:
             self._maybe_more = False
         return len(jobs)
 
-    async def _reserve_buckets(self) -> None:
-        names, self._unreserved = self._unreserved, set()
-        states = [self._destinations.state(name) for name in names]
+    async def _take_tokens(self) -> None:
+        names, self._wanting = self._wanting, set()
+        free_workers = max(1, len(self._waiting_workers))
+        wants: dict[str, int] = {}
+        for name in names:
+            lane = self._lanes.get(name)
+            state = self._destinations.state(name)
+            rate = state.policy.rate
+            if not lane or rate is None:
+                continue
+            want = min(len(lane), free_workers, max(1, int(rate.burst)))
+            cap = state.policy.concurrency
+            if cap is not None:
+                want = min(want, max(1, cap - state.in_flight))
+            wants[name] = want
+        clock, policy_for = self._clock, self._destinations.policy_for
+
+        def grant(name: str, want: int, full_at: float) -> tuple[int, float]:
+            # Runs inside the journal's transaction; reads the clock there, so a
+            # call's token is stamped as close as possible to the call itself.
+            rate = policy_for(name).rate
+            assert rate is not None
+            return take_tokens(rate, want, full_at, clock.now())
+
         try:
-            await self._reserve(states)
+            granted = await self._journal.take_tokens(wants, grant)
         finally:
             self.on_change()
-        for name in names:
-            if name in self._lanes:
+        now = self._clock.now()
+        for name, (count, full_at) in granted.items():
+            state = self._destinations.state(name)
+            state.full_at = full_at
+            state.tokens = count
+            state.tokens_until = now + _TOKEN_FRESHNESS
+            if count:
                 self._runnable.append(name)
+            elif name in self._lanes:
+                self._park(name, now + state.wait_seconds(now))
         self._feed_waiting_workers()
 
     def _add(self, jobs: list[ClaimedJob]) -> None:

@@ -35,6 +35,38 @@ class _ClockAsLoop:
         return False
 
 
+class _Instant:
+    """A clock stopped at one moment: the ledger's arithmetic happens at one time."""
+
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:  # pragma: no cover - never waited on
+        raise NotImplementedError
+
+
+def take_tokens(rate: Rate, want: int, full_at: float, now: float) -> tuple[int, float]:
+    """Take up to `want` calls from a bucket last known full at `full_at`.
+
+    A bucket's whole state is one time: when it was (or will have been) full.
+    Returns the calls granted and the bucket's new `full_at`.
+    """
+    bucket = Bucket(rate, _Instant(now))
+    bucket.restore(full_at, now)
+    granted = 0
+    while granted < want and bucket.try_take():
+        granted += 1
+    return granted, bucket.full_at(now)
+
+
+def room_at(rate: Rate, full_at: float) -> float:
+    """When a bucket last full at `full_at` has room for one more call."""
+    return full_at + 1 / rate.per_second
+
+
 class Bucket:
     """A leaky bucket of capacity `rate.burst` draining `rate.per_second`."""
 

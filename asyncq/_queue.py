@@ -397,7 +397,7 @@ class Queue:
             raise RuntimeError("the queue is already running")
         await self._journal.open()
         self._open = True
-        self._destinations.load(await self._journal.load_destinations(), restore_buckets=True)
+        self._destinations.load(await self._journal.load_destinations())
         if self.concurrency == 0:
             return
         await self._reclaim_expired()
@@ -410,7 +410,6 @@ class Queue:
             prefetch=prefetch,
             lease=self.lease,
             poll_interval=self.poll_interval,
-            reserve=self._reserve_buckets,
             reload=self._reload_destinations,
         )
         self._dispatcher.on_change = self._activity.set
@@ -447,20 +446,8 @@ class Queue:
         self._job_died([job.id for job, retry_at in reclaimed if retry_at is None])
         return len(reclaimed)
 
-    async def _reserve_buckets(self, states: list[DestinationState]) -> None:
-        until = self.clock.now() + self.lease
-        saved = [(state, state.full_at_reserved) for state in states]
-        for state in states:
-            state.full_at_reserved = until
-        try:
-            await self._journal.save_destinations([self._destinations.record(s) for s in states])
-        except BaseException:
-            for state, before in saved:
-                state.full_at_reserved = before
-            raise
-
     async def _reload_destinations(self) -> None:
-        self._destinations.load(await self._journal.load_destinations(), restore_buckets=False)
+        self._destinations.load(await self._journal.load_destinations())
 
     def _destination_changed(self, state: DestinationState) -> None:
         save = asyncio.create_task(
@@ -505,14 +492,6 @@ class Queue:
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the final flush
                 errors.append(exc)
         await pool.flush()
-        # At a clean stop the buckets' true levels are kept, not the reservation.
-        await self._journal.save_destinations(
-            [
-                self._destinations.record(state, stopping=True)
-                for state in self._destinations.known()
-                if state.bucket is not None and state.full_at_reserved > 0
-            ]
-        )
         if self._hooks:
             await asyncio.wait(set(self._hooks), timeout=self.shutdown_timeout)
         if errors:
@@ -527,13 +506,6 @@ class Queue:
             # Renew first: after a long pause, this process's own live jobs must
             # not look expired to the reclaim below.
             await self._journal.renew(self._owner, now + self.lease)
-            active = [
-                s
-                for s in self._destinations.known()
-                if s.bucket is not None and s.full_at_reserved > now
-            ]
-            if active:
-                await self._reserve_buckets(active)
             if await self._reclaim_expired():
                 self._dispatcher.notify()
 

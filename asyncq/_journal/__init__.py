@@ -13,6 +13,7 @@ from ._base import (
     Released,
     RetryDecision,
     Succeeded,
+    TokenGrant,
 )
 from ._sqlite import SqliteJournal
 
@@ -30,4 +31,5 @@ __all__ = [
     "RetryDecision",
     "SqliteJournal",
     "Succeeded",
+    "TokenGrant",
 ]

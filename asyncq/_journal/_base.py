@@ -7,7 +7,7 @@ same protocol and passes the same contract suite (tests/journal/).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -54,6 +54,10 @@ class ExpiredJob(NamedTuple):
     attempts: int
     first_started_at: float
 
+
+#: Grants calls from a destination's bucket: (destination, wanted, full_at) ->
+#: (granted, new full_at). `full_at` is when the bucket was last full.
+TokenGrant = Callable[[str, int, float], tuple[int, float]]
 
 #: Decides when an expired job runs again (seconds since the epoch), or None: dead.
 RetryDecision = Callable[[ExpiredJob], "float | None"]
@@ -184,7 +188,16 @@ class Journal(Protocol):
 
     async def load_destinations(self) -> list[DestinationRecord]: ...
 
-    async def save_destinations(self, records: Sequence[DestinationRecord]) -> None: ...
+    async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:
+        """Write pause, hold and circuit; a bucket's level is `take_tokens`'s alone."""
+        ...
+
+    async def take_tokens(
+        self, wants: Mapping[str, int], grant: TokenGrant
+    ) -> dict[str, tuple[int, float]]:
+        """Read, grant from and write each destination's rate bucket in one
+        transaction, so every process sharing the journal draws from one bucket."""
+        ...
 
     async def dead_letters(
         self, *, destination: str | None, since: float | None, limit: int

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from ._base import (
     Released,
     RetryDecision,
     Succeeded,
+    TokenGrant,
 )
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._thread import ConnectionThread
@@ -139,10 +140,15 @@ SELECT json_group_array(json_array(id, task, destination, attempts, first_starte
 FROM jobs WHERE state = 'running' AND lease_until < ?
 """
 _SAVE_DESTINATION = """
-INSERT INTO destinations (name, paused, hold_until, circuit, circuit_until, full_at)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, hold_until = excluded.hold_until,
-    circuit = excluded.circuit, circuit_until = excluded.circuit_until, full_at = excluded.full_at
+INSERT INTO destinations (name, paused, hold_until, circuit, circuit_until)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused,
+    hold_until = max(hold_until, excluded.hold_until),
+    circuit = excluded.circuit, circuit_until = excluded.circuit_until
+"""
+_SAVE_BUCKET = """
+INSERT INTO destinations (name, full_at) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET full_at = excluded.full_at
 """
 # A redriven job starts over: attempts, snoozes and the first-attempt time are
 # reset (its history of attempts is kept).
@@ -615,12 +621,28 @@ class SqliteJournal:
         return await self._run(load)  # type: ignore[no-any-return]
 
     async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:
-        rows = [
-            (r.name, int(r.paused), r.hold_until, r.circuit, r.circuit_until, r.full_at)
-            for r in records
-        ]
+        rows = [(r.name, int(r.paused), r.hold_until, r.circuit, r.circuit_until) for r in records]
         if rows:
             await self._enqueue_call(lambda conn: conn.executemany(_SAVE_DESTINATION, rows))
+
+    async def take_tokens(
+        self, wants: Mapping[str, int], grant: TokenGrant
+    ) -> dict[str, tuple[int, float]]:
+        if not wants:
+            return {}
+
+        def take(conn: sqlite3.Connection) -> dict[str, tuple[int, float]]:
+            (known,) = conn.execute(
+                "SELECT json_group_object(name, full_at) FROM destinations "
+                "WHERE name IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(wants)),),
+            ).fetchone()
+            full = json.loads(known)
+            granted = {name: grant(name, want, full.get(name, 0.0)) for name, want in wants.items()}
+            conn.executemany(_SAVE_BUCKET, [(name, g[1]) for name, g in granted.items()])
+            return granted
+
+        return await self._enqueue_call(take)  # type: ignore[no-any-return]
 
     async def dead_letters(
         self, *, destination: str | None, since: float | None, limit: int

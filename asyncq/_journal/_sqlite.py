@@ -291,7 +291,7 @@ class SqliteJournal:
             raise JournalError(self.path, f"cannot open: {exc}") from exc
         self._thread = ConnectionThread(self._db)
         try:
-            await self._thread.run(self._prepare)
+            await self._prepare_when_free()
         except BaseException as exc:
             await self._db.close()
             self._db = None
@@ -327,49 +327,68 @@ class SqliteJournal:
         os.fchmod(fd, 0o600)
         os.close(fd)
 
+    async def _prepare_when_free(self) -> None:
+        """Prepare the file, waiting out other processes that open it at the same time."""
+        assert self._thread is not None
+        delay, waited = 0.005, 0.0
+        while True:
+            try:
+                await self._thread.run(self._prepare)
+                return
+            except sqlite3.OperationalError as exc:
+                # Switching a new file to WAL while another connection does the same
+                # fails with SQLITE_BUSY at once, whatever the busy timeout.
+                code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+                if code not in (_SQLITE_BUSY, _SQLITE_LOCKED) or waited > self._busy_timeout_ms:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay * 1000
+            delay = min(delay * 2, 0.2)
+
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-        # Read before any write, so a damaged file is reported and left as it was.
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # Check and migrate under the write lock: another process opening the same
+        # new file is then either done migrating or not started. Nothing is written
+        # before the checks pass, so a damaged file is reported and left as it was.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._check_schema(conn)
+            for migrate in MIGRATIONS[version:]:
+                migrate(conn)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if self.path != ":memory:":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _check_schema(self, conn: sqlite3.Connection) -> int:
+        """The journal's schema version, or an error saying why it is not one."""
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise JournalError(
                 self.path,
                 f"schema version {version} was written by a newer asyncq "
                 f"(this one knows up to {SCHEMA_VERSION})",
             )
-        if (
-            version > 0
-            and not conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
-            ).fetchone()
-        ):
+        has_jobs = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+        ).fetchone()
+        if version > 0 and not has_jobs:
             raise JournalCorrupt(self.path, "has a schema version but no jobs table")
-        if (
-            version == 0
-            and conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            ).fetchone()
-        ):
+        if version == 0 and conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+        ).fetchone():
             raise JournalError(self.path, "is a SQLite database of something else, not asyncq's")
-        if self.path != ":memory:":
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r})")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        if version < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Another process may have migrated while this one waited for the lock.
-                current = conn.execute("PRAGMA user_version").fetchone()[0]
-                for migrate in MIGRATIONS[current:]:
-                    migrate(conn)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        return version
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, JournalError):

@@ -116,3 +116,15 @@ async def test_a_write_lock_held_elsewhere_delays_writes_but_never_fails_them(
     finally:
         other.close()
         await journal.close()
+
+
+async def test_many_journals_can_open_one_new_file_at_the_same_time(tmp_path: Path) -> None:
+    for trial in range(30):
+        path = tmp_path / f"new-{trial}.db"
+        journals = [SqliteJournal(str(path)) for _ in range(4)]
+        results = await asyncio.gather(*(j.open() for j in journals), return_exceptions=True)
+        try:
+            assert results == [None] * 4, results
+        finally:
+            for journal in journals:
+                await journal.close()

@@ -384,9 +384,12 @@ class SqliteJournal:
         ).fetchone()
         if version > 0 and not has_jobs:
             raise JournalCorrupt(self.path, "has a schema version but no jobs table")
-        if version == 0 and conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-        ).fetchone():
+        if (
+            version == 0
+            and conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            ).fetchone()
+        ):
             raise JournalError(self.path, "is a SQLite database of something else, not asyncq's")
         return version
 

@@ -268,7 +268,6 @@ class Dispatcher:
 
     async def _take_tokens(self) -> None:
         names, self._wanting = self._wanting, set()
-        free_workers = max(1, len(self._waiting_workers))
         wants: dict[str, int] = {}
         for name in names:
             lane = self._lanes.get(name)
@@ -276,7 +275,8 @@ class Dispatcher:
             rate = state.policy.rate
             if not lane or rate is None:
                 continue
-            want = min(len(lane), free_workers, max(1, int(rate.burst)))
+            # As many as may go at once; what is not started while fresh is dropped.
+            want = min(len(lane), max(1, int(rate.burst)))
             cap = state.policy.concurrency
             if cap is not None:
                 want = min(want, max(1, cap - state.in_flight))

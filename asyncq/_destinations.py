@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from ._clock import Clock
 from ._journal import DestinationRecord
-from ._limiter import room_at
+from ._limiter import Bucket
 from ._policy import Circuit, Rate, Retry
 
 
@@ -30,6 +31,11 @@ class DestinationPolicy:
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError("a destination's concurrency must be at least 1")
+
+
+#: A booked call not started this many seconds after its time is dropped (a
+#: stalled process must not later fire its old bookings beside other processes').
+SLOT_STALE = 1.0
 
 
 class CircuitState:
@@ -52,10 +58,13 @@ class DestinationState:
     probe_in_flight: bool = False
     consecutive_failures: int = 0
     # Pacing: the rate bucket lives in the journal, shared by every process. These
-    # are calls granted from it for immediate use, and when it was last seen full.
-    tokens: int = 0
-    tokens_until: float = 0.0
+    # are the times of calls booked in it for this process, and when the bucket was
+    # last seen full.
+    slots: deque[float] = field(default_factory=deque)
     full_at: float = 0.0
+    # ...and this process's own bucket (aiolimiter), which paces the calls it
+    # actually starts, whenever they start.
+    bucket: Bucket | None = None
 
     def wait_seconds(self, now: float) -> float:
         """0 if a call may go now (time-wise), else how long until it might."""
@@ -67,19 +76,18 @@ class DestinationState:
                 wait = max(wait, self.circuit_until - now)
             else:
                 self.circuit = CircuitState.HALF_OPEN
-        rate = self.policy.rate
-        if wait == 0.0 and rate is not None and not self.has_tokens(now):
-            wait = max(0.0, room_at(rate, self.full_at) - now)
-            if wait < 1e-9:  # rounding dust, not a wait
-                wait = 0.0
+        if wait == 0.0 and self.bucket is not None:
+            # Wait for the next booked call, or else for this process's own bucket.
+            slot = self.next_slot(now)
+            wait = slot - now if now < slot < math.inf else self.bucket.seconds_until_room()
         return wait
 
-    def has_tokens(self, now: float) -> bool:
-        """Granted calls remain, fresh enough to use (a token is for a call now,
-        not later: a held token would let calls bunch up past the limit)."""
-        if self.tokens and now > self.tokens_until:
-            self.tokens = 0
-        return self.tokens > 0
+    def next_slot(self, now: float) -> float:
+        """The time of the next booked call, or +inf if none is booked."""
+        slots = self.slots
+        while slots and slots[0] + SLOT_STALE < now:
+            slots.popleft()
+        return slots[0] if slots else math.inf
 
     def record_outcome(self, failed: bool | None, now: float) -> bool:
         """Move the circuit on an attempt's outcome (`None`: says nothing about
@@ -174,7 +182,9 @@ class Destinations:
     def state(self, name: str) -> DestinationState:
         state = self._states.get(name)
         if state is None:
-            state = self._states[name] = DestinationState(name, self.policy_for(name))
+            policy = self.policy_for(name)
+            bucket = None if policy.rate is None else Bucket(policy.rate, self._clock)
+            state = self._states[name] = DestinationState(name, policy, bucket=bucket)
             record = self._records.get(name)
             if record is not None:
                 self._apply(state, record)

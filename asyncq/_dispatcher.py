@@ -21,13 +21,14 @@ from collections.abc import Awaitable, Callable
 from ._clock import Clock
 from ._destinations import CircuitState, Destinations
 from ._journal import ClaimedJob, Journal
-from ._limiter import take_tokens
+from ._limiter import room_at, schedule_calls
 
 log = logging.getLogger("asyncq.dispatcher")
 
-# A call granted from the shared bucket must start within this many seconds or it
-# is dropped (it stays counted): calls held longer could bunch up past the limit.
-_TOKEN_FRESHNESS = 0.05
+# How far ahead (seconds) a paced lane books calls in the shared bucket. Booked
+# calls go out at their booked times; a process that dies wastes at most this much
+# of a destination's rate.
+_BOOKING_HORIZON = 0.2
 
 
 class Dispatcher:
@@ -58,7 +59,9 @@ class Dispatcher:
         self._runnable: deque[str] = deque()
         self._parked: list[tuple[float, int, str]] = []  # (until, order, destination)
         self._blocked: set[str] = set()  # waiting for an event, not a time
-        self._wanting: set[str] = set()  # paced lanes waiting for calls from the shared bucket
+        # Paced lanes that need calls booked in the shared bucket; True when the lane
+        # waits for the booking (it left the runnable lanes), False to book ahead.
+        self._wanting: dict[str, bool] = {}
         self._buffered = 0
         self._active = 0  # jobs handed to workers and not finished
         self._order = itertools.count()
@@ -91,15 +94,19 @@ class Dispatcher:
             if wait > 0:
                 self._park(name, now + wait)
                 continue
-            if state.policy.rate is not None:
-                if not state.has_tokens(now):
-                    # The bucket lives in the journal: calls are taken from it (and
-                    # written) before they go out, so neither a restart nor another
-                    # process sharing the journal is a free burst.
-                    self._wanting.add(name)
+            if state.bucket is not None:
+                if state.next_slot(now) > now:
+                    # No call booked. The bucket lives in the journal: calls are
+                    # booked in it (and written) before they go out, so neither a
+                    # restart nor another process on the journal is a free burst.
+                    self._wanting[name] = True
                     self._wakeup.set()
                     continue
-                state.tokens -= 1
+                state.slots.popleft()
+                state.bucket.try_take()
+                if len(state.slots) <= 1 and len(lane) > 1 and name not in self._wanting:
+                    self._wanting[name] = False  # book ahead, while this lane goes on
+                    self._wakeup.set()
             if state.circuit == CircuitState.HALF_OPEN:
                 state.probe_in_flight = True
             state.in_flight += 1
@@ -267,43 +274,46 @@ class Dispatcher:
         return len(jobs)
 
     async def _take_tokens(self) -> None:
-        names, self._wanting = self._wanting, set()
+        wanting, self._wanting = self._wanting, {}
         wants: dict[str, int] = {}
-        for name in names:
+        for name in wanting:
             lane = self._lanes.get(name)
             state = self._destinations.state(name)
-            rate = state.policy.rate
-            if not lane or rate is None:
+            if not lane or state.policy.rate is None:
                 continue
-            # As many as may go at once; what is not started while fresh is dropped.
-            want = min(len(lane), max(1, int(rate.burst)))
+            want = len(lane) - len(state.slots)
             cap = state.policy.concurrency
             if cap is not None:
-                want = min(want, max(1, cap - state.in_flight))
-            wants[name] = want
+                want = min(want, cap - state.in_flight + 1)
+            wants[name] = max(1, want)
         clock, policy_for = self._clock, self._destinations.policy_for
 
-        def grant(name: str, want: int, full_at: float) -> tuple[int, float]:
-            # Runs inside the journal's transaction; reads the clock there, so a
-            # call's token is stamped as close as possible to the call itself.
+        def book(name: str, want: int, full_at: float) -> tuple[list[float], float]:
+            # Runs inside the journal's transaction, reading the clock there.
             rate = policy_for(name).rate
             assert rate is not None
-            return take_tokens(rate, want, full_at, clock.now())
+            return schedule_calls(rate, want, full_at, clock.now(), _BOOKING_HORIZON)
 
         try:
-            granted = await self._journal.take_tokens(wants, grant)
+            booked = await self._journal.take_tokens(wants, book)
         finally:
             self.on_change()
         now = self._clock.now()
-        for name, (count, full_at) in granted.items():
+        for name, (times, full_at) in booked.items():
             state = self._destinations.state(name)
             state.full_at = full_at
-            state.tokens = count
-            state.tokens_until = now + _TOKEN_FRESHNESS
-            if count:
+            state.slots.extend(times)
+            if not wanting[name] or name not in self._lanes:
+                continue  # the lane is still among the runnable ones
+            rate = state.policy.rate
+            assert rate is not None
+            if state.slots and state.slots[0] > now:
+                self._park(name, state.slots[0])
+            elif state.slots:
                 self._runnable.append(name)
-            elif name in self._lanes:
-                self._park(name, now + state.wait_seconds(now))
+            else:
+                # Nothing fits within the horizon: ask again when something will.
+                self._park(name, room_at(rate, full_at) - _BOOKING_HORIZON / 2)
         self._feed_waiting_workers()
 
     def _add(self, jobs: list[ClaimedJob]) -> None:

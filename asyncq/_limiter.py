@@ -36,7 +36,7 @@ class _ClockAsLoop:
 
 
 class _Instant:
-    """A clock stopped at one moment: the ledger's arithmetic happens at one time."""
+    """A clock that stands still unless moved: the ledger's arithmetic runs on it."""
 
     def __init__(self, now: float) -> None:
         self._now = now
@@ -44,22 +44,36 @@ class _Instant:
     def now(self) -> float:
         return self._now
 
+    def move_to(self, when: float) -> None:
+        self._now = max(self._now, when)
+
     async def sleep(self, seconds: float) -> None:  # pragma: no cover - never waited on
         raise NotImplementedError
 
 
-def take_tokens(rate: Rate, want: int, full_at: float, now: float) -> tuple[int, float]:
-    """Take up to `want` calls from a bucket last known full at `full_at`.
+def schedule_calls(
+    rate: Rate, want: int, full_at: float, now: float, horizon: float
+) -> tuple[list[float], float]:
+    """Book up to `want` calls in a bucket last full at `full_at`, each at the
+    earliest time it fits and none later than `now + horizon`.
 
-    A bucket's whole state is one time: when it was (or will have been) full.
-    Returns the calls granted and the bucket's new `full_at`.
+    A bucket's whole state is one time: when it was, or will have been, full
+    (later than `now` when calls are already booked ahead). Returns the booked
+    calls' times and the bucket's new `full_at`.
     """
-    bucket = Bucket(rate, _Instant(now))
-    bucket.restore(full_at, now)
-    granted = 0
-    while granted < want and bucket.try_take():
-        granted += 1
-    return granted, bucket.full_at(now)
+    clock = _Instant(max(now, full_at))
+    bucket = Bucket(rate, clock)
+    bucket.restore(full_at, clock.now())
+    times: list[float] = []
+    while len(times) < want:
+        at = clock.now() + bucket.seconds_until_room()
+        if at > now + horizon:
+            break
+        clock.move_to(at)
+        if not bucket.try_take():  # pragma: no cover - room was just computed
+            break
+        times.append(clock.now())
+    return times, bucket.full_at(clock.now())
 
 
 def room_at(rate: Rate, full_at: float) -> float:

@@ -396,11 +396,17 @@ class Queue:
         if self._open:
             raise RuntimeError("the queue is already running")
         await self._journal.open()
+        try:
+            self._destinations.load(await self._journal.load_destinations())
+            if self.concurrency:
+                await self._reclaim_expired()
+        except BaseException:
+            # The journal's thread would keep the process from exiting.
+            await self._journal.close()
+            raise
         self._open = True
-        self._destinations.load(await self._journal.load_destinations())
         if self.concurrency == 0:
             return
-        await self._reclaim_expired()
         prefetch = self.prefetch or max(2 * self.concurrency, 256)
         self._dispatcher = Dispatcher(
             self._journal,

@@ -55,9 +55,9 @@ class ExpiredJob(NamedTuple):
     first_started_at: float
 
 
-#: Grants calls from a destination's bucket: (destination, wanted, full_at) ->
-#: (granted, new full_at). `full_at` is when the bucket was last full.
-TokenGrant = Callable[[str, int, float], tuple[int, float]]
+#: Books calls in a destination's bucket: (destination, wanted, full_at) ->
+#: (the booked calls' times, new full_at). `full_at` is when the bucket was last full.
+TokenGrant = Callable[[str, int, float], tuple[list[float], float]]
 
 #: Decides when an expired job runs again (seconds since the epoch), or None: dead.
 RetryDecision = Callable[[ExpiredJob], "float | None"]
@@ -194,8 +194,8 @@ class Journal(Protocol):
 
     async def take_tokens(
         self, wants: Mapping[str, int], grant: TokenGrant
-    ) -> dict[str, tuple[int, float]]:
-        """Read, grant from and write each destination's rate bucket in one
+    ) -> dict[str, tuple[list[float], float]]:
+        """Read, book calls in and write each destination's rate bucket in one
         transaction, so every process sharing the journal draws from one bucket."""
         ...
 

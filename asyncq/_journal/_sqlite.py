@@ -489,10 +489,15 @@ class SqliteJournal:
             conn.execute(_PROMOTE_DUE, (now,))
             remaining = limit
             params = {"owner": owner, "token": token, "lease_until": lease_until, "now": now}
-            # Destinations take turns: start after the one served last, wrap around once.
+            # Destinations take turns: start after the one served last, wrap around
+            # once, and give each a fair share of the claim.
+            (ready,) = conn.execute("SELECT count(*) FROM ready_destinations").fetchone()
+            share = max(1, -(-limit // max(1, ready)))
             start = self._cursor
             for destination in _ready_destinations(conn, start, chunk=max(2 * limit, 256)):
-                room = remaining if room_for is None else min(room_for(destination), remaining)
+                room = min(share, remaining)
+                if room_for is not None:
+                    room = min(room, room_for(destination))
                 if room <= 0:
                     continue
                 params["destination"] = destination
@@ -649,11 +654,11 @@ class SqliteJournal:
 
     async def take_tokens(
         self, wants: Mapping[str, int], grant: TokenGrant
-    ) -> dict[str, tuple[int, float]]:
+    ) -> dict[str, tuple[list[float], float]]:
         if not wants:
             return {}
 
-        def take(conn: sqlite3.Connection) -> dict[str, tuple[int, float]]:
+        def take(conn: sqlite3.Connection) -> dict[str, tuple[list[float], float]]:
             (known,) = conn.execute(
                 "SELECT json_group_object(name, full_at) FROM destinations "
                 "WHERE name IN (SELECT value FROM json_each(?))",

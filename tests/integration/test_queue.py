@@ -356,3 +356,20 @@ async def test_a_closed_queue_says_so(make_queue: MakeQueue) -> None:
     async with queue:
         with pytest.raises(JobNotFound):
             await queue.get(12345)
+
+
+async def test_a_start_that_fails_after_opening_closes_the_journal(
+    make_queue: MakeQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue()
+
+    async def broken(*args: object, **kwargs: object) -> list[object]:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(queue._journal, "load_destinations", broken)
+    with pytest.raises(OSError, match="disk on fire"):
+        await queue.start()
+    assert queue._journal._db is None  # type: ignore[attr-defined]  # its thread has ended
+    monkeypatch.undo()
+    async with queue:  # the journal was closed, so it opens again
+        assert (await queue.stats()).succeeded == 0

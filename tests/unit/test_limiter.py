@@ -4,7 +4,7 @@ import aiolimiter
 import pytest
 
 from asyncq import Rate
-from asyncq._limiter import TESTED_AIOLIMITER, Bucket
+from asyncq._limiter import TESTED_AIOLIMITER, Bucket, schedule_calls
 from asyncq.testing import ManualClock
 
 
@@ -33,3 +33,17 @@ def test_a_restored_bucket_continues_where_it_was() -> None:
     assert bucket.full_at(clock.now()) == pytest.approx(clock.now() - 2)
     bucket.restore(full_at=clock.now() + 30, now=clock.now())  # reserved into the future
     assert bucket.level == pytest.approx(5)
+
+
+def test_calls_are_booked_at_the_earliest_times_the_bucket_allows() -> None:
+    rate = Rate(10, per=1, burst=2)
+    t = 1_000.0
+    times, full_at = schedule_calls(rate, want=5, full_at=0.0, now=t, horizon=0.25)
+    # Two at once (the burst), then one every 0.1 s, none past the horizon.
+    assert times == pytest.approx([t, t, t + 0.1, t + 0.2])
+    assert full_at == pytest.approx(t + 0.2)
+    # Booked ahead: a second process sees the bucket full until then.
+    later, _ = schedule_calls(rate, want=2, full_at=full_at, now=t, horizon=1.0)
+    assert later == pytest.approx([t + 0.3, t + 0.4])
+    none, unchanged = schedule_calls(rate, want=1, full_at=full_at, now=t, horizon=0.05)
+    assert (none, unchanged) == ([], pytest.approx(full_at))

@@ -66,8 +66,10 @@ class DestinationState:
     # actually starts, whenever they start.
     bucket: Bucket | None = None
 
-    def wait_seconds(self, now: float) -> float:
-        """0 if a call may go now (time-wise), else how long until it might."""
+    def wait_seconds(self, now: float, *, bucket: bool = True) -> float:
+        """0 if a call may go now (time-wise), else how long until it might.
+        `bucket=False` leaves this process's own bucket out (the caller takes
+        from it in the same breath)."""
         wait = 0.0
         if self.hold_until > now:
             wait = self.hold_until - now
@@ -79,7 +81,10 @@ class DestinationState:
         if wait == 0.0 and self.bucket is not None:
             # Wait for the next booked call, or else for this process's own bucket.
             slot = self.next_slot(now)
-            wait = slot - now if now < slot < math.inf else self.bucket.seconds_until_room()
+            if now < slot < math.inf:
+                wait = slot - now
+            elif bucket:
+                wait = self.bucket.seconds_until_room()
         return wait
 
     def next_slot(self, now: float) -> float:

@@ -65,7 +65,7 @@ class Dispatcher:
         self._buffered = 0
         self._active = 0  # jobs handed to workers and not finished
         self._order = itertools.count()
-        self._waiting_workers: deque[asyncio.Future[ClaimedJob | None]] = deque()
+        self._waiting_workers: deque[asyncio.Future[None]] = deque()
         self._wakeup = asyncio.Event()
         self._maybe_more = True  # False once a claim came back short; reset by news
         self._closed = False
@@ -90,7 +90,7 @@ class Dispatcher:
             if state.blocked():
                 self._blocked.add(name)
                 continue
-            wait = state.wait_seconds(now)
+            wait = state.wait_seconds(now, bucket=False)
             if wait > 0:
                 self._park(name, now + wait)
                 continue
@@ -102,8 +102,11 @@ class Dispatcher:
                     self._wanting[name] = True
                     self._wakeup.set()
                     continue
+                wait = state.bucket.take_or_wait()
+                if wait > 0:
+                    self._park(name, now + wait)
+                    continue
                 state.slots.popleft()
-                state.bucket.try_take()
                 if len(state.slots) <= 1 and len(lane) > 1 and name not in self._wanting:
                     self._wanting[name] = False  # book ahead, while this lane goes on
                     self._wakeup.set()
@@ -124,12 +127,13 @@ class Dispatcher:
 
     async def next_job(self) -> ClaimedJob | None:
         """Wait for a job; None when the dispatcher is closed."""
-        job = self.take()
-        if job is not None or self._closed:
-            return job
-        waiter: asyncio.Future[ClaimedJob | None] = asyncio.get_running_loop().create_future()
-        self._waiting_workers.append(waiter)
-        return await waiter
+        while True:
+            job = self.take()
+            if job is not None or self._closed:
+                return job
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting_workers.append(waiter)
+            await waiter
 
     def finished(self, name: str) -> None:
         """A call to `name` ended: its concurrency slot is free again."""
@@ -205,16 +209,22 @@ class Dispatcher:
                 self._runnable.append(name)
 
     def _feed_waiting_workers(self) -> None:
+        """Wake a waiting worker for each job that may be able to go. The worker
+        takes the job itself when it runs, so a destination's limit is checked at
+        the moment its call starts, not a loop turn before."""
         waiting = self._waiting_workers
-        while waiting and self._runnable:
+        if not waiting:
+            return
+        ready = 0
+        for name in self._runnable:
+            ready += len(self._lanes.get(name, ()))
+            if ready >= len(waiting):
+                break
+        while waiting and ready > 0:
             waiter = waiting.popleft()
-            if waiter.done():
-                continue
-            job = self.take()
-            if job is None:
-                waiting.appendleft(waiter)
-                return
-            waiter.set_result(job)
+            if not waiter.done():
+                waiter.set_result(None)
+                ready -= 1
 
     # -- the journal side --------------------------------------------------
 

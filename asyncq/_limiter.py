@@ -61,19 +61,20 @@ def schedule_calls(
     (later than `now` when calls are already booked ahead). Returns the booked
     calls' times and the bucket's new `full_at`.
     """
-    clock = _Instant(max(now, full_at))
-    bucket = Bucket(rate, clock)
-    bucket.restore(full_at, clock.now())
-    times: list[float] = []
-    while len(times) < want:
-        at = clock.now() + bucket.seconds_until_room()
-        if at > now + horizon:
-            break
-        clock.move_to(at)
-        if not bucket.try_take():  # pragma: no cover - room was just computed
-            break
-        times.append(clock.now())
-    return times, bucket.full_at(clock.now())
+    start = max(now, full_at)
+    bucket = Bucket(rate, _Instant(start))
+    bucket.restore(full_at, start)
+    # What fits at once goes at `start`; every further call one drain step later.
+    at_once = min(want, max(0, int(rate.burst - bucket.level + _DUST)))
+    times = [start] * at_once
+    step = 1 / rate.per_second
+    first = start + max(0.0, bucket.level + at_once + 1 - rate.burst) * step
+    end = now + horizon
+    later = 0 if first > end else min(want - at_once, int((end - first) / step) + 1)
+    times += [first + i * step for i in range(later)]
+    if later:
+        return times, times[-1]  # the last booked call fills the bucket at its time
+    return times, start - (rate.burst - bucket.level - at_once) * step
 
 
 def room_at(rate: Rate, full_at: float) -> float:
@@ -101,6 +102,16 @@ class Bucket:
         limiter: Any = self._limiter
         limiter._level = level + 1
         return True
+
+    def take_or_wait(self) -> float:
+        """Spend one call if it fits now (returns 0), else how long until it would."""
+        limiter: Any = self._limiter
+        self._limiter.has_capacity(1)  # drains the bucket up to now
+        excess = limiter._level + 1 - self.rate.burst
+        if excess > _DUST:
+            return float(excess / self.rate.per_second)
+        limiter._level += 1
+        return 0.0
 
     def seconds_until_room(self) -> float:
         """How long until one more call fits (0 if it fits now)."""

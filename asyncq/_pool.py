@@ -12,6 +12,7 @@ from collections.abc import Callable
 import anyio
 
 from ._clock import Clock
+from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
 from ._errors import PermanentFailure, RetryAfter
@@ -64,6 +65,7 @@ class WorkerPool:
         self._released: list[Released] = []
         self._have_outcomes = asyncio.Event()
         self._running: dict[int, ClaimedJob] = {}
+        self._deadlines = Deadlines()
         self._writing = False
 
     @property
@@ -113,36 +115,41 @@ class WorkerPool:
             timeout = state.policy.timeout if state.policy.timeout is not None else None
         if timeout is None:
             timeout = self._default_timeout
+        current = asyncio.current_task()
+        assert current is not None
         self._running[job.id] = job
+        self._deadlines.start(job.id, current, timeout)
         try:
-            if timeout is None:
-                value = await task.fn(**job.payload)
-            else:
-                with anyio.move_on_after(timeout) as scope:
-                    value = await task.fn(**job.payload)
-                if scope.cancelled_caught:
-                    self._failure(
-                        job, state, TimeoutError(f"the handler ran longer than {timeout:g} s")
-                    )
-                    return
+            value = await task.fn(**job.payload)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if self._deadlines.finish(job.id):
+                self._overran(job, state, timeout)
+            elif current.cancelling():
                 # This worker is being cancelled (shutdown deadline): the job goes
                 # back to the journal unfinished and runs again later.
                 self._released.append(Released(job.id, job.attempts))
                 self._have_outcomes.set()
                 raise
-            self._failure(job, state, asyncio.CancelledError("cancelled inside the handler"))
+            else:
+                self._failure(job, state, asyncio.CancelledError("cancelled inside the handler"))
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything at all
-            self._failure(job, state, exc)
+            if self._deadlines.finish(job.id):  # it turned our cancellation into an error
+                self._overran(job, state, timeout)
+            else:
+                self._failure(job, state, exc)
         else:
+            if self._deadlines.finish(job.id):  # it swallowed our cancellation
+                self._overran(job, state, timeout)
+                return
             self._done.append(Succeeded(job.id, job.attempts, encode_result(value)))
             self._have_outcomes.set()
             if state.consecutive_failures or state.circuit != CircuitState.CLOSED:
                 self._circuit(state, failed=False)
         finally:
             del self._running[job.id]
+
+    def _overran(self, job: ClaimedJob, state: DestinationState, timeout: float | None) -> None:
+        self._failure(job, state, TimeoutError(f"the handler ran longer than {timeout:g} s"))
 
     def _failure(self, job: ClaimedJob, state: DestinationState, exc: BaseException) -> None:
         """Turn a failed attempt into a journal record through the destination's policy."""

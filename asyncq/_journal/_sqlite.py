@@ -46,6 +46,7 @@ log = logging.getLogger("asyncq.journal")
 
 MIN_SQLITE = (3, 35, 0)
 _HEADER = b"SQLite format 3\x00"
+_MIN_SHARE = 16  # jobs a claim takes at least from each destination that has them
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 
 # Stored states. `scheduled` is a pending job whose time has not come; it is
@@ -492,7 +493,9 @@ class SqliteJournal:
             # Destinations take turns: start after the one served last, wrap around
             # once, and give each a fair share of the claim.
             (ready,) = conn.execute("SELECT count(*) FROM ready_destinations").fetchone()
-            share = max(1, -(-limit // max(1, ready)))
+            # A share is never tiny: claiming a job or two per destination would
+            # spend a statement per job. The cursor gives the rest their turn next.
+            share = max(_MIN_SHARE, -(-limit // max(1, ready)))
             start = self._cursor
             for destination in _ready_destinations(conn, start, chunk=max(2 * limit, 256)):
                 room = min(share, remaining)

@@ -373,3 +373,30 @@ async def test_a_start_that_fails_after_opening_closes_the_journal(
     monkeypatch.undo()
     async with queue:  # the journal was closed, so it opens again
         assert (await queue.stats()).succeeded == 0
+
+
+async def test_a_handler_that_swallows_its_timeout_is_still_cut_off(make_queue: MakeQueue) -> None:
+    queue = make_queue(concurrency=1)
+    queue.destination("*", retry=Retry.never())
+    never = asyncio.Event()
+
+    @queue.task(timeout=0.01)
+    async def stubborn(how: str) -> str:
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            if how == "swallow":
+                return "pretends all is well"
+            raise RuntimeError("turned the cancellation into an error") from None
+        return "unreachable"
+
+    @queue.task
+    async def after() -> str:
+        return "the worker is fine"
+
+    async with queue:
+        jobs = [await stubborn.submit("swallow"), await stubborn.submit("convert")]
+        assert await (await after.submit()).result(timeout=5) == "the worker is fine"
+        infos = [await queue.get(job.id) for job in jobs]
+    assert [i.state for i in infos] == [JobState.DEAD, JobState.DEAD]
+    assert all("longer than 0.01 s" in (i.last_error or "") for i in infos)

@@ -47,3 +47,12 @@ def test_calls_are_booked_at_the_earliest_times_the_bucket_allows() -> None:
     assert later == pytest.approx([t + 0.3, t + 0.4])
     none, unchanged = schedule_calls(rate, want=1, full_at=full_at, now=t, horizon=0.05)
     assert (none, unchanged) == ([], pytest.approx(full_at))
+
+
+def test_take_or_wait_spends_or_says_how_long() -> None:
+    clock = ManualClock()
+    bucket = Bucket(Rate(4, per=1, burst=1), clock)
+    assert bucket.take_or_wait() == 0
+    assert bucket.take_or_wait() == pytest.approx(0.25)
+    clock.advance(0.25)
+    assert bucket.take_or_wait() == 0

@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -90,17 +91,22 @@ class Dispatcher:
             if state.blocked():
                 self._blocked.add(name)
                 continue
-            wait = state.wait_seconds(now, bucket=False)
-            if wait > 0:
-                self._park(name, now + wait)
-                continue
+            if state.hold_until > now or state.circuit != CircuitState.CLOSED:
+                wait = state.wait_seconds(now, bucket=False)
+                if wait > 0:
+                    self._park(name, now + wait)
+                    continue
             if state.bucket is not None:
-                if state.next_slot(now) > now:
+                slot = state.next_slot(now)
+                if slot == math.inf:
                     # No call booked. The bucket lives in the journal: calls are
                     # booked in it (and written) before they go out, so neither a
                     # restart nor another process on the journal is a free burst.
                     self._wanting[name] = True
                     self._wakeup.set()
+                    continue
+                if slot > now:
+                    self._park(name, slot)
                     continue
                 wait = state.bucket.take_or_wait()
                 if wait > 0:

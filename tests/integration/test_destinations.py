@@ -277,3 +277,65 @@ async def test_redrive_and_purge(make_queue: MakeQueue, clock: ManualClock) -> N
         assert await queue.dead_letters() == []
         with pytest.raises(Exception, match="no job"):
             await queue.get(extra.id)
+
+
+async def test_an_open_circuit_outlives_a_restart(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    attempts: list[float] = []
+
+    def flaky_queue() -> Queue:
+        queue = make_queue(concurrency=1)
+        queue.destination(
+            "flaky", retry=Retry(schedule=[1] * 10), circuit=Circuit(failures=2, cooldown=60)
+        )
+
+        @queue.task(name="call", destination="flaky")
+        async def call(i: int) -> None:
+            attempts.append(clock.now())
+            raise ConnectionError("refused")
+
+        return queue
+
+    queue = flaky_queue()
+    async with queue:
+        await queue.submit_many("call", [{"i": i} for i in range(3)])
+        await run_until_idle(queue)
+    assert len(attempts) == 2  # the circuit opened
+    queue = flaky_queue()
+    async with queue:
+        clock.advance(30)
+        await run_until_idle(queue)
+        assert len(attempts) == 2  # still open after the restart
+        clock.advance(30)
+        await run_until_idle(queue)
+    assert len(attempts) == 3  # the half-open probe
+
+
+async def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_letters(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    queue = make_queue(lease=30)
+    queue.destination("*", retry=Retry(schedule=[1]))  # two attempts in all
+    died: list[int] = []
+    queue.on_dead = lambda info: died.append(info.id)
+
+    @queue.task
+    async def poison() -> None:
+        raise AssertionError("never reached: each attempt's process dies first")
+
+    async with queue:
+        job = await queue.submit(poison, delay=1)
+        for attempt in range(2):
+            # A process claims it and dies without a word (simulated: never acks).
+            now = clock.now() + 1
+            claimed = await queue._journal.claim(f"dead:{attempt}", 10, now + 30, now)
+            assert [c.id for c in claimed] == [job.id]
+            clock.advance(32)
+            await run_until_idle(queue)
+        info = await queue.get(job.id)
+    assert info.state is JobState.DEAD
+    assert info.attempts == 2
+    assert info.last_error is not None
+    assert info.last_error.startswith("LeaseExpired")
+    assert died == [job.id]

@@ -1,0 +1,47 @@
+"""The asyncq command on a real journal file."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from asyncq import JobState, Queue, Retry
+from asyncq.cli import main
+from asyncq.testing import run_until_idle
+
+
+async def test_dead_letters_are_listed_and_redriven_from_the_command_line(
+    make_queue: Callable[..., Queue], db_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = make_queue()
+    queue.destination("hook", retry=Retry.never())
+
+    @queue.task(name="deliver", destination="hook")
+    async def deliver(i: int) -> None:
+        raise ConnectionError(f"receiver down ({i})")
+
+    async with queue:
+        jobs = await deliver.submit_many([{"i": 1}, {"i": 2}])
+        await run_until_idle(queue)
+
+    # The command runs its own event loop: run it in a thread, as a shell would.
+    await asyncio.to_thread(main, ["dead", db_path, "--destination", "hook"])
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 2
+    assert all("hook\tdeliver\t1\tConnectionError: receiver down" in line for line in listed)
+
+    await asyncio.to_thread(main, ["redrive", db_path, str(jobs[0].id)])
+    assert "redrove 1 job(s)" in capsys.readouterr().out
+    await asyncio.to_thread(main, ["pause", db_path, "hook"])
+    assert "hook: paused" in capsys.readouterr().out
+
+    async with Queue(db_path, concurrency=0) as reader:
+        assert (await reader.get(jobs[0].id)).state is JobState.PENDING
+        assert (await reader.get(jobs[1].id)).state is JobState.DEAD
+
+
+def test_redrive_without_ids_or_destination_is_refused(db_path: str) -> None:
+    with pytest.raises(SystemExit):
+        main(["redrive", db_path])

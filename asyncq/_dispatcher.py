@@ -71,7 +71,7 @@ class Dispatcher:
         self._maybe_more = True  # False once a claim came back short; reset by news
         self._closed = False
         self._claiming = False
-        #: Called when a claim or a reservation ends, or nothing is left to do.
+        #: Called when a claim or a booking ends, or nothing is left to do.
         self.on_change: Callable[[], None] = lambda: None
 
     # -- the worker side ---------------------------------------------------

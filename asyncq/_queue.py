@@ -81,6 +81,7 @@ class Queue:
         self._pool: WorkerPool | None = None
         self._workers: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._broken: BaseException | None = None  # what stopped a part of the engine
         self._finished: dict[int, asyncio.Future[None]] = {}
         self._activity = asyncio.Event()
 
@@ -311,8 +312,7 @@ class Queue:
         return [Job(self, i.id, created=i.created) for i in inserted]
 
     async def _insert(self, jobs: list[NewJob], now: float) -> list[Any]:
-        if not self._open:
-            raise QueueNotRunning()
+        self._require_open()
         inserted = await self._journal.insert_many(jobs, now)
         if self._dispatcher is not None:
             self._dispatcher.notify()
@@ -396,6 +396,7 @@ class Queue:
         if self._open:
             raise RuntimeError("the queue is already running")
         await self._journal.open()
+        self._broken = None
         try:
             self._destinations.load(await self._journal.load_destinations())
             if self.concurrency:
@@ -437,6 +438,21 @@ class Queue:
             asyncio.create_task(self._pool.write_outcomes(), name="asyncq-outcomes"),
             asyncio.create_task(self._keep_leases(), name="asyncq-leases"),
         ]
+        for task in [self._workers, *self._background]:
+            task.add_done_callback(self._background_ended)
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        """A part of the engine stopped on its own: say so now, loudly, and make
+        the next call on the queue raise it (rather than run on half an engine)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error(
+            "asyncq %s failed; the queue has stopped working", task.get_name(), exc_info=error
+        )
+        if self._broken is None:
+            self._broken = error
+            self._activity.set()
 
     async def _reclaim_expired(self) -> int:
         now = self.clock.now()
@@ -518,6 +534,8 @@ class Queue:
     def _require_open(self) -> None:
         if not self._open:
             raise QueueNotRunning()
+        if self._broken is not None:
+            raise self._broken
 
     async def _wait_idle(self) -> None:
         """Wait until nothing can run now: no job running or unwritten, no buffered
@@ -528,6 +546,7 @@ class Queue:
             raise RuntimeError("a producer queue (concurrency=0) runs no jobs")
         while True:
             self._activity.clear()
+            self._require_open()
             if pool.in_flight or pool.has_unwritten or dispatcher.has_work_now():
                 await self._activity.wait()
                 continue

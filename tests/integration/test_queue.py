@@ -14,6 +14,7 @@ from asyncq import (
     JobDead,
     JobNotFound,
     JobState,
+    JournalCorrupt,
     PayloadError,
     Queue,
     QueueNotRunning,
@@ -400,3 +401,27 @@ async def test_a_handler_that_swallows_its_timeout_is_still_cut_off(make_queue: 
         infos = [await queue.get(job.id) for job in jobs]
     assert [i.state for i in infos] == [JobState.DEAD, JobState.DEAD]
     assert all("longer than 0.01 s" in (i.last_error or "") for i in infos)
+
+
+async def test_a_part_of_the_engine_that_dies_makes_the_queue_say_so(
+    make_queue: MakeQueue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = make_queue()
+
+    @queue.task
+    async def step() -> None:
+        pass
+
+    async def damaged(*args: object, **kwargs: object) -> list[object]:
+        raise JournalCorrupt(queue.path, "database disk image is malformed")
+
+    await queue.start()
+    monkeypatch.setattr(queue._journal, "claim", damaged)
+    await step.submit()  # wakes the dispatcher, whose claim fails
+    with pytest.raises(JournalCorrupt, match="malformed"):
+        await run_until_idle(queue)
+    with pytest.raises(JournalCorrupt):
+        await step.submit()
+    with pytest.raises(JournalCorrupt):  # and again when the queue stops
+        await queue.stop()
+    assert "asyncq-dispatcher failed" in caplog.text

@@ -1,8 +1,13 @@
 import asyncio
 
-from asyncq import Queue
+from asyncq import Queue, Rate, Retry
 
 queue = Queue("quickstart.db", concurrency=8)
+queue.destination(
+    "crm",
+    rate=Rate(20, per=1, burst=5),  # at most 5 at once, then 20 a second
+    retry=Retry(schedule=[60, 300, 1800]),  # then the dead letters
+)
 
 
 @queue.task(destination="crm")

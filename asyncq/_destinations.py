@@ -159,6 +159,10 @@ class Destinations:
             if self.policy_for(state_name) is not state.policy:
                 del self._states[state_name]
 
+    def is_paced(self, name: str) -> bool:
+        """Whether calls to `name` are limited by a rate (safe from any thread)."""
+        return self.policy_for(name).rate is not None
+
     def lane_cap(self, name: str, prefetch: int) -> int:
         """How many claimed jobs of `name` to hold at most: a paced or capped
         destination holds only what it can start soon, so its backlog stays in

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from ._clock import Clock
 from ._destinations import CircuitState, Destinations
-from ._journal import ClaimedJob, Journal
+from ._journal import Booking, ClaimedJob, Journal, TokenGrant
 from ._limiter import room_at, schedule_calls
 
 log = logging.getLogger("asyncq.dispatcher")
@@ -276,18 +276,40 @@ class Dispatcher:
                 return 0
             return lane_cap(name, self._prefetch) - lanes.get(name, 0)
 
+        booked: dict[str, tuple[list[float], float]] = {}
+        booking = Booking(paced=self._destinations.is_paced, grant=self._booker(booked))
         self._claiming = True
         try:
             jobs = await self._journal.claim(
-                self._owner, room, now + self._lease, now, room_for=room_for
+                self._owner, room, now + self._lease, now, room_for=room_for, booking=booking
             )
         finally:
             self._claiming = False
             self.on_change()
+        for name, (times, full_at) in booked.items():
+            state = self._destinations.state(name)
+            state.full_at = full_at
+            state.slots.extend(times)
         self._add(jobs)
         if len(jobs) < room:
             self._maybe_more = False
         return len(jobs)
+
+    def _booker(self, record: dict[str, tuple[list[float], float]]) -> TokenGrant:
+        """A grant that books calls at the earliest times each destination's
+        bucket allows, and records what it booked in `record`."""
+        clock, policy_for = self._clock, self._destinations.policy_for
+
+        def book(name: str, want: int, full_at: float) -> tuple[list[float], float]:
+            # Runs inside the journal's transaction, reading the clock there.
+            rate = policy_for(name).rate
+            assert rate is not None
+            booked = record[name] = schedule_calls(
+                rate, want, full_at, clock.now(), _BOOKING_HORIZON
+            )
+            return booked
+
+        return book
 
     async def _take_tokens(self) -> None:
         wanting, self._wanting = self._wanting, {}
@@ -302,16 +324,8 @@ class Dispatcher:
             if cap is not None:
                 want = min(want, cap - state.in_flight + 1)
             wants[name] = max(1, want)
-        clock, policy_for = self._clock, self._destinations.policy_for
-
-        def book(name: str, want: int, full_at: float) -> tuple[list[float], float]:
-            # Runs inside the journal's transaction, reading the clock there.
-            rate = policy_for(name).rate
-            assert rate is not None
-            return schedule_calls(rate, want, full_at, clock.now(), _BOOKING_HORIZON)
-
         try:
-            booked = await self._journal.take_tokens(wants, book)
+            booked = await self._journal.take_tokens(wants, self._booker({}))
         finally:
             self.on_change()
         now = self._clock.now()

@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one run each, smaller N")
     args = parser.parse_args()
     runs = 1 if args.quick else 5
-    n = 10_000 if args.quick else 20_000
+    n = 10_000 if args.quick else 50_000
     many = 20_000 if args.quick else 50_000
     with tempfile.TemporaryDirectory(prefix="asyncq-bench-") as tmp:
         directory = Path(tmp)

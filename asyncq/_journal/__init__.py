@@ -1,6 +1,7 @@
 """Durable storage of jobs: the interface and the SQLite implementation."""
 
 from ._base import (
+    Booking,
     ClaimedJob,
     DestinationCounts,
     DestinationRecord,
@@ -18,6 +19,7 @@ from ._base import (
 from ._sqlite import SqliteJournal
 
 __all__ = [
+    "Booking",
     "ClaimedJob",
     "DestinationCounts",
     "DestinationRecord",

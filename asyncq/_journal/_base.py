@@ -59,6 +59,16 @@ class ExpiredJob(NamedTuple):
 #: (the booked calls' times, new full_at). `full_at` is when the bucket was last full.
 TokenGrant = Callable[[str, int, float], tuple[list[float], float]]
 
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """Book calls for the jobs a claim takes from paced destinations, in the
+    claim's own transaction. `grant` may record what it booked."""
+
+    paced: Callable[[str], bool]
+    grant: TokenGrant
+
+
 #: Decides when an expired job runs again (seconds since the epoch), or None: dead.
 RetryDecision = Callable[[ExpiredJob], "float | None"]
 
@@ -135,12 +145,15 @@ class Journal(Protocol):
         now: float,
         *,
         room_for: Callable[[str], int] | None = None,
+        booking: Booking | None = None,
     ) -> list[ClaimedJob]:
         """Take up to `limit` ready jobs, stamped with `owner` until `lease_until`.
 
         Destinations take turns; within one, higher priority first, then FIFO.
-        At most `room_for(name)` jobs come from destination `name` (it may run
-        on the journal's own thread: it must only read).
+        At most `room_for(name)` jobs come from destination `name`; with
+        `booking`, calls for the jobs taken from paced destinations are booked
+        in the same transaction (`take_tokens`). Both callbacks may run on the
+        journal's own thread.
         """
         ...
 

@@ -26,6 +26,7 @@ import aiosqlite
 from .._errors import JournalCorrupt, JournalError
 from .._job import JobInfo, JobState
 from ._base import (
+    Booking,
     ClaimedJob,
     DestinationCounts,
     DestinationRecord,
@@ -483,6 +484,7 @@ class SqliteJournal:
         now: float,
         *,
         room_for: Callable[[str], int] | None = None,
+        booking: Booking | None = None,
     ) -> list[ClaimedJob]:
         token = next(self._tokens)
 
@@ -497,6 +499,7 @@ class SqliteJournal:
             # spend a statement per job. The cursor gives the rest their turn next.
             share = max(_MIN_SHARE, -(-limit // max(1, ready)))
             start = self._cursor
+            taken_from: dict[str, int] = {}
             for destination in _ready_destinations(conn, start, chunk=max(2 * limit, 256)):
                 room = min(share, remaining)
                 if room_for is not None:
@@ -508,6 +511,8 @@ class SqliteJournal:
                 taken = conn.execute(_CLAIM_FROM, params).rowcount
                 if taken < room:
                     conn.execute(_FORGET_IF_EMPTY, (destination,))
+                if taken:
+                    taken_from[destination] = taken
                 remaining -= taken
                 self._cursor = destination
                 if remaining <= 0:
@@ -516,6 +521,11 @@ class SqliteJournal:
                 self._cursor = ""
             if remaining == limit:
                 return []
+            if booking is not None:
+                # Book the calls of paced jobs in the claim's own transaction.
+                paced = {d: n for d, n in taken_from.items() if booking.paced(d)}
+                if paced:
+                    _book(conn, paced, booking.grant)
             (rows,) = conn.execute(_CLAIMED, (owner, token)).fetchone()
             return [ClaimedJob(*row) for row in json.loads(rows)]
 
@@ -661,18 +671,9 @@ class SqliteJournal:
         if not wants:
             return {}
 
-        def take(conn: sqlite3.Connection) -> dict[str, tuple[list[float], float]]:
-            (known,) = conn.execute(
-                "SELECT json_group_object(name, full_at) FROM destinations "
-                "WHERE name IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(wants)),),
-            ).fetchone()
-            full = json.loads(known)
-            granted = {name: grant(name, want, full.get(name, 0.0)) for name, want in wants.items()}
-            conn.executemany(_SAVE_BUCKET, [(name, g[1]) for name, g in granted.items()])
-            return granted
-
-        return await self._enqueue_call(take)  # type: ignore[no-any-return]
+        return await self._enqueue_call(  # type: ignore[no-any-return]
+            lambda conn: _book(conn, wants, grant)
+        )
 
     async def dead_letters(
         self, *, destination: str | None, since: float | None, limit: int
@@ -719,6 +720,21 @@ class SqliteJournal:
         """All rows in the journal, whatever their state (for tests and tools)."""
         row = await self._run(lambda c: c.execute("SELECT count(*) FROM jobs").fetchone())
         return int(row[0])
+
+
+def _book(
+    conn: sqlite3.Connection, wants: Mapping[str, int], grant: TokenGrant
+) -> dict[str, tuple[list[float], float]]:
+    """Book calls in destinations' buckets: read each bucket, grant, write it back."""
+    (known,) = conn.execute(
+        "SELECT json_group_object(name, full_at) FROM destinations "
+        "WHERE name IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(wants)),),
+    ).fetchone()
+    full = json.loads(known)
+    granted = {name: grant(name, want, full.get(name, 0.0)) for name, want in wants.items()}
+    conn.executemany(_SAVE_BUCKET, [(name, g[1]) for name, g in granted.items()])
+    return granted
 
 
 def _select_dead(

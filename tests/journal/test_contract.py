@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from asyncq import JobState
-from asyncq._journal import Failed, Journal, NewJob, Released, Succeeded
+from asyncq._journal import Booking, Failed, Journal, NewJob, Released, Succeeded
 
 NOW = 1_800_000_000.0
 LEASE = 30.0
@@ -182,3 +182,28 @@ async def test_concurrent_writes_share_transactions(journal: Journal) -> None:
     assert len({r[0].id for r in results}) == 200
     # 200 writers, and far fewer transactions: group commit.
     assert journal.commits - commits_before <= 10  # type: ignore[attr-defined]
+
+
+async def test_a_claim_books_calls_for_the_paced_jobs_it_takes(journal: Journal) -> None:
+    await journal.insert_many(
+        [NewJob("t", "{}", "paced", 0, NOW)] * 3 + [NewJob("t", "{}", "free", 0, NOW)] * 2, NOW
+    )
+    asked: dict[str, int] = {}
+
+    def grant(name: str, want: int, full_at: float) -> tuple[list[float], float]:
+        asked[name] = want
+        return [NOW + i for i in range(want)], full_at + want
+
+    booking = Booking(paced=lambda name: name == "paced", grant=grant)
+    claimed = await journal.claim("a", 10, NOW + LEASE, NOW, booking=booking)
+    assert len(claimed) == 5
+    assert asked == {"paced": 3}  # only the paced destination, for what was taken
+    # The bucket's new state was written: the next booking starts from it.
+    seen: list[float] = []
+
+    def look(name: str, want: int, full_at: float) -> tuple[list[float], float]:
+        seen.append(full_at)
+        return [], full_at
+
+    await journal.take_tokens({"paced": 1}, look)
+    assert seen == [3.0]

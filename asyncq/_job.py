@@ -37,12 +37,6 @@ class JobState(enum.StrEnum):
     DEAD = "dead"
     CANCELLED = "cancelled"
 
-    @property
-    def is_final(self) -> bool:
-        return self in _FINAL
-
-
-_FINAL = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
 
 #: The legal transitions, in one table (the journal enforces them in SQL).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {

@@ -94,15 +94,6 @@ class Bucket:
         limiter._event_loop = _ClockAsLoop(clock)
         limiter._last_check = clock.now()
 
-    def try_take(self) -> bool:
-        """Spend one call if the bucket has room now."""
-        level = self.level
-        if level + 1 > self.rate.burst + _DUST:
-            return False
-        limiter: Any = self._limiter
-        limiter._level = level + 1
-        return True
-
     def take_or_wait(self) -> float:
         """Spend one call if it fits now (returns 0), else how long until it would."""
         limiter: Any = self._limiter

@@ -716,11 +716,6 @@ class SqliteJournal:
 
         return await self._enqueue_call(purge)  # type: ignore[no-any-return]
 
-    async def count_rows(self) -> int:
-        """All rows in the journal, whatever their state (for tests and tools)."""
-        row = await self._run(lambda c: c.execute("SELECT count(*) FROM jobs").fetchone())
-        return int(row[0])
-
 
 def _book(
     conn: sqlite3.Connection, wants: Mapping[str, int], grant: TokenGrant

@@ -16,12 +16,12 @@ def test_the_installed_aiolimiter_is_one_the_adapter_was_checked_against() -> No
 def test_a_bucket_lets_a_burst_through_then_paces_on_the_clock() -> None:
     clock = ManualClock()
     bucket = Bucket(Rate(2, per=1, burst=3), clock)
-    assert [bucket.try_take() for _ in range(4)] == [True, True, True, False]
+    assert [bucket.take_or_wait() == 0 for _ in range(4)] == [True, True, True, False]
     assert bucket.seconds_until_room() == pytest.approx(0.5)
     clock.advance(0.25)
-    assert not bucket.try_take()
+    assert bucket.take_or_wait() == pytest.approx(0.25)
     clock.advance(0.25)
-    assert bucket.try_take()
+    assert bucket.take_or_wait() == 0
     assert bucket.level == pytest.approx(3)
 
 

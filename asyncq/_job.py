@@ -57,7 +57,7 @@ class JobInfo:
     state: JobState
     destination: str
     priority: int
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None  # None if what the journal holds is not JSON
     key: str | None
     attempts: int
     created_at: float

@@ -103,12 +103,15 @@ class WorkerPool:
         task = self._registry.get(job.task)
         state = self._destinations.state(job.destination)
         if task is None:
-            error = (
+            self._bury(
+                job,
                 f"UnknownTask: no task named {job.task!r} is registered in the worker "
-                f"process that claimed it (known: {self._registry.names()})"
+                f"process that claimed it (known: {self._registry.names()})",
             )
-            self._failed.append(Failed(job.id, job.attempts, error, None))
-            self._have_outcomes.set()
+            return
+        payload = job.payload
+        if not isinstance(payload, dict):
+            self._bury(job, "PayloadError: the payload in the journal is not a JSON object")
             return
         timeout = task.timeout
         if timeout is None:
@@ -120,7 +123,7 @@ class WorkerPool:
         self._running[job.id] = job
         self._deadlines.start(job.id, current, timeout)
         try:
-            value = await task.fn(**job.payload)
+            value = await task.fn(**payload)
         except asyncio.CancelledError:
             if self._deadlines.finish(job.id):
                 self._overran(job, state, timeout)
@@ -147,6 +150,11 @@ class WorkerPool:
                 self._circuit(state, failed=False)
         finally:
             del self._running[job.id]
+
+    def _bury(self, job: ClaimedJob, error: str) -> None:
+        """Dead at once, without a policy: no retry could ever run this job."""
+        self._failed.append(Failed(job.id, job.attempts, error, None))
+        self._have_outcomes.set()
 
     def _overran(self, job: ClaimedJob, state: DestinationState, timeout: float | None) -> None:
         self._failure(job, state, TimeoutError(f"the handler ran longer than {timeout:g} s"))

@@ -36,7 +36,7 @@ class ClaimedJob:
 
     id: int
     task: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None  # None: the stored payload is not valid JSON
     destination: str
     priority: int
     attempts: int  # including the one this claim starts

@@ -95,8 +95,12 @@ _FORGET_IF_EMPTY = """
 DELETE FROM ready_destinations WHERE destination = ?1
 AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND destination = ?1)
 """
+# A payload that is not valid JSON (a journal edited by hand, say) comes back as
+# null, for the worker to mark that one job dead, rather than failing the claim.
 _CLAIMED = """
-SELECT json_group_array(json_array(id, task, json(payload), destination, priority,
+SELECT json_group_array(json_array(id, task,
+                                   iif(json_valid(payload), json(payload), NULL),
+                                   destination, priority,
                                    attempts, created_at, first_started_at, snoozes))
 FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?
       ORDER BY priority DESC, run_at, id)
@@ -171,6 +175,14 @@ _COLUMNS = (
 )
 
 
+def _decoded(text: str) -> Any:
+    """JSON text as a value; None if it is not JSON (a journal edited by hand)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def _info(row: tuple[Any, ...]) -> JobInfo:
     (id_, task, state, dest, prio, payload, key, attempts, created, run_at, started,
      finished, result, error, snoozes, history) = row  # fmt: skip
@@ -180,14 +192,14 @@ def _info(row: tuple[Any, ...]) -> JobInfo:
         state=_PUBLIC_STATE[state],
         destination=dest,
         priority=prio,
-        payload=json.loads(payload),
+        payload=_decoded(payload),
         key=key,
         attempts=attempts,
         created_at=created,
         run_at=run_at,
         started_at=started,
         finished_at=finished,
-        result=None if result is None else json.loads(result),
+        result=None if result is None else _decoded(result),
         last_error=error,
         snoozes=snoozes,
         history=[tuple(h) for h in json.loads(history)] if history else [],

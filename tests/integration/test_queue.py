@@ -425,3 +425,30 @@ async def test_a_part_of_the_engine_that_dies_makes_the_queue_say_so(
     with pytest.raises(JournalCorrupt):  # and again when the queue stops
         await queue.stop()
     assert "asyncq-dispatcher failed" in caplog.text
+
+
+async def test_a_payload_broken_in_the_journal_kills_that_job_only(
+    make_queue: MakeQueue, db_path: str
+) -> None:
+    queue = make_queue()
+    ran: list[int] = []
+
+    @queue.task(name="step")
+    async def step(i: int) -> None:
+        ran.append(i)
+
+    producer = make_queue(concurrency=0)
+    producer.task(name="step")(step.fn)
+    async with producer:
+        broken, fine = await producer.submit_many("step", [{"i": 1}, {"i": 2}])
+    with sqlite3.connect(db_path) as conn:  # someone edits the journal by hand
+        conn.execute("UPDATE jobs SET payload = ? WHERE id = ?", ('{"i": ', broken.id))
+    async with queue:
+        await run_until_idle(queue)
+        info = await queue.get(broken.id)
+        assert (await queue.get(fine.id)).state is JobState.SUCCEEDED
+    assert ran == [2]
+    assert info.state is JobState.DEAD
+    assert info.payload is None
+    assert info.last_error is not None
+    assert "not a JSON object" in info.last_error

@@ -55,6 +55,7 @@ class Queue:
         clock: Clock | None = None,
         journal: Journal | None = None,
         on_dead: Callable[[JobInfo], Awaitable[None] | None] | None = None,
+        keep_finished: float | None = 7 * 86400.0,
     ) -> None:
         if concurrency < 0:
             raise ValueError("concurrency must be >= 0")
@@ -68,6 +69,8 @@ class Queue:
         self.poll_interval = poll_interval
         self.prefetch = prefetch
         self.max_payload_bytes = max_payload_bytes
+        #: Seconds succeeded and cancelled jobs stay in the journal (None: forever).
+        self.keep_finished = keep_finished
         self.clock: Clock = clock or SystemClock()
         self._journal: Journal = journal or SqliteJournal(self.path, synchronous=synchronous)
         self._registry = TaskRegistry()
@@ -530,6 +533,8 @@ class Queue:
             await self._journal.renew(self._owner, now + self.lease)
             if await self._reclaim_expired():
                 self._dispatcher.notify()
+            if self.keep_finished is not None:
+                await self._journal.prune_finished(now - self.keep_finished)
 
     def _require_open(self) -> None:
         if not self._open:

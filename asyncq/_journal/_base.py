@@ -199,6 +199,11 @@ class Journal(Protocol):
 
     async def stats(self, now: float) -> JournalStats: ...
 
+    async def prune_finished(self, before: float) -> int:
+        """Delete succeeded and cancelled jobs that finished before `before`; the
+        number deleted. Dead jobs stay until purged."""
+        ...
+
     async def load_destinations(self) -> list[DestinationRecord]: ...
 
     async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:

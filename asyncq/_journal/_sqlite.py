@@ -145,6 +145,15 @@ _EXPIRED = """
 SELECT json_group_array(json_array(id, task, destination, attempts, first_started_at))
 FROM jobs WHERE state = 'running' AND lease_until < ?
 """
+# Finished jobs are pruned oldest first, a window of the lowest ids at a time:
+# without an index on finish times, which every ack would pay to maintain, the
+# scan stays bounded. Finished rows are in no index, so deleting them is cheap.
+_PRUNE = """
+DELETE FROM jobs WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT ?2)
+AND state IN ('succeeded', 'cancelled') AND finished_at < ?1
+"""
+_PRUNE_WINDOW = 20_000
+_PRUNE_BATCHES = 5
 _SAVE_DESTINATION = """
 INSERT INTO destinations (name, paused, hold_until, circuit, circuit_until)
 VALUES (?, ?, ?, ?, ?)
@@ -659,6 +668,18 @@ class SqliteJournal:
             )
 
         return await self._run(stats)  # type: ignore[no-any-return]
+
+    async def prune_finished(self, before: float) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            deleted = 0
+            for _ in range(_PRUNE_BATCHES):
+                count = conn.execute(_PRUNE, (before, _PRUNE_WINDOW)).rowcount
+                deleted += count
+                if count < _PRUNE_WINDOW // 2:
+                    break
+            return deleted
+
+        return await self._enqueue_call(prune)  # type: ignore[no-any-return]
 
     async def load_destinations(self) -> list[DestinationRecord]:
         def load(conn: sqlite3.Connection) -> list[DestinationRecord]:

@@ -452,3 +452,30 @@ async def test_a_payload_broken_in_the_journal_kills_that_job_only(
     assert info.payload is None
     assert info.last_error is not None
     assert "not a JSON object" in info.last_error
+
+
+async def test_finished_jobs_are_pruned_after_keep_finished(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    queue = make_queue(keep_finished=3600, lease=30)
+    queue.destination("*", retry=Retry.never())
+
+    @queue.task
+    async def step(fail: bool) -> None:
+        if fail:
+            raise ValueError("no")
+
+    async with queue:
+        done, dead = await step.submit(False), await step.submit(True)
+        later = await queue.submit(step, False, delay=7200)
+        await run_until_idle(queue)
+        clock.advance(3600 + 10)  # past keep_finished, and a lease-keeper turn
+        for _ in range(1000):  # the keeper runs its turn as soon as the loop lets it
+            try:
+                await queue.get(done.id)
+            except JobNotFound:
+                break
+        else:
+            raise AssertionError("the finished job was not pruned")
+        assert (await queue.get(dead.id)).state is JobState.DEAD  # dead letters stay
+        assert (await queue.get(later.id)).state is JobState.PENDING

@@ -207,3 +207,14 @@ async def test_a_claim_books_calls_for_the_paced_jobs_it_takes(journal: Journal)
 
     await journal.take_tokens({"paced": 1}, look)
     assert seen == [3.0]
+
+
+async def test_prune_deletes_only_jobs_finished_before_the_cutoff(journal: Journal) -> None:
+    old, recent, dead, pending = await journal.insert_many([new(i) for i in range(4)], NOW)
+    jobs = await claim(journal, limit=3)
+    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(jobs[0].id, 1, "null")])
+    await journal.record_outcomes("a", NOW + 100, succeeded=[Succeeded(jobs[1].id, 1, "null")])
+    await journal.record_outcomes("a", NOW, failed=[Failed(jobs[2].id, 1, "E", None)])
+    assert await journal.prune_finished(NOW + 50) == 1
+    assert await journal.get(old.id) is None
+    assert [await journal.get(r.id) is not None for r in (recent, dead, pending)] == [True] * 3

@@ -14,7 +14,7 @@ import pytest
 
 from asyncq import JournalCorrupt, JournalError
 from asyncq._journal import NewJob, SqliteJournal
-from asyncq._journal._schema import SCHEMA_VERSION
+from asyncq._journal._schema import MIGRATIONS, SCHEMA_VERSION
 
 NOW = 1_800_000_000.0
 
@@ -128,3 +128,24 @@ async def test_many_journals_can_open_one_new_file_at_the_same_time(tmp_path: Pa
         finally:
             for journal in journals:
                 await journal.close()
+
+
+async def test_a_version_1_journal_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        MIGRATIONS[0](conn)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO jobs (task, payload, destination, state, created_at, run_at) "
+            "VALUES ('t', ?, 'crm', 'pending', ?, ?)",
+            ('{"i": 7}', NOW, NOW),
+        )
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    try:
+        (job,) = await journal.claim("a", 10, NOW + 30, NOW)
+        assert (job.destination, job.payload) == ("crm", {"i": 7})
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

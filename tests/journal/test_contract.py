@@ -218,3 +218,14 @@ async def test_prune_deletes_only_jobs_finished_before_the_cutoff(journal: Journ
     assert await journal.prune_finished(NOW + 50) == 1
     assert await journal.get(old.id) is None
     assert [await journal.get(r.id) is not None for r in (recent, dead, pending)] == [True] * 3
+
+
+async def test_ids_are_never_reused_even_after_the_newest_job_is_deleted(
+    journal: Journal,
+) -> None:
+    (first,) = await journal.insert_many([new(0)], NOW)
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, failed=[Failed(job.id, 1, "E", None)])
+    assert await journal.purge(ids=[first.id], destination=None, before=None) == 1
+    (second,) = await journal.insert_many([new(1)], NOW)
+    assert second.id > first.id

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 
@@ -23,6 +24,7 @@ from ._tasks import TaskRegistry
 log = logging.getLogger("asyncq.pool")
 
 _MAX_ERROR_CHARS = 4000
+_YIELD_EVERY = 0.0005  # seconds of handlers that do not await before a worker yields
 
 
 def describe_error(exc: BaseException) -> str:
@@ -67,6 +69,7 @@ class WorkerPool:
         self._running: dict[int, ClaimedJob] = {}
         self._deadlines = Deadlines()
         self._writing = False
+        self._last_yield = 0.0  # loop time of the last turn a worker forced
 
     @property
     def in_flight(self) -> int:
@@ -85,6 +88,9 @@ class WorkerPool:
 
     async def _worker(self) -> None:
         dispatcher = self._dispatcher
+        loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
+        assert current is not None
         while True:
             job = dispatcher.take()
             if job is None:
@@ -92,14 +98,18 @@ class WorkerPool:
                 if job is None:
                     return
             try:
-                await self._execute(job)
+                await self._execute(job, current)
             finally:
                 dispatcher.finished(job.destination)
-            # A handler that never awaits would let this worker run the whole
-            # prefetch without yielding, starving the writer that acks and claims.
-            await asyncio.sleep(0)
+            # Handlers that never await would let the workers run the whole prefetch
+            # without the loop turning, starving the writer that acks and claims.
+            # Yield when the loop has not turned for a while, not after every job
+            # (a yield is a loop turn: about a tenth of a no-op job's cost).
+            if loop.time() - self._last_yield > _YIELD_EVERY:
+                self._last_yield = loop.time()
+                await asyncio.sleep(0)
 
-    async def _execute(self, job: ClaimedJob) -> None:
+    async def _execute(self, job: ClaimedJob, current: asyncio.Task[Any]) -> None:
         task = self._registry.get(job.task)
         state = self._destinations.state(job.destination)
         if task is None:
@@ -118,8 +128,6 @@ class WorkerPool:
             timeout = state.policy.timeout if state.policy.timeout is not None else None
         if timeout is None:
             timeout = self._default_timeout
-        current = asyncio.current_task()
-        assert current is not None
         self._running[job.id] = job
         self._deadlines.start(job.id, current, timeout)
         try:

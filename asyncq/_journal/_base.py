@@ -30,7 +30,8 @@ class Inserted(NamedTuple):
     created: bool  # False: `key` matched a live job, whose id this is
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per claimed job, and a frozen init costs about 2 us more.
+@dataclass(slots=True)
 class ClaimedJob:
     """A job stamped with this process as owner, ready to run."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -224,6 +225,37 @@ async def test_a_handler_that_hangs_is_cut_off_by_its_timeout(make_queue: MakeQu
     assert info.state is JobState.DEAD
     assert info.last_error is not None
     assert "longer than 0.01 s" in info.last_error
+
+
+async def test_handlers_that_never_await_still_let_the_loop_turn(make_queue: MakeQueue) -> None:
+    # Workers force a loop turn when handlers have not awaited for 0.5 ms; without
+    # it one worker would run the whole prefetch and starve the writer and the app.
+    queue = make_queue(concurrency=4)
+    events: list[str] = []
+    done = asyncio.Event()
+
+    @queue.task
+    async def busy(i: int) -> None:
+        events.append("job")
+        spin_until = time.perf_counter() + 0.0006  # CPU work: no await in here
+        while time.perf_counter() < spin_until:
+            pass
+        if i == 39:
+            done.set()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            events.append("tick")
+            await asyncio.sleep(0)
+
+    async with queue:
+        await busy.submit_many([{"i": i} for i in range(40)])
+        await asyncio.wait_for(asyncio.gather(ticker(), done.wait()), timeout=10)
+        await run_until_idle(queue)
+    runs = [len(run.split()) for run in " ".join(events).split("tick")]
+    assert sum(runs) == 40
+    # Each worker that is ready when the loop turns runs one job before the ticker.
+    assert max(runs) <= 2 * 4, runs
 
 
 async def test_leaving_the_queue_hands_cut_off_and_unstarted_jobs_back(

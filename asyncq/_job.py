@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,22 @@ def encode_payload(task: str, payload: dict[str, Any], max_bytes: int) -> str:
     if len(text) * 4 > max_bytes and (size := len(text.encode())) > max_bytes:
         raise PayloadError(task, f"payload is {size} bytes, over the {max_bytes}-byte limit")
     return text
+
+
+def encode_payloads(task: str, payloads: Sequence[dict[str, Any]], max_bytes: int) -> str:
+    """Many payloads as the JSON text of one array, or `PayloadError` for the first bad one.
+
+    Sizes are not checked here: the journal checks each element's size as it inserts.
+    """
+    try:
+        return _ENCODER.encode(payloads if isinstance(payloads, list | tuple) else list(payloads))
+    except (TypeError, ValueError) as whole:
+        for index, payload in enumerate(payloads):  # find the one to name
+            try:
+                encode_payload(task, payload, max_bytes)
+            except PayloadError as exc:
+                raise PayloadError(task, f"payload {index}: {exc.reason}") from None
+        raise PayloadError(task, f"payloads are not JSON-serialisable ({whole})") from None
 
 
 def encode_result(value: Any) -> str:

@@ -18,8 +18,23 @@ from ._clock import Clock, SystemClock
 from ._destinations import DestinationPolicy, Destinations, DestinationState
 from ._dispatcher import Dispatcher
 from ._errors import JobCancelled, JobDead, JobNotFound, QueueNotRunning
-from ._job import DEFAULT_MAX_PAYLOAD_BYTES, Job, JobInfo, JobState, encode_payload
-from ._journal import ExpiredJob, Failed, Journal, JournalStats, NewJob, SqliteJournal
+from ._job import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Job,
+    JobInfo,
+    JobState,
+    encode_payload,
+    encode_payloads,
+)
+from ._journal import (
+    ExpiredJob,
+    Failed,
+    Journal,
+    JournalStats,
+    NewBatch,
+    NewJob,
+    SqliteJournal,
+)
 from ._journal._sqlite import LEASE_EXPIRED
 from ._policy import Circuit, Rate, Retry
 from ._pool import WorkerPool
@@ -305,21 +320,27 @@ class Queue:
         run_at = _run_at(now, delay, at)
         name = resolved.name
         dest = destination or resolved.destination
-        limit = self.max_payload_bytes
+        self._require_open()
         check = resolved.check_payload
-        jobs = [
-            NewJob(name, encode_payload(name, check(p), limit), dest, priority, run_at)
-            for p in payloads
-        ]
-        inserted = await self._insert(jobs, now)
-        return [Job(self, i.id, created=i.created) for i in inserted]
+        for payload in payloads:
+            check(payload)
+        limit = self.max_payload_bytes
+        # One encoder call for the whole list; the journal checks each payload's size.
+        text = encode_payloads(name, payloads, limit)
+        batch = NewBatch(name, text, len(payloads), dest, priority, run_at, limit)
+        ids = await self._journal.insert_batch(batch, now)
+        self._notify_dispatcher()
+        return [Job(self, job_id) for job_id in ids]
 
     async def _insert(self, jobs: list[NewJob], now: float) -> list[Any]:
         self._require_open()
         inserted = await self._journal.insert_many(jobs, now)
+        self._notify_dispatcher()
+        return inserted
+
+    def _notify_dispatcher(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.notify()
-        return inserted
 
     # -- looking at jobs ----------------------------------------------------
 

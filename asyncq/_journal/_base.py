@@ -25,6 +25,22 @@ class NewJob(NamedTuple):
     key: str | None = None
 
 
+class NewBatch(NamedTuple):
+    """Jobs of one task, one destination, one priority and one due time (`submit_many`).
+
+    `payloads` is the JSON text of an array of payload objects, encoded in one go;
+    the journal refuses the whole batch if any payload is larger than `max_payload_bytes`.
+    """
+
+    task: str
+    payloads: str
+    job_count: int
+    destination: str
+    priority: int
+    run_at: float
+    max_payload_bytes: int
+
+
 class Inserted(NamedTuple):
     id: int
     created: bool  # False: `key` matched a live job, whose id this is
@@ -136,6 +152,14 @@ class Journal(Protocol):
 
     async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
         """Insert jobs atomically; a live job with the same key is returned instead."""
+        ...
+
+    async def insert_batch(self, batch: NewBatch, now: float) -> range:
+        """Insert a batch atomically; the new ids, in payload order.
+
+        Raises `PayloadError` naming the task and the payload's index, and writes
+        nothing, if a payload is not an object or is over `max_payload_bytes`.
+        """
         ...
 
     async def claim(

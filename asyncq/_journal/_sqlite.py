@@ -19,11 +19,11 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiosqlite
 
-from .._errors import JournalCorrupt, JournalError
+from .._errors import JournalCorrupt, JournalError, PayloadError
 from .._job import JobInfo, JobState
 from ._base import (
     Booking,
@@ -34,6 +34,7 @@ from ._base import (
     Failed,
     Inserted,
     JournalStats,
+    NewBatch,
     NewJob,
     Released,
     RetryDecision,
@@ -62,11 +63,26 @@ _PUBLIC_STATE = {
     "cancelled": JobState.CANCELLED,
 }
 
-_INSERT_BATCH = """
+# Every unkeyed job of a turn, whoever submitted it, in one statement:
+# [[task, payload, destination, priority, run_at, created_at], ...].
+_INSERT_ROWS = """
 INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-       CASE WHEN j.value ->> 4 <= :now THEN 'pending' ELSE 'scheduled' END, :now
-FROM json_each(:batch) AS j
+       CASE WHEN j.value ->> 4 <= j.value ->> 5 THEN 'pending' ELSE 'scheduled' END,
+       j.value ->> 5
+FROM json_each(:rows) AS j
+"""
+# A `submit_many` batch: the payloads arrive as one JSON array of objects, and each
+# element's text is stored as it is (no per-job encoding in Python).
+_INSERT_PAYLOADS = """
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
+SELECT :task, j.value, :destination, :priority, :run_at, :state, :now
+FROM json_each(:payloads) AS j
+WHERE j.type = 'object' AND length(CAST(j.value AS BLOB)) <= :limit
+"""
+_REFUSED_PAYLOAD = """
+SELECT j.key, j.type, length(CAST(j.value AS BLOB)) FROM json_each(:payloads) AS j
+WHERE j.type != 'object' OR length(CAST(j.value AS BLOB)) > :limit LIMIT 1
 """
 _INSERT_ONE = """
 INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at)
@@ -230,7 +246,9 @@ _Call = Callable[[sqlite3.Connection], Any]
 class _Turn:
     """What one transaction carries, and who waits for each part."""
 
-    inserts: list[tuple[Sequence[NewJob], float, asyncio.Future[Any]]] = field(default_factory=list)
+    inserts: list[tuple[Sequence[NewJob] | NewBatch, float, asyncio.Future[Any]]] = field(
+        default_factory=list
+    )
     outcomes: dict[str, _Outcomes] = field(default_factory=dict)
     outcome_waiters: list[asyncio.Future[Any]] = field(default_factory=list)
     calls: list[tuple[_Call, asyncio.Future[Any]]] = field(default_factory=list)
@@ -462,7 +480,7 @@ class SqliteJournal:
         while True:
             try:
                 results = await self._run_turn(turn)
-            except JournalError as exc:
+            except (JournalError, PayloadError) as exc:
                 cause = exc.__cause__
                 code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
                 if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
@@ -495,6 +513,13 @@ class SqliteJournal:
             return []
         future = self._new_future()
         self._turn.inserts.append((jobs, now, future))
+        return await future  # type: ignore[no-any-return]
+
+    async def insert_batch(self, batch: NewBatch, now: float) -> range:
+        if not batch.job_count:
+            return range(0)
+        future = self._new_future()
+        self._turn.inserts.append((batch, now, future))
         return await future  # type: ignore[no-any-return]
 
     async def claim(
@@ -800,18 +825,69 @@ def _ready_destinations(conn: sqlite3.Connection, start: str, chunk: int) -> Ite
             after, wrapped = "", True
 
 
-def _insert(conn: sqlite3.Connection, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
-    if any(job.key is not None for job in jobs):
-        # The rare path: keyed jobs go one at a time, so a key repeated within
-        # one batch also finds the job inserted a moment before.
-        return [_insert_keyed(conn, job, now) for job in jobs]
-    batch = json.dumps([[j.task, j.payload, j.destination, j.priority, j.run_at] for j in jobs])
-    cursor = conn.execute(_INSERT_BATCH, {"now": now, "batch": batch})
+def _insert_all(
+    conn: sqlite3.Connection,
+    inserts: Sequence[tuple[Sequence[NewJob] | NewBatch, float, object]],
+) -> list[Any]:
+    """Every insert of a turn; one result per insert, in order."""
+    results: list[Any] = [None] * len(inserts)
+    merged: list[int] = []  # the inserts whose jobs go into one shared statement
+    for index, (jobs, now, _) in enumerate(inserts):
+        if isinstance(jobs, NewBatch):
+            results[index] = _insert_batch(conn, jobs, now)
+        elif any(job.key is not None for job in jobs):
+            # The rare path: keyed jobs go one at a time, so a key repeated within
+            # one call also finds the job inserted a moment before.
+            results[index] = [_insert_keyed(conn, job, now) for job in jobs]
+        else:
+            merged.append(index)
+    if merged:
+        rows = [
+            [j.task, j.payload, j.destination, j.priority, j.run_at, inserts[index][1]]
+            for index in merged
+            for j in cast(Sequence[NewJob], inserts[index][0])
+        ]
+        ids = iter(_inserted_ids(conn.execute(_INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows)))
+        for index in merged:
+            jobs = cast(Sequence[NewJob], inserts[index][0])
+            results[index] = [Inserted(next(ids), True) for _ in jobs]
+    return results
+
+
+def _insert_batch(conn: sqlite3.Connection, batch: NewBatch, now: float) -> range:
+    params = {
+        "task": batch.task,
+        "payloads": batch.payloads,
+        "destination": batch.destination,
+        "priority": batch.priority,
+        "run_at": batch.run_at,
+        "state": "pending" if batch.run_at <= now else "scheduled",
+        "now": now,
+        "limit": batch.max_payload_bytes,
+    }
+    cursor = conn.execute(_INSERT_PAYLOADS, params)
+    if cursor.rowcount != batch.job_count:
+        refused = conn.execute(
+            _REFUSED_PAYLOAD, {"payloads": batch.payloads, "limit": batch.max_payload_bytes}
+        ).fetchone()
+        if refused is None:
+            raise PayloadError(batch.task, "the batch does not hold the number of payloads given")
+        index, kind, size = refused
+        if kind != "object":
+            raise PayloadError(batch.task, f"payload {index} is a JSON {kind}, not an object")
+        raise PayloadError(
+            batch.task,
+            f"payload {index} is {size} bytes, over the {batch.max_payload_bytes}-byte limit",
+        )
+    return _inserted_ids(cursor, batch.job_count)
+
+
+def _inserted_ids(cursor: sqlite3.Cursor, count: int) -> range:
     # Under the write lock, AUTOINCREMENT hands out consecutive ids in row order.
     last = cursor.lastrowid
-    if cursor.rowcount != len(jobs) or last is None:
-        raise RuntimeError("batch insert wrote an unexpected number of rows")
-    return [Inserted(i, True) for i in range(last - len(jobs) + 1, last + 1)]
+    if cursor.rowcount != count or last is None:
+        raise RuntimeError(f"an insert wrote {cursor.rowcount} rows, not {count}")
+    return range(last - count + 1, last + 1)
 
 
 def _insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float) -> Inserted:
@@ -853,7 +929,7 @@ def _transaction(conn: sqlite3.Connection, turn: _Turn) -> list[Any]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Inserts first, so a claim in the same turn can take the jobs just written.
-        results = [_insert(conn, jobs, now) for jobs, now, _ in turn.inserts]
+        results = _insert_all(conn, turn.inserts)
         for owner, outcomes in turn.outcomes.items():
             _write_outcomes(conn, owner, outcomes)
         results.extend(call(conn) for call, _ in turn.calls)

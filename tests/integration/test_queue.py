@@ -85,8 +85,10 @@ async def test_bad_payloads_are_refused_and_nothing_is_written(
             await send.submit(body=float("nan"))
         with pytest.raises(PayloadError, match="unknown"):
             await queue.submit_many(send, [{"body": 1}, {"bodi": 2}])
-        with pytest.raises(PayloadError, match="not JSON-serialisable"):
+        with pytest.raises(PayloadError, match=r"payload 1: .*not JSON-serialisable"):
             await send.submit_many([{"body": 1}, {"body": {1, 2}}])
+        with pytest.raises(PayloadError, match=r"'send'.*payload 2 is \d+ bytes, over the 1024"):
+            await send.submit_many([{"body": 1}, {"body": 2}, {"body": "x" * 2000}])
         with pytest.raises(UnknownTask, match="nope"):
             await queue.submit("nope")
     assert row_count(db_path) == 1  # only the first, good submit

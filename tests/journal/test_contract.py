@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
-from asyncq import JobState
-from asyncq._journal import Booking, Failed, Journal, NewJob, Released, Succeeded
+from asyncq import JobState, PayloadError
+from asyncq._journal import Booking, Failed, Journal, NewBatch, NewJob, Released, Succeeded
 
 NOW = 1_800_000_000.0
 LEASE = 30.0
@@ -15,6 +16,10 @@ LEASE = 30.0
 
 def new(i: int = 0, *, priority: int = 0, run_at: float = NOW, key: str | None = None) -> NewJob:
     return NewJob("t", f'{{"i":{i}}}', "default", priority, run_at, key)
+
+
+def batch(payloads: list[object], *, limit: int = 1024, run_at: float = NOW) -> NewBatch:
+    return NewBatch("t", json.dumps(payloads), len(payloads), "default", 0, run_at, limit)
 
 
 async def claim(journal: Journal, owner: str = "a", limit: int = 100, now: float = NOW) -> list:
@@ -229,3 +234,61 @@ async def test_ids_are_never_reused_even_after_the_newest_job_is_deleted(
     assert await journal.purge(ids=[first.id], destination=None, before=None) == 1
     (second,) = await journal.insert_many([new(1)], NOW)
     assert second.id > first.id
+
+
+async def test_a_batch_gets_consecutive_ids_in_payload_order(journal: Journal) -> None:
+    (single,) = await journal.insert_many([new(0)], NOW)
+    ids = await journal.insert_batch(batch([{"i": i} for i in range(1, 6)]), NOW)
+    assert list(ids) == list(range(single.id + 1, single.id + 6))
+    claimed = await claim(journal)
+    assert [job.payload for job in claimed] == [{"i": i} for i in range(6)]
+
+
+async def test_a_batch_keeps_every_payload_as_it_was(journal: Journal) -> None:
+    tricky = {
+        "text": 'é "quoted" \\ back\nslash \u2028 \U0001f600',
+        "big": 123456789012345678901234567890,
+        "floats": [1.5, -0.0, 1e100, 2.5e-300],
+        "nested": {"a": [None, True, False, {"b": []}]},
+    }
+    (job_id,) = await journal.insert_batch(batch([tricky], limit=10_000), NOW)
+    info = await journal.get(job_id)
+    assert info is not None
+    assert info.payload == tricky
+
+
+async def test_a_batch_with_one_payload_over_the_limit_writes_nothing(journal: Journal) -> None:
+    payloads: list[object] = [{"i": 0}, {"body": "x" * 2000}, {"i": 2}]
+    with pytest.raises(PayloadError, match=r"'t'.*payload 1 is 2011 bytes, over the 1024-byte"):
+        await journal.insert_batch(batch(payloads), NOW)
+    with pytest.raises(PayloadError, match=r"payload 1 is a JSON array, not an object"):
+        await journal.insert_batch(batch([{"i": 0}, [1, 2]]), NOW)
+    assert await claim(journal) == []
+
+
+async def test_a_refused_batch_fails_only_its_own_caller(journal: Journal) -> None:
+    results = await asyncio.gather(
+        journal.insert_many([new(0)], NOW),
+        journal.insert_batch(batch([{"body": "x" * 2000}]), NOW),
+        journal.insert_batch(batch([{"i": 1}, {"i": 2}]), NOW),
+        journal.insert_many([new(3)], NOW),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], PayloadError)
+    assert not any(isinstance(r, BaseException) for i, r in enumerate(results) if i != 1)
+    assert sorted(job.payload["i"] for job in await claim(journal)) == [0, 1, 2, 3]
+
+
+async def test_concurrent_single_inserts_share_one_statement_and_keep_their_ids(
+    journal: Journal,
+) -> None:
+    results = await asyncio.gather(
+        *(journal.insert_many([new(i), new(i + 1000)], NOW) for i in range(50)),
+        journal.insert_many([new(5000, key="k")], NOW),
+    )
+    ids = [r.id for result in results for r in result]
+    assert len(set(ids)) == 101
+    claimed = {job.id: job.payload["i"] for job in await claim(journal, limit=200)}
+    for i, (first, second) in enumerate(results[:50]):
+        assert claimed[first.id] == i
+        assert claimed[second.id] == i + 1000

@@ -142,7 +142,7 @@ class Destinations:
         self._patterns: list[tuple[str, DestinationPolicy]] = []
         self.default = DestinationPolicy()
         self._states: dict[str, DestinationState] = {}
-        self._lane_caps: dict[str, int] = {}
+        self._lane_caps: dict[str, float] = {}  # by policy; inf: only the prefetch
         self._records: dict[str, DestinationRecord] = {}
 
     def declare(self, name: str, policy: DestinationPolicy) -> None:
@@ -170,14 +170,14 @@ class Destinations:
         cap = self._lane_caps.get(name)
         if cap is None:
             policy = self.policy_for(name)
-            cap = prefetch
+            cap = math.inf
             if policy.rate is not None:
                 second = math.ceil(policy.rate.burst + policy.rate.per_second)
                 cap = min(cap, max(2, second))
             if policy.concurrency is not None:
                 cap = min(cap, max(2, 2 * policy.concurrency))
             self._lane_caps[name] = cap
-        return cap
+        return int(min(cap, prefetch))
 
     def policy_for(self, name: str) -> DestinationPolicy:
         policy = self._exact.get(name)

@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -30,6 +31,15 @@ log = logging.getLogger("asyncq.dispatcher")
 # calls go out at their booked times; a process that dies wastes at most this much
 # of a destination's rate.
 _BOOKING_HORIZON = 0.2
+# How much work, in seconds at the recent pace, an adaptive prefetch holds.
+_PREFETCH_SECONDS = 0.05
+
+
+def paced_prefetch(finished: int, elapsed: float, low: int, high: int) -> int:
+    """The prefetch that holds `_PREFETCH_SECONDS` of work at the pace of
+    `finished` jobs in `elapsed` seconds, within [low, high]."""
+    wanted = int(finished / elapsed * _PREFETCH_SECONDS) if elapsed > 0 else high
+    return min(high, max(low, wanted))
 
 
 class Dispatcher:
@@ -43,6 +53,7 @@ class Dispatcher:
         *,
         owner: str,
         prefetch: int,
+        max_prefetch: int | None = None,
         lease: float,
         poll_interval: float,
         reload: Callable[[], Awaitable[None]],
@@ -51,8 +62,12 @@ class Dispatcher:
         self._clock = clock
         self._destinations = destinations
         self._owner = owner
+        self._min_prefetch = prefetch
+        self._max_prefetch = max(prefetch, max_prefetch or prefetch)
         self._prefetch = prefetch
         self._low_water = max(1, prefetch // 2)
+        self._finished_since = 0  # jobs finished since `_rate_since`
+        self._rate_since = time.monotonic()
         self._lease = lease
         self._poll_interval = poll_interval
         self._reload = reload
@@ -143,6 +158,7 @@ class Dispatcher:
 
     def finished(self, name: str) -> None:
         """A call to `name` ended: its concurrency slot is free again."""
+        self._finished_since += 1
         state = self._destinations.state(name)
         state.in_flight -= 1
         self._active -= 1
@@ -253,6 +269,7 @@ class Dispatcher:
             if self._wanting:
                 await self._take_tokens()
                 continue
+            self._adapt_prefetch()
             room = self._prefetch - self._buffered
             if self._maybe_more and room >= self._low_water:
                 self._wakeup.clear()
@@ -263,6 +280,25 @@ class Dispatcher:
             await self._wait_for_news()
             self._unpark(self._clock.now())
             self._feed_waiting_workers()
+
+    def _adapt_prefetch(self) -> None:
+        """Hold about `_PREFETCH_SECONDS` of work, within the prefetch bounds.
+
+        Fast jobs get big claims, which spread each transaction's fixed cost over
+        more jobs; slow jobs get small ones, so one process does not sit on work
+        that other processes sharing the journal could start.
+        """
+        if self._max_prefetch == self._min_prefetch:
+            return
+        moment = time.monotonic()  # real time: this is about CPU cost, not the queue's clock
+        elapsed = moment - self._rate_since
+        if elapsed < _PREFETCH_SECONDS:
+            return
+        self._prefetch = paced_prefetch(
+            self._finished_since, elapsed, self._min_prefetch, self._max_prefetch
+        )
+        self._finished_since, self._rate_since = 0, moment
+        self._low_water = max(1, self._prefetch // 2)
 
     async def _claim(self, room: int) -> int:
         now = self._clock.now()

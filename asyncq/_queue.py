@@ -41,6 +41,7 @@ from ._pool import WorkerPool
 from ._tasks import DEFAULT_DESTINATION, Task, TaskRegistry, default_task_name
 
 log = logging.getLogger("asyncq")
+_MAX_ADAPTIVE_PREFETCH = 2048
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -432,13 +433,16 @@ class Queue:
         self._open = True
         if self.concurrency == 0:
             return
+        # Unless set, the prefetch follows the pace: 50 ms of work, from 256 up to 2048.
         prefetch = self.prefetch or max(2 * self.concurrency, 256)
+        max_prefetch = self.prefetch or max(prefetch, _MAX_ADAPTIVE_PREFETCH)
         self._dispatcher = Dispatcher(
             self._journal,
             self.clock,
             self._destinations,
             owner=self._owner,
             prefetch=prefetch,
+            max_prefetch=max_prefetch,
             lease=self.lease,
             poll_interval=self.poll_interval,
             reload=self._reload_destinations,

@@ -1,5 +1,7 @@
 """asyncq reaches into aiolimiter in one place; pin it and check the bucket's arithmetic."""
 
+from typing import Any
+
 import aiolimiter
 import pytest
 
@@ -56,3 +58,25 @@ def test_take_or_wait_spends_or_says_how_long() -> None:
     assert bucket.take_or_wait() == pytest.approx(0.25)
     clock.advance(0.25)
     assert bucket.take_or_wait() == 0
+
+
+def test_take_or_wait_leaks_exactly_as_aiolimiter_does() -> None:
+    # take_or_wait inlines aiolimiter's leak; the same bucket spent through
+    # aiolimiter's own has_capacity (which leaks first) must agree at every step.
+    clock = ManualClock()
+    rate = Rate(3, per=2, burst=4)
+    bucket, reference = Bucket(rate, clock), Bucket(rate, clock)
+    limiter: Any = reference._limiter
+
+    def take_through_aiolimiter() -> float:
+        limiter.has_capacity(1)
+        excess = limiter._level + 1 - rate.burst
+        if excess > 1e-9:
+            return float(excess / rate.per_second)
+        limiter._level += 1
+        return 0.0
+
+    for step in [0.0, 0.1, 0.0, 0.7, 0.05, 1.3, 0.0, 0.0, 0.0, 0.0, 2.5, 0.2, 0.0]:
+        clock.advance(step)
+        assert bucket.take_or_wait() == pytest.approx(take_through_aiolimiter(), abs=1e-9)
+        assert bucket.level == pytest.approx(reference.level, abs=1e-9)

@@ -1,9 +1,10 @@
+import json
 from typing import Any
 
 import pytest
 
 from asyncq import PayloadError, Queue
-from asyncq._job import encode_payload, encode_result
+from asyncq._job import encode_payload, encode_payloads, encode_result
 
 
 def test_payloads_are_compact_json_or_a_clear_error() -> None:
@@ -14,6 +15,38 @@ def test_payloads_are_compact_json_or_a_clear_error() -> None:
         encode_payload("t", {"a": "long text"}, 10)
     with pytest.raises(PayloadError, match="over the 10-byte limit"):
         encode_payload("t", {"a": "ééé"}, 10)  # 3 characters, 6 bytes in UTF-8
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"text": 'é "q" \\ \n \u2028 \U0001f600 \x00', "n": None, "b": [True, False]},
+        {"floats": [1.5, -0.0, 1e100, 2.5e-300, 0.1 + 0.2], "big": 2**100, "neg": -7},
+        {"nested": {"a": [[], {}, [{"b": [1, [2, [3]]]}]]}, "tuple": (1, 2)},
+        {1: "int key", "x": 3.0},
+    ],
+)
+def test_the_encoder_writes_what_json_dumps_writes(payload: dict[Any, Any]) -> None:
+    expected = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert encode_payload("t", payload, 10_000) == expected
+    assert encode_payloads("t", [payload, payload], 10_000) == f"[{expected},{expected}]"
+    assert encode_result(payload) == expected
+
+
+def test_circular_or_too_deep_payloads_are_refused_clearly() -> None:
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for payload in ({"a": circular}, {"a": deep}):
+        with pytest.raises(PayloadError, match="not JSON-serialisable"):
+            encode_payload("t", payload, 10_000)
+        with pytest.raises(PayloadError, match=r"payload 1: .*not JSON-serialisable"):
+            encode_payloads("t", [{}, payload], 10_000)
+    assert "unserialisable_result" in encode_result(circular)
+    assert "unserialisable_result" in encode_result(deep)
 
 
 def test_a_result_json_cannot_hold_is_stored_as_its_repr() -> None:

@@ -152,7 +152,10 @@ class Adapter:
         """Connect and register the no-op task."""
 
     async def enqueue_many(self, ids: list[int]) -> None:
-        raise NotImplementedError
+        """Enqueue `ids`: one `put` each; a peer with a batch call overrides this."""
+        t = time.perf_counter()
+        for i in ids:
+            self.put(i, t)
 
     async def submit(self, i: int) -> None:
         """Submit one job, stamped with the time of the call."""
@@ -180,11 +183,14 @@ class Adapter:
         return ", ".join(f"{m} {metadata.version(m)}" for m in cls.modules)
 
 
-def fresh_sqlite(path: str) -> None:
-    remove_journal(path)
+class SqliteFileAdapter(Adapter):
+    """A peer whose whole state is one SQLite file (and its -wal, -shm)."""
+
+    async def reset(self) -> None:
+        remove_journal(self.ctx["path"])
 
 
-class AsyncqAdapter(Adapter):
+class AsyncqAdapter(SqliteFileAdapter):
     name = "asyncq"
     backend = "SQLite file"
     durability = "WAL, synchronous=NORMAL: survives kill -9, not power loss"
@@ -192,9 +198,6 @@ class AsyncqAdapter(Adapter):
     concurrency = "Queue(concurrency=50)"
     limiter = "destination Rate(100, per=1, burst=1)"
     modules = ("asyncq",)
-
-    async def reset(self) -> None:
-        fresh_sqlite(self.ctx["path"])
 
     async def open(self) -> None:
         from asyncq import Queue, Rate
@@ -247,7 +250,7 @@ async def _stub(i: int, t: float) -> None:
     """The producer-side registration of asyncq's task (a producer runs nothing)."""
 
 
-class HueyAdapter(Adapter):
+class HueyAdapter(SqliteFileAdapter):
     name = "huey"
     backend = "SQLite file (SqliteHuey)"
     durability = "WAL, synchronous=FULL (SQLite default): fsync per commit"
@@ -255,9 +258,6 @@ class HueyAdapter(Adapter):
     concurrency = "consumer workers=50, threads; poll 10-100 ms (default 0.1-10 s)"
     modules = ("huey",)
     sync_client = True
-
-    async def reset(self) -> None:
-        fresh_sqlite(self.ctx["path"])
 
     async def open(self) -> None:
         from huey import SqliteHuey
@@ -270,11 +270,6 @@ class HueyAdapter(Adapter):
             rec.run_sync(i, t)
 
         self.task = noop
-
-    async def enqueue_many(self, ids: list[int]) -> None:
-        t = time.perf_counter()
-        for i in ids:
-            self.put(i, t)
 
     def put(self, i: int, t: float) -> None:
         self.task(i, t)
@@ -339,11 +334,6 @@ class PersistQueueAdapter(Adapter):
 
         self.queue = SQLiteAckQueue(self.ctx["path"], multithreading=True, auto_commit=True)
 
-    async def enqueue_many(self, ids: list[int]) -> None:
-        t = time.perf_counter()
-        for i in ids:
-            self.put(i, t)
-
     def put(self, i: int, t: float) -> None:
         self.queue.put((i, t))
 
@@ -369,7 +359,7 @@ class PersistQueueAdapter(Adapter):
         return int(self.queue.ready_count() + self.queue.unack_count())
 
 
-class LitequeueAdapter(Adapter):
+class LitequeueAdapter(SqliteFileAdapter):
     name = "litequeue"
     backend = "SQLite file"
     durability = "WAL, synchronous=NORMAL: survives kill -9, not power loss"
@@ -378,19 +368,11 @@ class LitequeueAdapter(Adapter):
     modules = ("litequeue",)
     sync_client = True
 
-    async def reset(self) -> None:
-        fresh_sqlite(self.ctx["path"])
-
     async def open(self) -> None:
         from litequeue import LiteQueue
 
         self.queue = LiteQueue(self.ctx["path"])
         self.lock = threading.Lock()  # one sqlite3 connection: one statement at a time
-
-    async def enqueue_many(self, ids: list[int]) -> None:
-        t = time.perf_counter()
-        for i in ids:
-            self.put(i, t)
 
     def put(self, i: int, t: float) -> None:
         with self.lock:

@@ -69,7 +69,8 @@ class WorkerPool:
         self._running: dict[int, ClaimedJob] = {}
         self._deadlines = Deadlines()
         self._writing = False
-        self._last_yield = 0.0  # loop time of the last turn a worker forced
+        self._last_turn = 0.0  # loop time of the last turn the workers forced
+        self._turn_wanted = False  # a worker yielded; the others follow until it comes
 
     @property
     def in_flight(self) -> int:
@@ -102,12 +103,21 @@ class WorkerPool:
             finally:
                 dispatcher.finished(job.destination)
             # Handlers that never await would let the workers run the whole prefetch
-            # without the loop turning, starving the writer that acks and claims.
-            # Yield when the loop has not turned for a while, not after every job
-            # (a yield is a loop turn: about a tenth of a no-op job's cost).
-            if loop.time() - self._last_yield > _YIELD_EVERY:
-                self._last_yield = loop.time()
+            # without the loop turning, starving the writer that acks and claims (and
+            # the app sharing the loop). Yield when the loop has not turned for a
+            # while, not after every job: a yield costs about a tenth of a no-op job.
+            # Once one worker yields, every worker yields after its current job until
+            # the loop has turned, so that a turn never waits for each ready worker's
+            # own slice.
+            if self._turn_wanted or loop.time() - self._last_turn > _YIELD_EVERY:
+                if not self._turn_wanted:
+                    self._turn_wanted = True
+                    loop.call_soon(self._loop_turned, loop)
                 await asyncio.sleep(0)
+
+    def _loop_turned(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._turn_wanted = False
+        self._last_turn = loop.time()
 
     async def _execute(self, job: ClaimedJob, current: asyncio.Task[Any]) -> None:
         task = self._registry.get(job.task)

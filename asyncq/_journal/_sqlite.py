@@ -472,6 +472,10 @@ class SqliteJournal:
             turn, self._turn = self._turn, _Turn()
             if turn:
                 await self._commit(turn)
+                # Let the callers this commit woke run first: the next batch of
+                # outcomes, claims and submits then joins the next turn, instead of
+                # each kind taking a transaction of its own in alternation.
+                await asyncio.sleep(0)
             elif self._closing:
                 return
 

@@ -49,7 +49,10 @@ Figures = dict[str, float]
 
 MODES: tuple[Sync, ...] = ("NORMAL", "FULL")
 CONCURRENCY = 64
-OFFERED = 15_000.0  # jobs/s offered by the paced producers (2.): the throughput target
+# jobs/s offered by the paced producers (2.): above the 15,000 jobs/s target, so one
+# run shows the target's rate and its latency together (a run offered exactly 15,000
+# ends a little under it: the last jobs' start-up and drain are in the time).
+OFFERED = 20_000.0
 FILL_CHUNK = 50_000
 TASK_NAME = "bench.noop"  # fixed, so the fill process and the worker process agree
 WAIT_LIMIT = 300.0  # seconds; a run that takes longer has hung
@@ -401,11 +404,15 @@ def metrics(sizes: Sizes) -> list[Metric]:
             Target(">=", 15_000),
         ),
         Metric("producers", "rate", f"2. {producers}: jobs/s", "{:,.0f}", Target(">=", 15_000)),
-        Metric("producers", "start_p50_ms", "   submit->start p50 ms", "{:.2f}", Target("<", 5)),
+        Metric("producers", "start_p50_ms", "   submit->start p50 ms (queueing)", "{:.2f}"),
         Metric("producers", "start_p99_ms", "   submit->start p99 ms", "{:.2f}"),
         Metric("producers", "submit_p50_ms", "   (submit() returned p50 ms)", "{:.2f}"),
         Metric(
-            "paced", "rate", f"   the same at an offered {OFFERED:,.0f} jobs/s: jobs/s", "{:,.0f}"
+            "paced",
+            "rate",
+            f"   the same at an offered {OFFERED:,.0f} jobs/s: jobs/s",
+            "{:,.0f}",
+            Target(">=", 15_000),
         ),
         Metric("paced", "start_p50_ms", "   submit->start p50 ms", "{:.2f}", Target("<", 5)),
         Metric("paced", "start_p99_ms", "   submit->start p99 ms", "{:.2f}"),

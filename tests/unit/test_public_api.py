@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import asyncq
 
 
@@ -13,3 +16,11 @@ def test_the_package_ships_its_types() -> None:
     from importlib.resources import files
 
     assert files("asyncq").joinpath("py.typed").is_file()
+
+
+def test_importing_asyncq_loads_anyios_asyncio_backend() -> None:
+    # Otherwise anyio imports it lazily, inside the first `async with queue` of the
+    # process (some 20 ms of a worker's start).
+    code = "import sys, asyncq; print('anyio._backends._asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -5,6 +5,7 @@ outcomes in batches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import traceback
 from collections.abc import Callable
@@ -15,7 +16,10 @@ import anyio
 # anyio imports its asyncio backend on first use, which made the first
 # `async with queue` in a process some 20 ms slower than the next. Import it
 # with the package instead (a Starlette or FastAPI app has it loaded already).
-import anyio._backends._asyncio
+# The module is anyio's private one: if a release moves it, anyio's own lazy
+# import still works, only later.
+with contextlib.suppress(ImportError):
+    import anyio._backends._asyncio
 
 from ._clock import Clock
 from ._deadlines import Deadlines

@@ -14,10 +14,11 @@ from ._errors import (
     RetryAfter,
     UnknownTask,
 )
-from ._job import Job, JobInfo, JobState
+from ._job import Job
 from ._journal import DestinationCounts, JournalStats
 from ._policy import Circuit, Rate, Retry
 from ._queue import Queue
+from ._records import JobInfo, JobState
 from ._tasks import Task
 
 __version__ = "0.1.0"

@@ -22,11 +22,11 @@ with contextlib.suppress(ImportError):
     import anyio._backends._asyncio
 
 from ._clock import Clock
+from ._codec import encode_result
 from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
 from ._errors import PermanentFailure, RetryAfter
-from ._job import encode_result
 from ._journal import ClaimedJob, Failed, Journal, Released, Succeeded
 from ._tasks import TaskRegistry
 

@@ -15,17 +15,11 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import anyio
 
 from ._clock import Clock, SystemClock
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload, encode_payloads
 from ._destinations import DestinationPolicy, Destinations, DestinationState
 from ._dispatcher import Dispatcher
 from ._errors import JobCancelled, JobDead, JobNotFound, QueueNotRunning
-from ._job import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    Job,
-    JobInfo,
-    JobState,
-    encode_payload,
-    encode_payloads,
-)
+from ._job import Job
 from ._journal import (
     ExpiredJob,
     Failed,
@@ -38,6 +32,7 @@ from ._journal import (
 from ._journal._sqlite import LEASE_EXPIRED
 from ._policy import Circuit, Rate, Retry
 from ._pool import WorkerPool
+from ._records import JobInfo, JobState
 from ._tasks import DEFAULT_DESTINATION, Task, TaskRegistry, default_task_name
 
 log = logging.getLogger("asyncq")

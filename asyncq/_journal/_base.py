@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from .._job import JobInfo, JobState
+from .._records import JobInfo, JobState
 
 
 class NewJob(NamedTuple):

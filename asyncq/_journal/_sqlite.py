@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 import aiosqlite
 
 from .._errors import JournalCorrupt, JournalError, PayloadError
-from .._job import JobInfo, JobState
+from .._records import JobInfo, JobState
 from ._base import (
     Booking,
     ClaimedJob,

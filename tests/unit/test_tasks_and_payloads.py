@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 
 from asyncq import PayloadError, Queue
-from asyncq._job import encode_payload, encode_payloads, encode_result
+from asyncq._codec import encode_payload, encode_payloads, encode_result
 
 
 def test_payloads_are_compact_json_or_a_clear_error() -> None:

@@ -28,11 +28,16 @@ class UnknownTask(AsyncqError, LookupError):
 
 
 class JournalError(AsyncqError):
-    """The journal cannot be used."""
+    """The journal cannot be used.
 
-    def __init__(self, path: str, reason: str) -> None:
+    `transient` is True for faults that may clear by themselves (disk full, an I/O
+    error, a lock held too long): the queue's background work retries those.
+    """
+
+    def __init__(self, path: str, reason: str, *, transient: bool = False) -> None:
         self.path = path
         self.reason = reason
+        self.transient = transient
         super().__init__(f"journal {path!r}: {reason}")
 
 
@@ -42,6 +47,21 @@ class JournalCorrupt(JournalError):
 
 class QueueNotRunning(AsyncqError, RuntimeError):
     """The queue is not open: use `async with queue:` first."""
+
+
+class QueueFailed(AsyncqError, RuntimeError):
+    """A part of the queue's engine stopped; the queue cannot go on until restarted.
+
+    The error that stopped it is `__cause__` (and `cause`)."""
+
+    def __init__(self, part: str, cause: BaseException) -> None:
+        self.part = part
+        self.cause = cause
+        super().__init__(
+            f"asyncq's {part} stopped ({type(cause).__name__}: {cause}); "
+            "the queue cannot go on: restart it"
+        )
+        self.__cause__ = cause
 
 
 class JobNotFound(AsyncqError, LookupError):
@@ -68,6 +88,12 @@ class JobCancelled(AsyncqError):
     def __init__(self, job_id: int) -> None:
         self.job_id = job_id
         super().__init__(f"job {job_id} was cancelled")
+
+
+class LeaseExpired(Exception):
+    """An attempt whose worker stopped renewing its lease (killed, or its event loop
+    blocked). The policy's wait and stop apply to it; its `retry=` predicate does not:
+    a crash says nothing about whether the call can succeed."""
 
 
 class RetryAfter(Exception):

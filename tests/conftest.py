@@ -8,6 +8,7 @@ import pytest
 
 from asyncq import Queue
 from asyncq.testing import ManualClock
+from tests.faults import small_disk  # noqa: F401 - a fixture, used by name
 
 
 @pytest.fixture

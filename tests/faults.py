@@ -26,21 +26,17 @@ class SmallDisk:
 
     def fill(self) -> None:
         """Write until the filesystem is full (ENOSPC), leaving no byte free."""
-        with open(self._filler, "ab") as out:
-            block = b"\0" * 65536
-            try:
-                while True:
-                    out.write(block)
-                    out.flush()
-            except OSError:
-                pass
-            # Take the last few bytes too, a byte at a time.
-            try:
-                while True:
-                    out.write(b"\0")
-                    out.flush()
-            except OSError:
-                pass
+        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for size in (1 << 20, 65536, 4096, 1):
+                block = b"\0" * size
+                try:
+                    while True:
+                        os.write(fd, block)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
 
     def free(self) -> None:
         self._filler.unlink(missing_ok=True)

@@ -159,9 +159,9 @@ class Destinations:
             if self.policy_for(state_name) is not state.policy:
                 del self._states[state_name]
 
-    def is_paced(self, name: str) -> bool:
-        """Whether calls to `name` are limited by a rate (safe from any thread)."""
-        return self.policy_for(name).rate is not None
+    def rate_for(self, name: str) -> Rate | None:
+        """The rate that paces calls to `name`, if any (safe from any thread)."""
+        return self.policy_for(name).rate
 
     def lane_cap(self, name: str, prefetch: int) -> int:
         """How many claimed jobs of `name` to hold at most: a paced or capped

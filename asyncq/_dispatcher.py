@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable
 
 from ._clock import Clock
 from ._destinations import CircuitState, Destinations
-from ._journal import Booking, ClaimedJob, Journal, TokenGrant
-from ._limiter import room_at, schedule_calls
+from ._journal import ClaimedJob, ClaimLimits, Journal
+from ._limiter import room_at
+from ._policy import Rate
 
 log = logging.getLogger("asyncq.dispatcher")
 
@@ -86,6 +87,8 @@ class Dispatcher:
         self._maybe_more = True  # False once a claim came back short; reset by news
         self._closed = False
         self._claiming = False
+        self._pushed = False  # the journal told of another process's write
+        journal.on_change_elsewhere(self._told_of_change_elsewhere)
         #: Called when a claim or a booking ends, or nothing is left to do.
         self.on_change: Callable[[], None] = lambda: None
 
@@ -307,49 +310,36 @@ class Dispatcher:
         lane_cap = self._destinations.lane_cap
 
         def room_for(name: str) -> int:
-            # Runs on the journal's thread: reads only this snapshot and policies.
+            # Runs inside the journal's transaction: reads only this snapshot and policies.
             if name in closed:
                 return 0
             return lane_cap(name, self._prefetch) - lanes.get(name, 0)
 
-        booked: dict[str, tuple[list[float], float]] = {}
-        booking = Booking(paced=self._destinations.is_paced, grant=self._booker(booked))
+        limits = ClaimLimits(
+            room=room_for,
+            rate=self._destinations.rate_for,
+            clock=self._clock.now,
+            horizon=_BOOKING_HORIZON,
+        )
         self._claiming = True
         try:
-            jobs = await self._journal.claim(
-                self._owner, room, now + self._lease, now, room_for=room_for, booking=booking
-            )
+            claim = await self._journal.claim(self._owner, room, now + self._lease, now, limits)
         finally:
             self._claiming = False
             self.on_change()
-        for name, (times, full_at) in booked.items():
+        for name, (times, full_at) in claim.booked.items():
             state = self._destinations.state(name)
             state.full_at = full_at
             state.slots.extend(times)
-        self._add(jobs)
-        if len(jobs) < room:
+        self._add(claim.jobs)
+        if len(claim.jobs) < room:
             self._maybe_more = False
-        return len(jobs)
-
-    def _booker(self, record: dict[str, tuple[list[float], float]]) -> TokenGrant:
-        """A grant that books calls at the earliest times each destination's
-        bucket allows, and records what it booked in `record`."""
-        clock, policy_for = self._clock, self._destinations.policy_for
-
-        def book(name: str, want: int, full_at: float) -> tuple[list[float], float]:
-            # Runs inside the journal's transaction, reading the clock there.
-            rate = policy_for(name).rate
-            assert rate is not None
-            booked = record[name] = schedule_calls(
-                rate, want, full_at, clock.now(), _BOOKING_HORIZON
-            )
-            return booked
-
-        return book
+        return len(claim.jobs)
 
     async def _take_tokens(self) -> None:
         wanting, self._wanting = self._wanting, {}
         wants: dict[str, int] = {}
+        rates: dict[str, Rate] = {}
         for name in wanting:
             lane = self._lanes.get(name)
             state = self._destinations.state(name)
@@ -360,8 +350,11 @@ class Dispatcher:
             if cap is not None:
                 want = min(want, cap - state.in_flight + 1)
             wants[name] = max(1, want)
+            rates[name] = state.policy.rate
         try:
-            booked = await self._journal.take_tokens(wants, self._booker({}))
+            booked = await self._journal.take_tokens(
+                wants, rates, self._clock.now, _BOOKING_HORIZON
+            )
         finally:
             self.on_change()
         now = self._clock.now()
@@ -393,8 +386,22 @@ class Dispatcher:
         self._buffered += len(jobs)
         self._feed_waiting_workers()
 
+    def _told_of_change_elsewhere(self) -> None:
+        """The journal pushed news of another process's write (LISTEN/NOTIFY)."""
+        self._pushed = True
+        self.notify()
+
+    async def _take_news_from_elsewhere(self) -> None:
+        # Another process wrote: jobs, or a pause, resume or hold.
+        self._pushed = False
+        self._maybe_more = True
+        await self._reload()
+        self.recheck_all()
+
     async def _wait_for_news(self) -> None:
         """Sleep until woken, the next parked lane or delayed job is due, or a poll."""
+        if self._pushed:
+            await self._take_news_from_elsewhere()
         if self._wakeup.is_set():
             self._wakeup.clear()
             await asyncio.sleep(0)  # news came from this loop's own turn: let others run
@@ -422,7 +429,4 @@ class Dispatcher:
         if due_by_timer:
             self._maybe_more = True
         elif await self._journal.changed_elsewhere():
-            # Another process wrote: jobs, or a pause, resume or hold.
-            self._maybe_more = True
-            await self._reload()
-            self.recheck_all()
+            await self._take_news_from_elsewhere()

@@ -1,8 +1,10 @@
 """Durable storage of jobs: the interface and the SQLite implementation."""
 
 from ._base import (
-    Booking,
+    Booked,
+    Claim,
     ClaimedJob,
+    ClaimLimits,
     DestinationCounts,
     DestinationRecord,
     ExpiredJob,
@@ -15,12 +17,13 @@ from ._base import (
     Released,
     RetryDecision,
     Succeeded,
-    TokenGrant,
 )
 from ._sqlite import SqliteJournal
 
 __all__ = [
-    "Booking",
+    "Booked",
+    "Claim",
+    "ClaimLimits",
     "ClaimedJob",
     "DestinationCounts",
     "DestinationRecord",
@@ -35,5 +38,4 @@ __all__ = [
     "RetryDecision",
     "SqliteJournal",
     "Succeeded",
-    "TokenGrant",
 ]

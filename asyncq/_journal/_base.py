@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from .._policy import Rate
 from .._records import JobInfo, JobState
 
 
@@ -72,18 +73,37 @@ class ExpiredJob(NamedTuple):
     first_started_at: float
 
 
-#: Books calls in a destination's bucket: (destination, wanted, full_at) ->
-#: (the booked calls' times, new full_at). `full_at` is when the bucket was last full.
-TokenGrant = Callable[[str, int, float], tuple[list[float], float]]
+#: Calls booked in one destination's rate bucket: (the booked calls' times, the
+#: bucket's new `full_at`, when it was or will have been last full).
+Booked = tuple[list[float], float]
 
 
 @dataclass(frozen=True, slots=True)
-class Booking:
-    """Book calls for the jobs a claim takes from paced destinations, in the
-    claim's own transaction. `grant` may record what it booked."""
+class ClaimLimits:
+    """What one claim may take, as plain data and pure policy lookups.
 
-    paced: Callable[[str], bool]
-    grant: TokenGrant
+    Both functions may run inside the journal's transaction (on its thread, for
+    SQLite), so they read only a snapshot taken before the claim and the declared
+    policies: no dispatcher state, no I/O.
+    """
+
+    #: How many ready jobs of a destination the claim may take (0: none now).
+    room: Callable[[str], int]
+    #: The destination's rate, or None if it is not paced.
+    rate: Callable[[str], Rate | None]
+    #: The queue's clock, read once when the buckets are read: a claim that waited
+    #: for the writer must not book calls at a time already gone.
+    clock: Callable[[], float]
+    #: Calls of paced jobs are booked in the shared bucket up to `clock() + horizon`.
+    horizon: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Jobs taken by one claim, and the calls booked for the paced ones."""
+
+    jobs: list[ClaimedJob]
+    booked: dict[str, Booked] = field(default_factory=dict)
 
 
 #: Decides when an expired job runs again (seconds since the epoch), or None: dead.
@@ -142,7 +162,8 @@ class JournalStats:
 class Journal(Protocol):
     """Durable storage of jobs. Every method is safe to call concurrently."""
 
-    path: str
+    #: What the journal is, for messages and logs (a file's path; never a password).
+    description: str
 
     async def open(self) -> None:
         """Create or migrate the schema; raise `JournalError` if the store cannot be used."""
@@ -154,8 +175,9 @@ class Journal(Protocol):
         """Insert jobs atomically; a live job with the same key is returned instead."""
         ...
 
-    async def insert_batch(self, batch: NewBatch, now: float) -> range:
-        """Insert a batch atomically; the new ids, in payload order.
+    async def insert_batch(self, batch: NewBatch, now: float) -> Sequence[int]:
+        """Insert a batch atomically; the new ids, in payload order (increasing, not
+        necessarily consecutive).
 
         Raises `PayloadError` naming the task and the payload's index, and writes
         nothing, if a payload is not an object or is over `max_payload_bytes`.
@@ -168,17 +190,14 @@ class Journal(Protocol):
         limit: int,
         lease_until: float,
         now: float,
-        *,
-        room_for: Callable[[str], int] | None = None,
-        booking: Booking | None = None,
-    ) -> list[ClaimedJob]:
+        limits: ClaimLimits | None = None,
+    ) -> Claim:
         """Take up to `limit` ready jobs, stamped with `owner` until `lease_until`.
 
         Destinations take turns; within one, higher priority first, then FIFO.
-        At most `room_for(name)` jobs come from destination `name`; with
-        `booking`, calls for the jobs taken from paced destinations are booked
-        in the same transaction (`take_tokens`). Both callbacks may run on the
-        journal's own thread.
+        With `limits`, at most `limits.room(name)` jobs come from destination
+        `name`, and calls for the jobs taken from paced destinations are booked in
+        their shared buckets in the same transaction (as `take_tokens` does).
         """
         ...
 
@@ -215,11 +234,20 @@ class Journal(Protocol):
     async def get(self, job_id: int) -> JobInfo | None: ...
 
     async def next_run_at(self) -> float | None:
-        """The earliest `run_at` among pending jobs."""
+        """When the next pending job is due (seconds since the epoch): `-inf` if one
+        is ready now, None if no job is pending. The dispatcher sleeps until then
+        (or until woken) when a claim found nothing."""
         ...
 
     async def changed_elsewhere(self) -> bool:
         """Whether another process wrote since the last call (cheap; for polling)."""
+        ...
+
+    def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` (on the event loop) when the journal learns that another
+        process wrote: the push beside `changed_elsewhere()`'s polling, for backends
+        that can be told (PostgreSQL's LISTEN/NOTIFY). A backend that cannot never
+        calls it; the dispatcher's poll covers both."""
         ...
 
     async def stats(self, now: float) -> JournalStats: ...
@@ -236,10 +264,17 @@ class Journal(Protocol):
         ...
 
     async def take_tokens(
-        self, wants: Mapping[str, int], grant: TokenGrant
-    ) -> dict[str, tuple[list[float], float]]:
-        """Read, book calls in and write each destination's rate bucket in one
-        transaction, so every process sharing the journal draws from one bucket."""
+        self,
+        wants: Mapping[str, int],
+        rates: Mapping[str, Rate],
+        clock: Callable[[], float],
+        horizon: float,
+    ) -> dict[str, Booked]:
+        """Book up to `wants[name]` calls in each destination's rate bucket, each at
+        the earliest time the bucket allows and none later than `clock() + horizon`
+        (the clock is read when the buckets are read),
+        reading and writing the bucket in one transaction, so that every process
+        sharing the journal draws from one bucket."""
         ...
 
     async def dead_letters(

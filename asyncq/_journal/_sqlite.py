@@ -24,10 +24,14 @@ from typing import Any, Literal, cast
 import aiosqlite
 
 from .._errors import JournalCorrupt, JournalError, PayloadError
+from .._limiter import schedule_calls
+from .._policy import Rate
 from .._records import JobInfo, JobState
 from ._base import (
-    Booking,
+    Booked,
+    Claim,
     ClaimedJob,
+    ClaimLimits,
     DestinationCounts,
     DestinationRecord,
     ExpiredJob,
@@ -39,7 +43,6 @@ from ._base import (
     Released,
     RetryDecision,
     Succeeded,
-    TokenGrant,
 )
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._thread import ConnectionThread
@@ -301,6 +304,7 @@ class SqliteJournal:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
         self.path = path
+        self.description = path
         self.synchronous = synchronous
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._db: aiosqlite.Connection | None = None
@@ -519,7 +523,7 @@ class SqliteJournal:
         self._turn.inserts.append((jobs, now, future))
         return await future  # type: ignore[no-any-return]
 
-    async def insert_batch(self, batch: NewBatch, now: float) -> range:
+    async def insert_batch(self, batch: NewBatch, now: float) -> Sequence[int]:
         if not batch.job_count:
             return range(0)
         future = self._new_future()
@@ -532,13 +536,11 @@ class SqliteJournal:
         limit: int,
         lease_until: float,
         now: float,
-        *,
-        room_for: Callable[[str], int] | None = None,
-        booking: Booking | None = None,
-    ) -> list[ClaimedJob]:
+        limits: ClaimLimits | None = None,
+    ) -> Claim:
         token = next(self._tokens)
 
-        def claim(conn: sqlite3.Connection) -> list[ClaimedJob]:
+        def claim(conn: sqlite3.Connection) -> Claim:
             conn.execute(_PROMOTE_DUE, (now,))
             remaining = limit
             params = {"owner": owner, "token": token, "lease_until": lease_until, "now": now}
@@ -552,8 +554,8 @@ class SqliteJournal:
             taken_from: dict[str, int] = {}
             for destination in _ready_destinations(conn, start, chunk=max(2 * limit, 256)):
                 room = min(share, remaining)
-                if room_for is not None:
-                    room = min(room, room_for(destination))
+                if limits is not None:
+                    room = min(room, limits.room(destination))
                 if room <= 0:
                     continue
                 params["destination"] = destination
@@ -570,14 +572,15 @@ class SqliteJournal:
             else:
                 self._cursor = ""
             if remaining == limit:
-                return []
-            if booking is not None:
+                return Claim([])
+            booked: dict[str, Booked] = {}
+            if limits is not None:
                 # Book the calls of paced jobs in the claim's own transaction.
-                paced = {d: n for d, n in taken_from.items() if booking.paced(d)}
-                if paced:
-                    _book(conn, paced, booking.grant)
+                rates = {d: r for d in taken_from if (r := limits.rate(d)) is not None}
+                if rates:
+                    booked = _book(conn, taken_from, rates, limits.clock, limits.horizon)
             (rows,) = conn.execute(_CLAIMED, (owner, token)).fetchone()
-            return [ClaimedJob(*row) for row in json.loads(rows)]
+            return Claim([ClaimedJob(*row) for row in json.loads(rows)], booked)
 
         return await self._enqueue_call(claim)  # type: ignore[no-any-return]
 
@@ -655,6 +658,9 @@ class SqliteJournal:
 
         return await self._run(next_run_at)  # type: ignore[no-any-return]
 
+    def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
+        """SQLite cannot tell one process of another's commit: polling it is."""
+
     async def changed_elsewhere(self) -> bool:
         version = (await self._run(lambda c: c.execute("PRAGMA data_version").fetchone()))[0]
         changed = version != self._data_version
@@ -728,13 +734,16 @@ class SqliteJournal:
             await self._enqueue_call(lambda conn: conn.executemany(_SAVE_DESTINATION, rows))
 
     async def take_tokens(
-        self, wants: Mapping[str, int], grant: TokenGrant
-    ) -> dict[str, tuple[list[float], float]]:
+        self,
+        wants: Mapping[str, int],
+        rates: Mapping[str, Rate],
+        clock: Callable[[], float],
+        horizon: float,
+    ) -> dict[str, Booked]:
         if not wants:
             return {}
-
         return await self._enqueue_call(  # type: ignore[no-any-return]
-            lambda conn: _book(conn, wants, grant)
+            lambda conn: _book(conn, wants, rates, clock, horizon)
         )
 
     async def dead_letters(
@@ -780,18 +789,27 @@ class SqliteJournal:
 
 
 def _book(
-    conn: sqlite3.Connection, wants: Mapping[str, int], grant: TokenGrant
-) -> dict[str, tuple[list[float], float]]:
-    """Book calls in destinations' buckets: read each bucket, grant, write it back."""
+    conn: sqlite3.Connection,
+    wants: Mapping[str, int],
+    rates: Mapping[str, Rate],
+    clock: Callable[[], float],
+    horizon: float,
+) -> dict[str, Booked]:
+    """Book calls in destinations' buckets: read each bucket, book, write it back."""
+    wanted = [name for name in wants if name in rates]
     (known,) = conn.execute(
         "SELECT json_group_object(name, full_at) FROM destinations "
         "WHERE name IN (SELECT value FROM json_each(?))",
-        (json.dumps(list(wants)),),
+        (json.dumps(wanted),),
     ).fetchone()
     full = json.loads(known)
-    granted = {name: grant(name, want, full.get(name, 0.0)) for name, want in wants.items()}
-    conn.executemany(_SAVE_BUCKET, [(name, g[1]) for name, g in granted.items()])
-    return granted
+    now = clock()
+    booked = {
+        name: schedule_calls(rates[name], wants[name], full.get(name, 0.0), now, horizon)
+        for name in wanted
+    }
+    conn.executemany(_SAVE_BUCKET, [(name, b[1]) for name, b in booked.items()])
+    return booked
 
 
 def _select_dead(

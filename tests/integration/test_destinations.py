@@ -329,7 +329,7 @@ async def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_letters(
         for attempt in range(2):
             # A process claims it and dies without a word (simulated: never acks).
             now = clock.now() + 1
-            claimed = await queue._journal.claim(f"dead:{attempt}", 10, now + 30, now)
+            claimed = (await queue._journal.claim(f"dead:{attempt}", 10, now + 30, now)).jobs
             assert [c.id for c in claimed] == [job.id]
             clock.advance(32)
             await run_until_idle(queue)

@@ -352,7 +352,8 @@ async def test_an_expired_lease_is_taken_back_and_run(
     async with queue:
         job = await queue.submit(step, 7, delay=1)
         # Another process claims the job and dies without renewing its lease.
-        claimed = await queue._journal.claim("dead-host:1:x", 10, clock.now() + 31, clock.now() + 1)
+        claim = await queue._journal.claim("dead-host:1:x", 10, clock.now() + 31, clock.now() + 1)
+        claimed = claim.jobs
         assert [c.id for c in claimed] == [job.id]
         clock.advance(20)
         await run_until_idle(queue)

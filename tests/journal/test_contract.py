@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from asyncq import JobState, PayloadError
-from asyncq._journal import Booking, Failed, Journal, NewBatch, NewJob, Released, Succeeded
+from asyncq import JobState, PayloadError, Rate
+from asyncq._journal import (
+    ClaimLimits,
+    Failed,
+    Journal,
+    NewBatch,
+    NewJob,
+    Released,
+    Succeeded,
+)
 
 NOW = 1_800_000_000.0
 LEASE = 30.0
@@ -23,7 +31,7 @@ def batch(payloads: list[object], *, limit: int = 1024, run_at: float = NOW) -> 
 
 
 async def claim(journal: Journal, owner: str = "a", limit: int = 100, now: float = NOW) -> list:
-    return await journal.claim(owner, limit, now + LEASE, now)
+    return (await journal.claim(owner, limit, now + LEASE, now)).jobs
 
 
 async def test_ids_increase_in_submission_order(journal: Journal) -> None:
@@ -193,25 +201,20 @@ async def test_a_claim_books_calls_for_the_paced_jobs_it_takes(journal: Journal)
     await journal.insert_many(
         [NewJob("t", "{}", "paced", 0, NOW)] * 3 + [NewJob("t", "{}", "free", 0, NOW)] * 2, NOW
     )
-    asked: dict[str, int] = {}
-
-    def grant(name: str, want: int, full_at: float) -> tuple[list[float], float]:
-        asked[name] = want
-        return [NOW + i for i in range(want)], full_at + want
-
-    booking = Booking(paced=lambda name: name == "paced", grant=grant)
-    claimed = await journal.claim("a", 10, NOW + LEASE, NOW, booking=booking)
-    assert len(claimed) == 5
-    assert asked == {"paced": 3}  # only the paced destination, for what was taken
-    # The bucket's new state was written: the next booking starts from it.
-    seen: list[float] = []
-
-    def look(name: str, want: int, full_at: float) -> tuple[list[float], float]:
-        seen.append(full_at)
-        return [], full_at
-
-    await journal.take_tokens({"paced": 1}, look)
-    assert seen == [3.0]
+    rate = Rate(10, per=1, burst=3)
+    limits = ClaimLimits(
+        room=lambda name: 100,
+        rate=lambda name: rate if name == "paced" else None,
+        clock=lambda: NOW,
+    )
+    claimed = await journal.claim("a", 10, NOW + LEASE, NOW, limits)
+    assert len(claimed.jobs) == 5
+    # Only the paced destination, for what was taken: a burst of 3 fits at once.
+    assert claimed.booked == {"paced": ([NOW, NOW, NOW], NOW)}
+    # The bucket's new state was written: the next booking starts from it (full at
+    # NOW, draining 10 a second, so the next call fits a tenth of a second later).
+    booked = await journal.take_tokens({"paced": 1}, {"paced": rate}, lambda: NOW, 0.2)
+    assert booked == {"paced": ([NOW + 0.1], NOW + 0.1)}
 
 
 async def test_prune_deletes_only_jobs_finished_before_the_cutoff(journal: Journal) -> None:

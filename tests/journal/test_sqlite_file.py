@@ -143,7 +143,7 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_jobs(tmp_path: Path
     journal = SqliteJournal(str(path))
     await journal.open()
     try:
-        (job,) = await journal.claim("a", 10, NOW + 30, NOW)
+        (job,) = (await journal.claim("a", 10, NOW + 30, NOW)).jobs
         assert (job.destination, job.payload) == ("crm", {"i": 7})
     finally:
         await journal.close()

@@ -42,14 +42,66 @@ _encode_json = _compact_json_encoder()
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
 
 
+# The types JSON gives back as they went in. Anything else either fails to encode
+# or comes back changed (a tuple as a list, an int key as a str): refused.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _unfaithful(value: Any, where: str) -> str | None:
+    """Where `value` holds something that would not come back from JSON as it went
+    in, and what; None if it round-trips. Only containers are walked."""
+    kind = type(value)
+    if kind is dict or isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r}, which is not a string"
+            if type(item) not in _SCALARS and (found := _unfaithful(item, f"{where}[{key!r}]")):
+                return found
+        return None
+    if kind is list or isinstance(value, list):
+        for index, item in enumerate(value):
+            if type(item) not in _SCALARS and (found := _unfaithful(item, f"{where}[{index}]")):
+                return found
+        return None
+    if isinstance(value, tuple):
+        return f"{where} is a tuple, which JSON would give back as a list: pass a list"
+    if isinstance(value, str | int | float | bool):  # enums and other subclasses
+        return None
+    return None  # the encoder refuses it, with its own reason
+
+
+def _surrogate_reason(text: str) -> str:
+    index = next(i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff")
+    return (
+        f"holds a lone surrogate ({text[index]!r}), which is not text: decode such "
+        "bytes with errors='replace', or send them as base64"
+    )
+
+
 def encode_payload(task: str, payload: dict[str, Any], max_bytes: int) -> str:
-    """The payload as compact JSON text, or `PayloadError` naming the task and the reason."""
+    """The payload as compact JSON text, or `PayloadError` naming the task and the reason.
+
+    Refused: what JSON cannot hold (NaN, sets, objects), what it would not give back
+    as it went in (tuples, non-string keys), lone surrogates (`"\\udcff"`, as
+    `os.fsdecode` makes of undecodable bytes), and payloads over `max_bytes`.
+    """
     try:
         text = _encode_json(payload)
     except _UNENCODABLE as exc:
         raise PayloadError(task, f"payload is not JSON-serialisable ({exc})") from None
-    # A character is at most 4 bytes in UTF-8: only long texts need encoding to be measured.
-    if len(text) * 4 > max_bytes and (size := len(text.encode())) > max_bytes:
+    for value in payload.values():
+        if type(value) not in _SCALARS:
+            if found := _unfaithful(payload, "payload"):
+                raise PayloadError(task, found)
+            break
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            raise PayloadError(task, f"payload {_surrogate_reason(text)}") from None
+    if size > max_bytes:
         raise PayloadError(task, f"payload is {size} bytes, over the {max_bytes}-byte limit")
     return text
 
@@ -60,22 +112,50 @@ def encode_payloads(task: str, payloads: Sequence[dict[str, Any]], max_bytes: in
     Sizes are not checked here: the journal checks each element's size as it inserts.
     """
     try:
-        return _encode_json(payloads if isinstance(payloads, list | tuple) else list(payloads))
+        text = _encode_json(payloads if isinstance(payloads, list | tuple) else list(payloads))
     except _UNENCODABLE as whole:
-        for index, payload in enumerate(payloads):  # find the one to name
-            try:
-                encode_payload(task, payload, max_bytes)
-            except PayloadError as exc:
-                raise PayloadError(task, f"payload {index}: {exc.reason}") from None
+        _name_the_bad_one(task, payloads, max_bytes)
         raise PayloadError(task, f"payloads are not JSON-serialisable ({whole})") from None
+    faithful = all(type(v) in _SCALARS for p in payloads for v in p.values())
+    if not faithful or not _is_utf8(text):
+        _name_the_bad_one(task, payloads, max_bytes)
+    return text
+
+
+def _name_the_bad_one(task: str, payloads: Sequence[dict[str, Any]], max_bytes: int) -> None:
+    """Raise the `PayloadError` of the first payload that `encode_payload` refuses."""
+    for index, payload in enumerate(payloads):
+        try:
+            encode_payload(task, payload, max_bytes)
+        except PayloadError as exc:
+            raise PayloadError(task, f"payload {index}: {exc.reason}") from None
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_result(value: Any) -> str:
-    """A handler's return value as JSON text (a value JSON cannot hold is stored as its repr)."""
+    """A handler's return value as JSON text. A value JSON cannot hold is stored as
+    its repr; lone surrogates are kept as JSON escapes, so the text is valid UTF-8."""
     if value is None:  # most calls return nothing: skip the encoder
         return "null"
     try:
-        return _encode_json(value)
+        text = _encode_json(value)
     except _UNENCODABLE:
         # reprlib: bounded in depth and length, so even a self-nesting value has one.
         return json.dumps({"unserialisable_result": reprlib.repr(value)})
+    return text if _is_utf8(text) else json.dumps(value, allow_nan=False)
+
+
+def storable_text(text: str) -> str:
+    """`text` with any lone surrogate written as a backslash escape (valid UTF-8)."""
+    if _is_utf8(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode()

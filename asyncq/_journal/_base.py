@@ -110,6 +110,15 @@ class Claim:
 RetryDecision = Callable[[ExpiredJob], "float | None"]
 
 
+class Started(NamedTuple):
+    """A handler started on a claimed job (written only for jobs still running when
+    their owner next writes outcomes)."""
+
+    id: int
+    attempts: int
+    at: float
+
+
 class Succeeded(NamedTuple):
     id: int
     attempts: int  # the attempt being acknowledged: a stale ack never overwrites a newer run

@@ -15,14 +15,13 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import aiosqlite
 
+from .._codec import storable_text
 from .._errors import JournalCorrupt, JournalError, PayloadError
 from .._limiter import schedule_calls
 from .._policy import Rate
@@ -42,17 +41,22 @@ from ._base import (
     NewJob,
     Released,
     RetryDecision,
+    Started,
     Succeeded,
 )
+from ._groupcommit import GroupCommit, Outcomes, Turn
 from ._schema import MIGRATIONS, SCHEMA_VERSION
+from ._sqlite_file import Identity, check_identity, identity, prepare_file
 from ._thread import ConnectionThread
 
 log = logging.getLogger("asyncq.journal")
 
 MIN_SQLITE = (3, 35, 0)
-_HEADER = b"SQLite format 3\x00"
 _MIN_SHARE = 16  # jobs a claim takes at least from each destination that has them
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 8, 11, 26
+# Faults that may clear by themselves: out of memory, I/O error, disk full, a lock
+# protocol race. The queue's background work retries these.
+_TRANSIENT = frozenset({5, 6, 7, 10, 13, 15})
 
 # Stored states. `scheduled` is a pending job whose time has not come; it is
 # promoted to `pending` when due, so the claim's index holds only ready jobs
@@ -203,6 +207,35 @@ _COLUMNS = (
 )
 
 
+def _text(raw: bytes) -> str:
+    """A TEXT value as a str. Invalid UTF-8 (stored by an older asyncq, or written by
+    hand) must not fail the whole query it is part of, a claim above all: such bytes
+    come back with surrogate escapes, and the job that holds them is buried alone."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "surrogateescape")
+
+
+def _is_utf8(text: str) -> bool:
+    """False if `text` holds a lone surrogate: bytes that were not valid UTF-8."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _isolate_broken_text(jobs: list[ClaimedJob]) -> None:
+    """Jobs whose stored text is not valid UTF-8 get no payload: the worker buries
+    them with a reason, and the rest of the claim runs as usual."""
+    for job in jobs:
+        if not _is_utf8(json.dumps([job.task, job.destination, job.payload], ensure_ascii=False)):
+            job.payload = None
+
+
 def _decoded(text: str) -> Any:
     """JSON text as a value; None if it is not JSON (a journal edited by hand)."""
     try:
@@ -234,63 +267,6 @@ def _info(row: tuple[Any, ...]) -> JobInfo:
     )
 
 
-@dataclass(slots=True)
-class _Outcomes:
-    now: float = 0.0
-    complete: list[Succeeded] = field(default_factory=list)
-    fail: list[Failed] = field(default_factory=list)
-    release: list[Released] = field(default_factory=list)
-
-
-_Call = Callable[[sqlite3.Connection], Any]
-
-
-@dataclass(slots=True)
-class _Turn:
-    """What one transaction carries, and who waits for each part."""
-
-    inserts: list[tuple[Sequence[NewJob] | NewBatch, float, asyncio.Future[Any]]] = field(
-        default_factory=list
-    )
-    outcomes: dict[str, _Outcomes] = field(default_factory=dict)
-    outcome_waiters: list[asyncio.Future[Any]] = field(default_factory=list)
-    calls: list[tuple[_Call, asyncio.Future[Any]]] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.inserts or self.outcome_waiters or self.calls)
-
-    def futures(self) -> list[asyncio.Future[Any]]:
-        return [f for *_, f in self.inserts] + self.outcome_waiters + [f for _, f in self.calls]
-
-    def resolve(self, results: list[Any]) -> None:
-        """Hand each waiter its result; `results` are the inserts' then the calls'."""
-        values = iter(results)
-        for *_, future in self.inserts:
-            _settle(future, next(values))
-        for future in self.outcome_waiters:
-            _settle(future, None)
-        for _, future in self.calls:
-            _settle(future, next(values))
-
-    def fail(self, exc: BaseException) -> None:
-        for future in self.futures():
-            if not future.done():
-                future.set_exception(exc)
-
-    def split(self) -> list[_Turn]:
-        """One turn per independent part, to find the part that fails."""
-        parts = [_Turn(inserts=[insert]) for insert in self.inserts]
-        if self.outcome_waiters:
-            parts.append(_Turn(outcomes=self.outcomes, outcome_waiters=self.outcome_waiters))
-        parts.extend(_Turn(calls=[call]) for call in self.calls)
-        return parts
-
-
-def _settle(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():  # the caller may have been cancelled while it waited
-        future.set_result(value)
-
-
 class SqliteJournal:
     """The default journal: one SQLite file in WAL mode, shared by any number of processes."""
 
@@ -309,15 +285,18 @@ class SqliteJournal:
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._db: aiosqlite.Connection | None = None
         self._thread: ConnectionThread | None = None
-        self._turn = _Turn()
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
+        self._writer: GroupCommit[sqlite3.Connection] = GroupCommit(
+            self._execute_turn, description=path, lock_timeout=_is_lock_timeout
+        )
+        self._identity: Identity | None = None  # what the path named when opened
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
         self._data_version: int | None = None
-        #: Transactions committed by the writer (for tests and benchmarks of group commit).
-        self.commits = 0
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by the writer (for tests and benchmarks of group commit)."""
+        return self._writer.commits
 
     # -- lifecycle -------------------------------------------------------
 
@@ -329,7 +308,7 @@ class SqliteJournal:
                 f"{'.'.join(map(str, MIN_SQLITE))} or newer",
             )
         if self.path != ":memory:":
-            self._check_file()
+            prepare_file(self.path)
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -341,36 +320,16 @@ class SqliteJournal:
             await self._db.close()
             self._db = None
             raise self._translate(exc) from exc
-        self._closing = False
-        self._writer = asyncio.create_task(self._write_loop(), name="asyncq-journal-writer")
+        self._writer.start()
 
     async def close(self) -> None:
         if self._db is None:
             return
-        self._closing = True
-        self._wake.set()
-        if self._writer is not None:
-            await self._writer
-            self._writer = None
-        await self._db.close()
-        self._db = None
-
-    def _check_file(self) -> None:
-        """Create a new journal 0600; refuse a file that is not SQLite without touching it."""
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            with open(self.path, "rb") as existing:
-                header = existing.read(len(_HEADER))
-            if header and header != _HEADER:
-                raise JournalCorrupt(self.path, "not a SQLite database (bad header)") from None
-            return
-        except OSError as exc:
-            raise JournalError(self.path, f"cannot create: {exc}") from exc
-        # umask can only take bits away; chmod makes the mode exactly 0600. SQLite
-        # gives the -wal and -shm files the database file's mode.
-        os.fchmod(fd, 0o600)
-        os.close(fd)
+            await self._writer.stop()
+        finally:
+            db, self._db, self._thread = self._db, None, None
+            await db.close()
 
     async def _prepare_when_free(self) -> None:
         """Prepare the file, waiting out other processes that open it at the same time."""
@@ -391,6 +350,7 @@ class SqliteJournal:
             delay = min(delay * 2, 0.2)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.text_factory = _text
         conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
         # Check and migrate under the write lock: another process opening the same
         # new file is then either done migrating or not started. Nothing is written
@@ -400,8 +360,10 @@ class SqliteJournal:
             version = self._check_schema(conn)
             for migrate in MIGRATIONS[version:]:
                 migrate(conn)
-            if version < SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Written even when the version is current: a journal that cannot be
+            # written (a read-only file) is refused here, at start, not at the
+            # first submit or claim.
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -413,6 +375,8 @@ class SqliteJournal:
                 raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if self.path != ":memory:":
+            self._identity = identity(self.path)
 
     def _check_schema(self, conn: sqlite3.Connection) -> int:
         """The journal's schema version, or an error saying why it is not one."""
@@ -442,10 +406,16 @@ class SqliteJournal:
         if isinstance(exc, JournalError):
             return exc
         if isinstance(exc, sqlite3.Error):
-            code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+            code = _sqlite_code(exc)
             if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
                 return JournalCorrupt(self.path, f"damaged or not a database ({exc})")
-            return JournalError(self.path, str(exc))
+            if code == _SQLITE_READONLY:
+                return JournalError(
+                    self.path, f"cannot be written ({exc}): check the file's permissions"
+                )
+            if isinstance(exc, sqlite3.IntegrityError) and "jobs.key" in str(exc):
+                return JournalError(self.path, f"a live job already holds that key ({exc})")
+            return JournalError(self.path, str(exc), transient=code in _TRANSIENT)
         return exc
 
     async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -456,79 +426,43 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    # -- the writer -------------------------------------------------------
-
     def _enqueue_call(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
-        future = self._new_future()
-        self._turn.calls.append((fn, future))
-        return future
+        return self._writer.call(fn)
 
-    def _new_future(self) -> asyncio.Future[Any]:
-        if self._db is None or self._closing:
-            raise JournalError(self.path, "the journal is not open")
-        self._wake.set()
-        return asyncio.get_running_loop().create_future()
+    async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
+        return await self._run(lambda conn: self._transaction(conn, turn))  # type: ignore[no-any-return]
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            turn, self._turn = self._turn, _Turn()
-            if turn:
-                await self._commit(turn)
-                # Let the callers this commit woke run first: the next batch of
-                # outcomes, claims and submits then joins the next turn, instead of
-                # each kind taking a transaction of its own in alternation.
-                await asyncio.sleep(0)
-            elif self._closing:
-                return
-
-    async def _commit(self, turn: _Turn) -> None:
-        delay = 0.01
-        while True:
-            try:
-                results = await self._run_turn(turn)
-            except (JournalError, PayloadError) as exc:
-                cause = exc.__cause__
-                code = (getattr(cause, "sqlite_errorcode", 0) or 0) & 0xFF
-                if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-                    # Another process held the write lock past busy_timeout. The
-                    # turn is intact (rolled back): wait and try again, so "database
-                    # is locked" never reaches the caller.
-                    log.warning("journal %s is locked; retrying in %.2fs", self.path, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                if len(turn.futures()) == 1:
-                    turn.fail(exc)
-                    return
-                # Something in the turn is bad: run each part alone so one bad
-                # call fails only its own caller.
-                for part in turn.split():
-                    await self._commit(part)
-                return
-            self.commits += 1
-            turn.resolve(results)
-            return
-
-    async def _run_turn(self, turn: _Turn) -> list[Any]:
-        return await self._run(lambda conn: _transaction(conn, turn))  # type: ignore[no-any-return]
+    def _transaction(self, conn: sqlite3.Connection, turn: Turn[sqlite3.Connection]) -> list[Any]:
+        """One turn of the writer, run on the connection thread."""
+        if self._identity is not None:
+            # Before every write: acknowledging a write into a file that the path
+            # no longer names would lose it silently (one stat, ~2 us per turn).
+            check_identity(self.path, self._identity)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Inserts first, so a claim in the same turn can take the jobs just written.
+            results = _insert_all(conn, turn.inserts)
+            for owner, outcomes in turn.outcomes.items():
+                _write_outcomes(conn, owner, outcomes)
+            results.extend(call(conn) for call, _ in turn.calls)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
 
     # -- writes -----------------------------------------------------------
 
     async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
         if not jobs:
             return []
-        future = self._new_future()
-        self._turn.inserts.append((jobs, now, future))
-        return await future  # type: ignore[no-any-return]
+        return await self._writer.insert(jobs, now)  # type: ignore[no-any-return]
 
     async def insert_batch(self, batch: NewBatch, now: float) -> Sequence[int]:
         if not batch.job_count:
             return range(0)
-        future = self._new_future()
-        self._turn.inserts.append((batch, now, future))
-        return await future  # type: ignore[no-any-return]
+        return await self._writer.insert(batch, now)  # type: ignore[no-any-return]
 
     async def claim(
         self,
@@ -580,7 +514,10 @@ class SqliteJournal:
                 if rates:
                     booked = _book(conn, taken_from, rates, limits.clock, limits.horizon)
             (rows,) = conn.execute(_CLAIMED, (owner, token)).fetchone()
-            return Claim([ClaimedJob(*row) for row in json.loads(rows)], booked)
+            jobs = [ClaimedJob(*row) for row in json.loads(rows)]
+            if not _is_utf8(rows):
+                _isolate_broken_text(jobs)
+            return Claim(jobs, booked)
 
         return await self._enqueue_call(claim)  # type: ignore[no-any-return]
 
@@ -589,21 +526,18 @@ class SqliteJournal:
         owner: str,
         now: float,
         *,
+        started: Sequence[Started] = (),
         succeeded: Sequence[Succeeded] = (),
         failed: Sequence[Failed] = (),
         released: Sequence[Released] = (),
     ) -> None:
-        complete, fail, release = succeeded, failed, released
-        if not (complete or fail or release):
+        if not (started or succeeded or failed or released):
             return
-        future = self._new_future()
-        outcomes = self._turn.outcomes.setdefault(owner, _Outcomes())
-        outcomes.now = max(outcomes.now, now)
-        outcomes.complete.extend(complete)
-        outcomes.fail.extend(fail)
-        outcomes.release.extend(release)
-        self._turn.outcome_waiters.append(future)
-        await future
+        # An error's text may hold anything a handler put in its message.
+        failed = [
+            f if f.error.isascii() else f._replace(error=storable_text(f.error)) for f in failed
+        ]
+        await self._writer.record(owner, now, started, succeeded, failed, released)
 
     async def renew(self, owner: str, lease_until: float) -> int:
         return await self._enqueue_call(  # type: ignore[no-any-return]
@@ -935,7 +869,7 @@ def _insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float) -> Inserted
     return Inserted(cursor.lastrowid, True)
 
 
-def _write_outcomes(conn: sqlite3.Connection, owner: str, outcomes: _Outcomes) -> None:
+def _write_outcomes(conn: sqlite3.Connection, owner: str, outcomes: Outcomes) -> None:
     now = outcomes.now
     if outcomes.complete:
         batch = json.dumps(outcomes.complete)
@@ -946,18 +880,13 @@ def _write_outcomes(conn: sqlite3.Connection, owner: str, outcomes: _Outcomes) -
         conn.execute(_RELEASE, {"batch": json.dumps(outcomes.release), "owner": owner})
 
 
-def _transaction(conn: sqlite3.Connection, turn: _Turn) -> list[Any]:
-    """One turn of the writer, run on the connection thread."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        # Inserts first, so a claim in the same turn can take the jobs just written.
-        results = _insert_all(conn, turn.inserts)
-        for owner, outcomes in turn.outcomes.items():
-            _write_outcomes(conn, owner, outcomes)
-        results.extend(call(conn) for call, _ in turn.calls)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return results
+def _is_lock_timeout(exc: BaseException) -> bool:
+    return _sqlite_code(exc.__cause__ if isinstance(exc, JournalError) else exc) in (
+        _SQLITE_BUSY,
+        _SQLITE_LOCKED,
+    )
+
+
+def _sqlite_code(exc: BaseException | None) -> int:
+    """The primary SQLite result code of an error (0 if it is not SQLite's)."""
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF

@@ -23,7 +23,7 @@ def test_payloads_are_compact_json_or_a_clear_error() -> None:
         {},
         {"text": 'é "q" \\ \n \u2028 \U0001f600 \x00', "n": None, "b": [True, False]},
         {"floats": [1.5, -0.0, 1e100, 2.5e-300, 0.1 + 0.2], "big": 2**100, "neg": -7},
-        {"nested": {"a": [[], {}, [{"b": [1, [2, [3]]]}]]}, "tuple": (1, 2)},
+        {"nested": {"a": [[], {}, [{"b": [1, [2, [3]]]}]]}, "list": [1, 2]},
         {1: "int key", "x": 3.0},
     ],
 )

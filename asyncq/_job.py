@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from ._records import JobInfo
 
 if TYPE_CHECKING:
     from ._queue import Queue
 
+R = TypeVar("R")
 
-class Job:
-    """A handle on a submitted job: its id, and a way to wait for its outcome."""
+
+class Job(Generic[R]):
+    """A handle on a submitted job: its id, and a way to wait for its outcome.
+
+    `R` is the handler's return type, so `await job.result()` is typed as it.
+    """
 
     __slots__ = ("_queue", "created", "id")
 
@@ -21,12 +26,13 @@ class Job:
         #: False when `key=` matched a live job and this handle points at that job.
         self.created = created
 
-    async def result(self, timeout: float | None = None) -> Any:
-        """Wait for the job to finish and return the handler's value.
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait for the job to finish and return the handler's value (as it came
+        back from JSON: a tuple returns as a list).
 
         Raises `JobDead` or `JobCancelled`, or `TimeoutError` after `timeout` seconds.
         """
-        return await self._queue._wait_result(self.id, timeout)
+        return cast(R, await self._queue._wait_result(self.id, timeout))
 
     async def info(self) -> JobInfo:
         """The job as the journal holds it now."""

@@ -247,6 +247,36 @@ class Queue:
 
     # -- submitting ---------------------------------------------------------
 
+    # Only the result type is checked here (option keywords cannot sit between
+    # P.args and P.kwargs); `task.options(...).submit(...)` checks the arguments too.
+    @overload
+    async def submit(
+        self,
+        task: Task[..., R],
+        /,
+        *args: Any,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        destination: str | None = None,
+        **kwargs: Any,
+    ) -> Job[R]: ...
+
+    @overload
+    async def submit(
+        self,
+        task: str,
+        /,
+        *args: Any,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        destination: str | None = None,
+        **kwargs: Any,
+    ) -> Job[Any]: ...
+
     async def submit(
         self,
         task: Task[..., Any] | str,
@@ -258,7 +288,7 @@ class Queue:
         key: str | None = None,
         destination: str | None = None,
         **kwargs: Any,
-    ) -> Job:
+    ) -> Job[Any]:
         """Write one job; returns once it is durable.
 
         `delay` (seconds) or `at` (seconds since the epoch) hold it back;
@@ -279,7 +309,7 @@ class Queue:
 
     async def _submit_payload(
         self,
-        task: Task[..., Any],
+        task: Task[..., R],
         payload: dict[str, Any],
         *,
         delay: float | None = None,
@@ -287,7 +317,7 @@ class Queue:
         priority: int = 0,
         key: str | None = None,
         destination: str | None = None,
-    ) -> Job:
+    ) -> Job[R]:
         now = self.clock.now()
         job = NewJob(
             task.name,
@@ -309,7 +339,7 @@ class Queue:
         at: float | None = None,
         priority: int = 0,
         destination: str | None = None,
-    ) -> list[Job]:
+    ) -> list[Job[Any]]:
         """Write many jobs, one keyword dict each, in one transaction: all or none."""
         resolved = self._registry.resolve(task)
         now = self.clock.now()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from ._errors import PayloadError, UnknownTask
@@ -52,21 +53,40 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
         return self.fn(*args, **kwargs)
 
-    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Write one job for this task; returns once it is durable."""
         return await self.queue._submit_payload(self, self.payload_from_call(args, kwargs))
+
+    def options(
+        self,
+        *,
+        key: str | None = None,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        destination: str | None = None,
+    ) -> TaskOptions[P, R]:
+        """Options for the next submits, kept apart from the handler's arguments:
+        `task.options(key="k", delay=5).submit(key="a handler argument")`.
+
+        The same options as `Queue.submit`; they are checked when a job is submitted.
+        """
+        return TaskOptions(
+            self, key=key, delay=delay, at=at, priority=priority, destination=destination
+        )
 
     async def submit_many(
         self,
         payloads: Sequence[dict[str, Any]],
         *,
         delay: float | None = None,
+        at: float | None = None,
         priority: int = 0,
         destination: str | None = None,
-    ) -> list[Job]:
+    ) -> list[Job[R]]:
         """Write many jobs (one keyword dict each) in one transaction."""
         return await self.queue.submit_many(
-            self, payloads, delay=delay, priority=priority, destination=destination
+            self, payloads, delay=delay, at=at, priority=priority, destination=destination
         )
 
     def payload_from_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +118,50 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name} -> {self.destination}>"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions(Generic[P, R]):
+    """A task with submit options bound (`Task.options`); immutable, so it can be
+    kept and reused. Its `submit` is checked against the handler's signature."""
+
+    task: Task[P, R]
+    _: KW_ONLY
+    key: str | None = None
+    delay: float | None = None
+    at: float | None = None
+    priority: int = 0
+    destination: str | None = None
+    # `after=` (dependencies) will be one more field here, passed through the same way.
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Write one job with these options; returns once it is durable."""
+        task = self.task
+        return await task.queue._submit_payload(
+            task,
+            task.payload_from_call(args, kwargs),
+            delay=self.delay,
+            at=self.at,
+            priority=self.priority,
+            key=self.key,
+            destination=self.destination,
+        )
+
+    async def submit_many(self, payloads: Sequence[dict[str, Any]]) -> list[Job[R]]:
+        """Write many jobs (one keyword dict each) with these options, in one
+        transaction. A `key` names one job, so it cannot be used here."""
+        if self.key is not None:
+            raise TypeError(
+                f"task {self.task.name!r}: key= names one job; submit_many cannot use it"
+            )
+        return await self.task.queue.submit_many(
+            self.task,
+            payloads,
+            delay=self.delay,
+            at=self.at,
+            priority=self.priority,
+            destination=self.destination,
+        )
 
 
 class TaskRegistry:

@@ -2,15 +2,34 @@
 
 A journal transaction must cost one thread hop, not one per statement (an
 aiosqlite await costs 65-70 us), so whole transactions run as one function on
-aiosqlite's connection thread. aiosqlite has no public call for that; its
-private `_execute` is used here and nowhere else, and
-tests/unit/test_thread_adapter.py pins the versions it was checked against.
+one thread that owns the `sqlite3.Connection`. aiosqlite has no public call
+for that (checked up to 0.22.1), so there are two paths:
+
+- The private hook: `Connection._execute(fn, *args)` queues `fn` on aiosqlite's
+  connection thread, where `Connection._conn` is the live connection. Used when
+  both exist with the expected shape; tests/unit/test_thread_adapter.py pins the
+  releases this was checked against.
+- The fallback, when they do not (or when asked for): a second
+  `sqlite3.Connection` to the same database, opened by file name (from
+  `PRAGMA database_list`, read through aiosqlite's public `execute_fetchall`)
+  with the same `isolation_level`, on one thread of asyncq's own that runs the
+  functions one at a time, in order. aiosqlite's connection stays open and
+  idle. An in-memory database gets a fresh in-memory database of its own:
+  correct for the journal, which touches its database only through this class.
+  Other `connect()` arguments are not carried over (the journal passes none).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import logging
 import sqlite3
+import threading
+import weakref
 from collections.abc import Callable
+from queue import SimpleQueue
 from typing import Any, TypeVar, cast
 
 import aiosqlite
@@ -19,18 +38,190 @@ T = TypeVar("T")
 
 TESTED_AIOSQLITE = ("0.20", "0.21", "0.22")
 
+log = logging.getLogger("asyncq.journal")
+_untested_version_logged = False
+
 
 class ConnectionThread:
-    """Runs functions of a `sqlite3.Connection` on aiosqlite's connection thread."""
+    """Runs functions of a `sqlite3.Connection` on one thread, one at a time, in order.
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self._db = db
+    `private_hook=False` forces the fallback (see the module's docstring).
+    """
+
+    def __init__(self, db: aiosqlite.Connection, *, private_hook: bool = True) -> None:
+        self._db: aiosqlite.Connection | None = None
+        self._own: _OwnThread | None = None
+        self.private_hook = private_hook and hook_fits(db)
+        if self.private_hook:
+            self._db = db
+            _note_untested_version()
+            return
+        if private_hook:
+            log.warning(
+                "aiosqlite %s: Connection._execute/_conn are not what asyncq was checked "
+                "against (aiosqlite %s); the journal runs on a connection and thread of "
+                "its own instead",
+                _aiosqlite_version(),
+                ", ".join(TESTED_AIOSQLITE),
+            )
+        self._own = _OwnThread(db)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db: Any = self._db
-        return cast(T, await db._execute(_with_connection, db, fn))
+        own = self._own
+        if own is None:
+            db: Any = self._db
+            return cast(T, await db._execute(_with_connection, db, fn))
+        return await own.run(fn)
+
+    async def close(self) -> None:
+        """Close the fallback's connection and stop its thread (nothing on the private
+        hook, where closing aiosqlite's connection is enough). If this is never
+        called, the fallback closes when aiosqlite's connection is garbage-collected."""
+        if self._own is not None:
+            await self._own.close()
+
+
+def hook_fits(db: object) -> bool:
+    """Whether `db` has aiosqlite's private `_execute(fn, *args, **kwargs)` coroutine
+    and `_conn` property, the shape ConnectionThread relies on."""
+    cls = type(db)
+    execute = inspect.getattr_static(cls, "_execute", None)
+    if not (
+        inspect.iscoroutinefunction(execute)
+        and isinstance(inspect.getattr_static(cls, "_conn", None), property)
+    ):
+        return False
+    try:
+        params = list(inspect.signature(execute).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    return (
+        len(params) >= 2
+        and params[0].kind is positional  # self
+        and params[1].kind is positional  # fn
+        and any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    )
 
 
 def _with_connection(db: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
     # Runs on the connection thread: `_conn` is the live sqlite3 connection.
     return fn(db._conn)
+
+
+def _aiosqlite_version() -> str:
+    return str(getattr(aiosqlite, "__version__", "unknown"))
+
+
+def _note_untested_version() -> None:
+    global _untested_version_logged
+    version = _aiosqlite_version()
+    if _untested_version_logged or ".".join(version.split(".")[:2]) in TESTED_AIOSQLITE:
+        return
+    _untested_version_logged = True
+    log.info(
+        "aiosqlite %s was not checked with asyncq (checked: %s); its private "
+        "Connection._execute has the expected shape and is used",
+        version,
+        ", ".join(TESTED_AIOSQLITE),
+    )
+
+
+# -- the fallback -----------------------------------------------------------
+
+_Call = tuple[asyncio.Future[Any] | None, Callable[[sqlite3.Connection], Any] | None]
+_STOP = (None, None)  # a call without a function: close the connection, end the thread
+
+
+class _OwnThread:
+    """A sqlite3 connection to `db`'s database, opened and used on one thread of
+    its own. The thread starts at the first call, once the file name is known."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = weakref.ref(db)
+        self._isolation_level = db.isolation_level
+        self._calls: SimpleQueue[_Call] = SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        # Whoever forgets close(): stop with aiosqlite's connection. The callback
+        # holds the queue only, not this object or `db`.
+        weakref.finalize(db, self._calls.put, _STOP)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None:
+            await self._start()
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.put((future, fn))
+        return await future
+
+    async def _start(self) -> None:
+        db = self._db()
+        if db is None:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        rows = await db.execute_fetchall("PRAGMA database_list")
+        database = next((str(row[2]) for row in rows if row[1] == "main"), "") or ":memory:"
+        if self._thread is None:  # a concurrent first call may have started it meanwhile
+            self._thread = threading.Thread(
+                target=_serve,
+                args=(self._calls, database, self._isolation_level),
+                name="asyncq-journal",
+                daemon=True,
+            )
+            self._thread.start()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._calls.put((done, None))
+        await done
+        self._thread.join()  # it has closed the connection; nothing is left but to return
+
+
+def _serve(calls: SimpleQueue[_Call], database: str, isolation_level: str | None) -> None:
+    """The fallback's thread: open the connection, run calls in order until told to stop."""
+    failure: BaseException | None = None
+    conn: sqlite3.Connection | None = None
+    try:
+        # cast: the stubs leave out "", sqlite3's own default (DEFERRED, implicitly).
+        conn = sqlite3.connect(database, isolation_level=cast(Any, isolation_level))
+    except BaseException as exc:  # noqa: BLE001 - every call then fails with it
+        failure = exc
+    while True:
+        future, fn = calls.get()
+        if fn is None:
+            if conn is not None:
+                conn.close()
+            _reply(future, None, None)
+            return
+        try:
+            if conn is None:
+                assert failure is not None
+                raise failure.with_traceback(None)
+            result = fn(conn)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            _reply(future, None, exc)
+        else:
+            _reply(future, result, None)
+
+
+def _reply(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None) -> None:
+    if future is None:
+        return
+    # RuntimeError: the caller's loop is closed, so nobody is waiting any more.
+    with contextlib.suppress(RuntimeError):
+        future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled while the call ran
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)

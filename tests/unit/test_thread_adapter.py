@@ -1,33 +1,204 @@
-"""asyncq reaches into aiosqlite in one place; pin what it relies on."""
+"""asyncq reaches into aiosqlite in one place; pin what it relies on, and keep the
+public fallback (used when the private hook is gone) working."""
 
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
 import sqlite3
 import threading
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any, cast
 
 import aiosqlite
+import pytest
 
-from asyncq._journal._thread import TESTED_AIOSQLITE, ConnectionThread
+from asyncq import Queue
+from asyncq._journal import _sqlite, _thread
+from asyncq._journal._thread import TESTED_AIOSQLITE, ConnectionThread, hook_fits
+from asyncq.testing import ManualClock, run_until_idle
 
 
 def test_the_installed_aiosqlite_is_one_the_adapter_was_checked_against() -> None:
-    major_minor = ".".join(aiosqlite.__version__.split(".")[:2])
-    assert major_minor in TESTED_AIOSQLITE, (
-        f"aiosqlite {aiosqlite.__version__}: check ConnectionThread against it, then add it"
+    # pyproject.toml has no upper bound on aiosqlite, so users can upgrade; this test
+    # is what makes a new release get checked (in CI) before the hook is trusted.
+    version = aiosqlite.__version__
+    assert ".".join(version.split(".")[:2]) in TESTED_AIOSQLITE, (
+        f"aiosqlite {version} is not one ConnectionThread was checked against "
+        f"({', '.join(TESTED_AIOSQLITE)}): read its Connection._execute and _conn "
+        "(aiosqlite/core.py), run this file, then add it to TESTED_AIOSQLITE"
     )
 
 
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    async with aiosqlite.connect(tmp_path / "t.db", isolation_level=None) as db:
+        yield db
+
+
 async def test_a_function_runs_on_the_connection_thread_with_the_live_connection(
+    db: aiosqlite.Connection,
+) -> None:
+    thread = ConnectionThread(db)
+    seen: dict[str, object] = {}
+
+    def probe(conn: sqlite3.Connection) -> int:
+        seen["thread"] = threading.current_thread()
+        seen["conn"] = conn
+        return int(conn.execute("SELECT 41 + 1").fetchone()[0])
+
+    assert thread.private_hook
+    assert await thread.run(probe) == 42
+    assert seen["thread"] is not threading.current_thread()
+    assert isinstance(seen["conn"], sqlite3.Connection)
+    # The live connection aiosqlite's own calls use: a row written by one is seen by the other.
+    await thread.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+    await db.execute("INSERT INTO t VALUES (7)")
+    assert await thread.run(lambda conn: conn.execute("SELECT x FROM t").fetchall()) == [(7,)]
+    await thread.close()  # nothing to do on the private hook; aiosqlite's stays usable
+    assert await db.execute_fetchall("SELECT x FROM t") == [(7,)]
+
+
+class WithoutHook:
+    """An aiosqlite connection seen only through its public API: no `_execute`."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._inner = db
+        self.isolation_level = db.isolation_level
+
+    async def execute_fetchall(self, sql: str) -> Iterable[sqlite3.Row]:
+        return await self._inner.execute_fetchall(sql)
+
+
+class SyncExecute:
+    _conn = property(lambda self: None)
+
+    def _execute(self, fn: Any, *args: Any) -> None: ...
+
+
+class NoArgsExecute:
+    _conn = property(lambda self: None)
+
+    async def _execute(self, fn: Any) -> None: ...
+
+
+async def test_the_hook_is_used_only_when_it_has_the_expected_shape(
+    db: aiosqlite.Connection,
+) -> None:
+    assert hook_fits(db)
+    for other in (WithoutHook(db), SyncExecute(), NoArgsExecute(), object()):
+        assert not hook_fits(other), type(other).__name__
+
+
+async def test_an_unchecked_release_with_the_expected_hook_is_used_and_named_once(
+    db: aiosqlite.Connection, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aiosqlite, "__version__", "9.9.0")
+    monkeypatch.setattr(_thread, "_untested_version_logged", False)
+    with caplog.at_level(logging.INFO, logger="asyncq"):
+        first, second = ConnectionThread(db), ConnectionThread(db)
+    assert first.private_hook
+    assert second.private_hook
+    (note,) = caplog.records
+    assert "aiosqlite 9.9.0 was not checked" in note.getMessage()
+    assert await second.run(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
+
+
+async def test_without_the_hook_functions_run_on_one_thread_of_its_own(
+    db: aiosqlite.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="asyncq"):
+        public_only = WithoutHook(db)  # kept: the fallback stops when it is collected
+        thread = ConnectionThread(cast(aiosqlite.Connection, public_only))
+    assert not thread.private_hook
+    (warning,) = caplog.records
+    assert f"aiosqlite {aiosqlite.__version__}" in warning.getMessage()
+
+    threads: set[threading.Thread] = set()
+    order: list[int] = []
+
+    def step(i: int, conn: sqlite3.Connection) -> int:
+        threads.add(threading.current_thread())
+        assert not conn.in_transaction  # the previous call has finished: one at a time
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?)", (i,))
+        order.append(i)
+        conn.execute("COMMIT")
+        return i
+
+    await db.execute("CREATE TABLE t (x)")
+    results = await asyncio.gather(*(thread.run(functools.partial(step, i)) for i in range(50)))
+    assert results == order == list(range(50))
+    (own,) = threads
+    assert own is not threading.current_thread()
+    # Its connection is to the same file, with the same isolation level.
+    assert await thread.run(lambda conn: conn.isolation_level) is None
+    rows = await db.execute_fetchall("SELECT count(*) FROM t")
+    assert list(rows) == [(50,)]
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT * FROM missing")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table: missing"):
+        await thread.run(broken)
+    assert await thread.run(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
+
+    await thread.close()
+    assert not own.is_alive()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        await thread.run(lambda conn: None)
+
+
+async def test_the_fallback_serves_an_in_memory_database() -> None:
+    async with aiosqlite.connect(":memory:") as db:
+        thread = ConnectionThread(db, private_hook=False)
+        assert not thread.private_hook
+        await thread.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        assert await thread.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchone()) == (
+            0,
+        )
+        await thread.close()
+
+
+async def test_the_fallback_stops_with_aiosqlites_connection_if_not_closed(
     tmp_path: Path,
 ) -> None:
-    async with aiosqlite.connect(tmp_path / "t.db") as db:
-        thread = ConnectionThread(db)
-        seen: dict[str, object] = {}
+    db = await aiosqlite.connect(tmp_path / "t.db")
+    thread = ConnectionThread(db, private_hook=False)
+    await thread.run(lambda conn: conn.execute("SELECT 1"))
+    assert thread._own is not None
+    assert thread._own._thread is not None
+    own = thread._own._thread
+    await db.close()
+    del db
+    gc.collect()
+    await asyncio.to_thread(own.join, 10)
+    assert not own.is_alive()
 
-        def probe(conn: sqlite3.Connection) -> int:
-            seen["thread"] = threading.current_thread()
-            seen["conn"] = conn
-            return int(conn.execute("SELECT 41 + 1").fetchone()[0])
 
-        assert await thread.run(probe) == 42
-        assert seen["thread"] is not threading.current_thread()
-        assert isinstance(seen["conn"], sqlite3.Connection)
+async def test_a_queue_runs_on_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        _sqlite, "ConnectionThread", functools.partial(ConnectionThread, private_hook=False)
+    )
+    path = str(tmp_path / "jobs.db")
+    queue = Queue(path, concurrency=4, clock=ManualClock())
+
+    @queue.task(name="double")
+    async def double(n: int) -> int:
+        return n * 2
+
+    async with queue:
+        assert queue._journal._thread is not None  # type: ignore[attr-defined]
+        assert not queue._journal._thread.private_hook  # type: ignore[attr-defined]
+        jobs = await double.submit_many([{"n": n} for n in range(20)])
+        await run_until_idle(queue)
+        assert [await job.result(timeout=5) for job in jobs] == [n * 2 for n in range(20)]
+        await double.options(delay=60).submit(n=100)
+    with sqlite3.connect(path) as conn:
+        states = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    assert states == {"succeeded": 20, "scheduled": 1}

@@ -21,7 +21,7 @@ from ._journal import DestinationCounts, JournalStats
 from ._policy import Circuit, Rate, Retry
 from ._queue import Queue
 from ._records import JobInfo, JobState
-from ._tasks import Task
+from ._tasks import Task, TaskOptions
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "RetryAfter",
     "SystemClock",
     "Task",
+    "TaskOptions",
     "UnknownTask",
     "__version__",
 ]

@@ -328,7 +328,10 @@ class SqliteJournal:
         try:
             await self._writer.stop()
         finally:
-            db, self._db, self._thread = self._db, None, None
+            db, self._db = self._db, None
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                await thread.close()
             await db.close()
 
     async def _prepare_when_free(self) -> None:

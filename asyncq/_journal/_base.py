@@ -152,20 +152,74 @@ class DestinationRecord:
     full_at: float = 0.0  # the rate bucket may be full up to this time
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DestinationCounts:
-    pending: int = 0
-    ready: int = 0
+    """One destination's jobs by state, and what holds its calls back now.
+
+    `claimed` jobs sit in a worker process's prefetch, not started; `running` jobs
+    have a handler started (as far as the journal knows: a start is written with
+    its owner's next outcomes) under a live lease.
+    """
+
+    ready: int = 0  # pending and due now
+    scheduled: int = 0  # pending, due later: delayed or waiting to retry
+    claimed: int = 0
     running: int = 0
+    succeeded: int = 0  # kept until pruned (`keep_finished`)
     dead: int = 0
-    oldest_ready_at: float | None = None
+    cancelled: int = 0
+    oldest_ready_at: float | None = None  # seconds since the epoch
+    paused: bool = False
+    held_until: float | None = None  # a RetryAfter hold in force until then
+    circuit: str = "closed"
+    circuit_until: float | None = None  # an open circuit's next probe
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting to start: ready and scheduled."""
+        return self.ready + self.scheduled
 
 
 @dataclass(frozen=True, slots=True)
 class JournalStats:
+    """Jobs per destination (`destinations`), and their totals."""
+
     destinations: dict[str, DestinationCounts] = field(default_factory=dict)
-    succeeded: int = 0
-    cancelled: int = 0
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(counts, name) for counts in self.destinations.values())
+
+    @property
+    def ready(self) -> int:
+        return self._total("ready")
+
+    @property
+    def scheduled(self) -> int:
+        return self._total("scheduled")
+
+    @property
+    def pending(self) -> int:
+        return self._total("pending")
+
+    @property
+    def claimed(self) -> int:
+        return self._total("claimed")
+
+    @property
+    def running(self) -> int:
+        return self._total("running")
+
+    @property
+    def succeeded(self) -> int:
+        return self._total("succeeded")
+
+    @property
+    def dead(self) -> int:
+        return self._total("dead")
+
+    @property
+    def cancelled(self) -> int:
+        return self._total("cancelled")
 
 
 class Journal(Protocol):

@@ -103,6 +103,45 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+# Version 3: one definition of a live key (pending, scheduled or running), served
+# by the unique index the key lookup uses; and counts of jobs per destination and
+# state, kept by the writer in the transactions that move jobs, so that stats()
+# reads a few rows instead of scanning the table.
+_V3 = """
+DROP INDEX jobs_live_key;
+CREATE UNIQUE INDEX jobs_live_key ON jobs (key)
+    WHERE key IS NOT NULL AND state IN ('pending', 'scheduled', 'running');
+CREATE TABLE counts (
+    destination TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (destination, state)
+) WITHOUT ROWID;
+INSERT INTO counts SELECT destination, state, count(*) FROM jobs GROUP BY destination, state;
+"""
+
+# Before version 3, scheduled jobs were outside the unique index: a key may be held
+# by more than one live job. The oldest keeps it; the others keep running, keyless.
+_SHARED_KEYS = """
+UPDATE jobs SET key = NULL
+WHERE key IS NOT NULL AND state IN ('pending', 'scheduled', 'running')
+AND id NOT IN (
+    SELECT min(id) FROM jobs
+    WHERE key IS NOT NULL AND state IN ('pending', 'scheduled', 'running') GROUP BY key
+)
+"""
+
+
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    conn.execute(_SHARED_KEYS)
+    for statement in _statements(_V3):
+        conn.execute(statement)
+
+
 #: MIGRATIONS[n] brings a journal from version n to n + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_to_1,
+    _migrate_to_2,
+    _migrate_to_3,
+]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -98,7 +99,9 @@ VALUES (?, ?, ?, ?, ?, ?, CASE WHEN ? <= ? THEN 'pending' ELSE 'scheduled' END, 
 _FIND_LIVE_KEY = (
     "SELECT id FROM jobs WHERE key = ? AND state IN ('pending', 'scheduled', 'running')"
 )
-_PROMOTE_DUE = "UPDATE jobs SET state = 'pending' WHERE state = 'scheduled' AND run_at <= ?"
+_PROMOTE_DUE = """
+UPDATE jobs SET state = 'pending' WHERE state = 'scheduled' AND run_at <= ? RETURNING destination
+"""
 _CLAIM_FROM = """
 UPDATE jobs SET state = 'running', owner = :owner, claim_token = :token,
        lease_until = :lease_until, started_at = :now,
@@ -138,6 +141,7 @@ UPDATE jobs SET state = 'succeeded', result = o.value ->> 2, finished_at = :now,
 FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
   AND +jobs.owner = :owner AND +jobs.state = 'running'
+RETURNING jobs.destination
 """
 # A failure: dead when retry_at is null, else scheduled again. A snooze
 # (RetryAfter) gives the attempt back and counts a snooze instead.
@@ -155,6 +159,7 @@ UPDATE jobs SET
 FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
   AND (:owner IS NULL OR +jobs.owner = :owner) AND +jobs.state = 'running'
+RETURNING jobs.destination, jobs.state
 """
 _RELEASE = """
 UPDATE jobs SET state = 'pending', attempts = attempts - 1, owner = NULL, lease_until = NULL,
@@ -162,18 +167,44 @@ UPDATE jobs SET state = 'pending', attempts = attempts - 1, owner = NULL, lease_
 FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
   AND +jobs.owner = :owner AND +jobs.state = 'running'
+RETURNING jobs.destination
 """
 _RENEW = "UPDATE jobs SET lease_until = ? WHERE state = 'running' AND owner = ?"
 _EXPIRED = """
 SELECT json_group_array(json_array(id, task, destination, attempts, first_started_at))
 FROM jobs WHERE state = 'running' AND lease_until < ?
 """
-# Finished jobs are pruned oldest first, a window of the lowest ids at a time:
-# without an index on finish times, which every ack would pay to maintain, the
-# scan stays bounded. Finished rows are in no index, so deleting them is cheap.
+# Finished jobs are pruned a window of ids at a time, the windows walking the whole
+# table and wrapping around: without an index on finish times, which every ack would
+# pay to maintain, each scan stays bounded, and rows that stay (dead letters,
+# far-delayed jobs) never stop the walk. Finished rows are in no index, so deleting
+# them is cheap.
+_PRUNE_WINDOW_END = """
+SELECT max(id), count(*) FROM (SELECT id FROM jobs WHERE id > ? ORDER BY id LIMIT ?)
+"""
 _PRUNE = """
-DELETE FROM jobs WHERE id IN (SELECT id FROM jobs ORDER BY id LIMIT ?2)
-AND state IN ('succeeded', 'cancelled') AND finished_at < ?1
+DELETE FROM jobs WHERE id > ? AND id <= ?
+AND state IN ('succeeded', 'cancelled') AND finished_at < ?
+RETURNING destination, state
+"""
+_DUE_SCHEDULED = """
+SELECT destination, count(*), min(run_at) FROM jobs
+WHERE state = 'scheduled' AND run_at <= ? GROUP BY destination
+"""
+_RUNNING = """
+SELECT destination, started_at IS NOT NULL AND lease_until >= ?, count(*) FROM jobs
+WHERE state = 'running' GROUP BY 1, 2
+"""
+_TOP_PRIORITY = "SELECT max(priority) FROM jobs WHERE state = 'pending' AND destination = ?"
+_NEXT_PRIORITY = """
+SELECT max(priority) FROM jobs WHERE state = 'pending' AND destination = ? AND priority < ?
+"""
+_FIRST_AT_PRIORITY = """
+SELECT min(run_at) FROM jobs WHERE state = 'pending' AND destination = ? AND priority = ?
+"""
+_ADD_TO_COUNT = """
+INSERT INTO counts (destination, state, n) VALUES (?, ?, ?)
+ON CONFLICT (destination, state) DO UPDATE SET n = n + excluded.n
 """
 _PRUNE_WINDOW = 20_000
 _PRUNE_BATCHES = 5
@@ -196,6 +227,7 @@ UPDATE jobs SET state = CASE WHEN o.value ->> 1 <= :now THEN 'pending' ELSE 'sch
        finished_at = NULL
 FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.state = 'dead'
+RETURNING jobs.destination, jobs.state
 """
 LEASE_EXPIRED = (
     "LeaseExpired: the worker running this job stopped renewing its lease "
@@ -285,10 +317,16 @@ class SqliteJournal:
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._db: aiosqlite.Connection | None = None
         self._thread: ConnectionThread | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_thread: ConnectionThread | None = None
         self._writer: GroupCommit[sqlite3.Connection] = GroupCommit(
             self._execute_turn, description=path, lock_timeout=_is_lock_timeout
         )
         self._identity: Identity | None = None  # what the path named when opened
+        # The counts the running transaction changes (only the connection's thread
+        # touches it, inside a transaction).
+        self._deltas: Deltas = Counter()
+        self._prune_after = 0  # pruning walks the ids from here
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
         self._data_version: int | None = None
@@ -320,7 +358,27 @@ class SqliteJournal:
             await self._db.close()
             self._db = None
             raise self._translate(exc) from exc
+        if self.path != ":memory:":  # a second in-memory connection is another database
+            try:
+                await self._open_reader()
+            except BaseException:
+                await self._close_connections()
+                raise
         self._writer.start()
+
+    async def _open_reader(self) -> None:
+        try:
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(self.path, f"cannot open: {exc}") from exc
+        self._reader_thread = ConnectionThread(self._reader)
+
+        def prepare(conn: sqlite3.Connection) -> None:
+            conn.text_factory = _text
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            conn.execute("PRAGMA query_only = 1")
+
+        await self._reader_thread.run(prepare)
 
     async def close(self) -> None:
         if self._db is None:
@@ -328,11 +386,16 @@ class SqliteJournal:
         try:
             await self._writer.stop()
         finally:
-            db, self._db = self._db, None
-            thread, self._thread = self._thread, None
+            await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for thread, db in ((self._reader_thread, self._reader), (self._thread, self._db)):
             if thread is not None:
                 await thread.close()
-            await db.close()
+            if db is not None:
+                await db.close()
+        self._reader = self._db = None
+        self._reader_thread = self._thread = None
 
     async def _prepare_when_free(self) -> None:
         """Prepare the file, waiting out other processes that open it at the same time."""
@@ -421,6 +484,16 @@ class SqliteJournal:
             return JournalError(self.path, str(exc), transient=code in _TRANSIENT)
         return exc
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run a read on the read connection: WAL readers never wait for the writer,
+        and the writer never waits for them."""
+        if self._reader_thread is None:
+            return await self._run(fn)
+        try:
+            return await self._reader_thread.run(fn)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
     async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         if self._thread is None:
             raise JournalError(self.path, "the journal is not open")
@@ -442,12 +515,14 @@ class SqliteJournal:
             # no longer names would lose it silently (one stat, ~2 us per turn).
             check_identity(self.path, self._identity)
         conn.execute("BEGIN IMMEDIATE")
+        deltas = self._deltas = Counter()
         try:
             # Inserts first, so a claim in the same turn can take the jobs just written.
-            results = _insert_all(conn, turn.inserts)
+            results = _insert_all(conn, turn.inserts, deltas)
             for owner, outcomes in turn.outcomes.items():
-                _write_outcomes(conn, owner, outcomes)
+                _write_outcomes(conn, owner, outcomes, deltas)
             results.extend(call(conn) for call, _ in turn.calls)
+            _save_counts(conn, deltas)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -478,7 +553,8 @@ class SqliteJournal:
         token = next(self._tokens)
 
         def claim(conn: sqlite3.Connection) -> Claim:
-            conn.execute(_PROMOTE_DUE, (now,))
+            deltas = self._deltas
+            _moved(deltas, conn.execute(_PROMOTE_DUE, (now,)).fetchall(), "scheduled", "pending")
             remaining = limit
             params = {"owner": owner, "token": token, "lease_until": lease_until, "now": now}
             # Destinations take turns: start after the one served last, wrap around
@@ -508,6 +584,9 @@ class SqliteJournal:
                     break
             else:
                 self._cursor = ""
+            for destination, taken in taken_from.items():
+                deltas[destination, "pending"] -= taken
+                deltas[destination, "running"] += taken
             if remaining == limit:
                 return Claim([])
             booked: dict[str, Booked] = {}
@@ -560,20 +639,27 @@ class SqliteJournal:
                 (job.id, job.attempts, LEASE_EXPIRED, now if decide is None else decide(job), 0)
                 for job in expired
             ]
-            conn.execute(_FAIL, {"batch": json.dumps(batch), "now": now, "owner": None})
+            params = {"batch": json.dumps(batch), "now": now, "owner": None}
+            _moved(self._deltas, conn.execute(_FAIL, params).fetchall(), "running")
             return [(job, entry[3]) for job, entry in zip(expired, batch, strict=True)]
 
         return await self._enqueue_call(reclaim)  # type: ignore[no-any-return]
 
     async def cancel(self, job_id: int, now: float) -> JobState | None:
         def cancel(conn: sqlite3.Connection) -> JobState | None:
+            row = conn.execute(
+                "SELECT state, destination FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            state, destination = row
+            if state not in ("pending", "scheduled"):
+                return _PUBLIC_STATE[state]
             conn.execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ? "
-                "WHERE id = ? AND state IN ('pending', 'scheduled')",
-                (now, job_id),
+                "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
             )
-            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            return None if row is None else _PUBLIC_STATE[row[0]]
+            _moved(self._deltas, [(destination,)], state, "cancelled")
+            return JobState.CANCELLED
 
         return await self._enqueue_call(cancel)  # type: ignore[no-any-return]
 
@@ -584,7 +670,7 @@ class SqliteJournal:
             row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return None if row is None else _info(row)
 
-        return await self._run(get)  # type: ignore[no-any-return]
+        return await self._read(get)  # type: ignore[no-any-return]
 
     async def next_run_at(self) -> float | None:
         def next_run_at(conn: sqlite3.Connection) -> float | None:
@@ -593,7 +679,7 @@ class SqliteJournal:
             row = conn.execute("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'").fetchone()
             return row[0]  # type: ignore[no-any-return]
 
-        return await self._run(next_run_at)  # type: ignore[no-any-return]
+        return await self._read(next_run_at)  # type: ignore[no-any-return]
 
     def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
         """SQLite cannot tell one process of another's commit: polling it is."""
@@ -605,50 +691,23 @@ class SqliteJournal:
         return bool(changed)
 
     async def stats(self, now: float) -> JournalStats:
-        def stats(conn: sqlite3.Connection) -> JournalStats:
-            per: dict[str, dict[str, Any]] = {}
-            rows = conn.execute(
-                "SELECT destination, state, count(*), min(run_at), sum(run_at <= ?) FROM jobs "
-                "WHERE state IN ('pending', 'scheduled', 'running', 'dead') "
-                "GROUP BY destination, state",
-                (now,),
-            ).fetchall()
-            for dest, state, count, oldest, due in rows:
-                counts = per.setdefault(dest, {"pending": 0, "ready": 0, "running": 0, "dead": 0})
-                if state in ("pending", "scheduled"):
-                    counts["pending"] += count
-                    # A scheduled job whose time has come is ready, if not yet promoted.
-                    ready = count if state == "pending" else due
-                    if ready:
-                        counts["ready"] += ready
-                        earliest = counts.get("oldest_ready_at")
-                        counts["oldest_ready_at"] = (
-                            oldest if earliest is None else min(earliest, oldest)
-                        )
-                else:
-                    counts[state] = count
-            finished = dict(
-                conn.execute(
-                    "SELECT state, count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled') "
-                    "GROUP BY state"
-                ).fetchall()
-            )
-            return JournalStats(
-                destinations={d: DestinationCounts(**c) for d, c in sorted(per.items())},
-                succeeded=finished.get("succeeded", 0),
-                cancelled=finished.get("cancelled", 0),
-            )
-
-        return await self._run(stats)  # type: ignore[no-any-return]
+        return await self._read(lambda conn: _stats(conn, now))  # type: ignore[no-any-return]
 
     async def prune_finished(self, before: float) -> int:
         def prune(conn: sqlite3.Connection) -> int:
             deleted = 0
             for _ in range(_PRUNE_BATCHES):
-                count = conn.execute(_PRUNE, (before, _PRUNE_WINDOW)).rowcount
-                deleted += count
-                if count < _PRUNE_WINDOW // 2:
+                start = self._prune_after
+                end, size = conn.execute(_PRUNE_WINDOW_END, (start, _PRUNE_WINDOW)).fetchone()
+                # The last window wraps the walk around to the lowest ids.
+                self._prune_after = 0 if size < _PRUNE_WINDOW else end
+                if not size:
                     break
+                rows = conn.execute(_PRUNE, (start, end, before)).fetchall()
+                _moved(self._deltas, rows, None)
+                deleted += len(rows)
+                if len(rows) < _PRUNE_WINDOW // 2 or not self._prune_after:
+                    break  # past the old finished jobs, or the walk went round
             return deleted
 
         return await self._enqueue_call(prune)  # type: ignore[no-any-return]
@@ -663,7 +722,7 @@ class SqliteJournal:
                 for name, paused, hold, circuit, until, full in rows
             ]
 
-        return await self._run(load)  # type: ignore[no-any-return]
+        return await self._read(load)  # type: ignore[no-any-return]
 
     async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:
         rows = [(r.name, int(r.paused), r.hold_until, r.circuit, r.circuit_until) for r in records]
@@ -695,7 +754,7 @@ class SqliteJournal:
             ).fetchall()
             return [_info(row) for row in rows]
 
-        return await self._run(dead)  # type: ignore[no-any-return]
+        return await self._read(dead)  # type: ignore[no-any-return]
 
     async def redrive(
         self,
@@ -706,9 +765,10 @@ class SqliteJournal:
         spacing: float = 0.0,
     ) -> int:
         def redrive(conn: sqlite3.Connection) -> int:
-            chosen = _select_dead(conn, ids, destination, None)
+            chosen = _keys_free(conn, _select_dead(conn, ids, destination, None))
             batch = json.dumps([[job_id, now + i * spacing] for i, job_id in enumerate(chosen)])
-            return conn.execute(_REDRIVE, {"batch": batch, "now": now}).rowcount
+            rows = conn.execute(_REDRIVE, {"batch": batch, "now": now}).fetchall()
+            return _moved(self._deltas, rows, "dead")
 
         return await self._enqueue_call(redrive)  # type: ignore[no-any-return]
 
@@ -717,10 +777,12 @@ class SqliteJournal:
     ) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             chosen = _select_dead(conn, ids, destination, before)
-            return conn.execute(
-                "DELETE FROM jobs WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?))",
+            rows = conn.execute(
+                "DELETE FROM jobs WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?)) "
+                "RETURNING destination, state",
                 (json.dumps(chosen),),
-            ).rowcount
+            ).fetchall()
+            return _moved(self._deltas, rows, None)
 
         return await self._enqueue_call(purge)  # type: ignore[no-any-return]
 
@@ -747,6 +809,58 @@ def _book(
     }
     conn.executemany(_SAVE_BUCKET, [(name, b[1]) for name, b in booked.items()])
     return booked
+
+
+def _stats(conn: sqlite3.Connection, now: float) -> JournalStats:
+    """Jobs per destination and state, from the counts the writer keeps, and the few
+    rows that counts cannot tell apart: running jobs, due scheduled ones, the age of
+    each destination's oldest ready job. Nothing here scans the backlog."""
+    per: dict[str, dict[str, Any]] = {}
+
+    def of(destination: str) -> dict[str, Any]:
+        return per.setdefault(destination, {})
+
+    for destination, state, n in conn.execute("SELECT destination, state, n FROM counts"):
+        if n and state != "running":
+            of(destination)["ready" if state == "pending" else state] = n
+    # Scheduled jobs whose time has come are ready, if not promoted yet (bounded:
+    # every claim promotes them).
+    for destination, n, oldest in conn.execute(_DUE_SCHEDULED, (now,)):
+        counts = of(destination)
+        counts["ready"] = counts.get("ready", 0) + n
+        counts["scheduled"] = counts.get("scheduled", 0) - n
+        counts["oldest_ready_at"] = oldest
+    for destination, started, n in conn.execute(_RUNNING, (now,)):
+        of(destination)["running" if started else "claimed"] = n
+    for (destination,) in conn.execute("SELECT destination FROM ready_destinations"):
+        oldest = _oldest_ready(conn, destination)
+        if oldest is not None:
+            counts = of(destination)
+            earlier = counts.get("oldest_ready_at")
+            counts["oldest_ready_at"] = oldest if earlier is None else min(earlier, oldest)
+    for name, paused, hold, circuit, circuit_until in conn.execute(
+        "SELECT name, paused, hold_until, circuit, circuit_until FROM destinations "
+        "WHERE paused OR hold_until > ?1 OR circuit != 'closed'",
+        (now,),
+    ):
+        counts = of(name)
+        counts["paused"] = bool(paused)
+        counts["held_until"] = hold if hold > now else None
+        counts["circuit"] = circuit
+        counts["circuit_until"] = circuit_until if circuit != "closed" else None
+    return JournalStats({d: DestinationCounts(**c) for d, c in sorted(per.items())})
+
+
+def _oldest_ready(conn: sqlite3.Connection, destination: str) -> float | None:
+    """The earliest `run_at` among a destination's ready jobs: one index seek per
+    priority level in use, not a scan of the destination's backlog."""
+    oldest: float | None = None
+    (priority,) = conn.execute(_TOP_PRIORITY, (destination,)).fetchone()
+    while priority is not None:
+        (first,) = conn.execute(_FIRST_AT_PRIORITY, (destination, priority)).fetchone()
+        oldest = first if oldest is None else min(oldest, first)
+        (priority,) = conn.execute(_NEXT_PRIORITY, (destination, priority)).fetchone()
+    return oldest
 
 
 def _select_dead(
@@ -787,6 +901,7 @@ def _ready_destinations(conn: sqlite3.Connection, start: str, chunk: int) -> Ite
 def _insert_all(
     conn: sqlite3.Connection,
     inserts: Sequence[tuple[Sequence[NewJob] | NewBatch, float, object]],
+    deltas: Deltas,
 ) -> list[Any]:
     """Every insert of a turn; one result per insert, in order."""
     results: list[Any] = [None] * len(inserts)
@@ -794,10 +909,12 @@ def _insert_all(
     for index, (jobs, now, _) in enumerate(inserts):
         if isinstance(jobs, NewBatch):
             results[index] = _insert_batch(conn, jobs, now)
+            state = "pending" if jobs.run_at <= now else "scheduled"
+            deltas[jobs.destination, state] += jobs.job_count
         elif any(job.key is not None for job in jobs):
             # The rare path: keyed jobs go one at a time, so a key repeated within
             # one call also finds the job inserted a moment before.
-            results[index] = [_insert_keyed(conn, job, now) for job in jobs]
+            results[index] = [_insert_keyed(conn, job, now, deltas) for job in jobs]
         else:
             merged.append(index)
     if merged:
@@ -806,6 +923,12 @@ def _insert_all(
             for index in merged
             for j in cast(Sequence[NewJob], inserts[index][0])
         ]
+        for index in merged:
+            at = inserts[index][1]
+            deltas.update(
+                (j.destination, "pending" if j.run_at <= at else "scheduled")
+                for j in cast(Sequence[NewJob], inserts[index][0])
+            )
         ids = iter(_inserted_ids(conn.execute(_INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows)))
         for index in merged:
             jobs = cast(Sequence[NewJob], inserts[index][0])
@@ -849,7 +972,7 @@ def _inserted_ids(cursor: sqlite3.Cursor, count: int) -> range:
     return range(last - count + 1, last + 1)
 
 
-def _insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float) -> Inserted:
+def _insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float, deltas: Deltas) -> Inserted:
     if job.key is not None:
         row = conn.execute(_FIND_LIVE_KEY, (job.key,)).fetchone()
         if row is not None:
@@ -869,18 +992,73 @@ def _insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float) -> Inserted
         ),
     )
     assert cursor.lastrowid is not None
+    deltas[job.destination, "pending" if job.run_at <= now else "scheduled"] += 1
     return Inserted(cursor.lastrowid, True)
 
 
-def _write_outcomes(conn: sqlite3.Connection, owner: str, outcomes: Outcomes) -> None:
+def _write_outcomes(
+    conn: sqlite3.Connection, owner: str, outcomes: Outcomes, deltas: Deltas
+) -> None:
     now = outcomes.now
     if outcomes.complete:
         batch = json.dumps(outcomes.complete)
-        conn.execute(_COMPLETE, {"batch": batch, "owner": owner, "now": now})
+        rows = conn.execute(_COMPLETE, {"batch": batch, "owner": owner, "now": now}).fetchall()
+        _moved(deltas, rows, "running", "succeeded")
     if outcomes.fail:
-        conn.execute(_FAIL, {"batch": json.dumps(outcomes.fail), "owner": owner, "now": now})
+        params = {"batch": json.dumps(outcomes.fail), "owner": owner, "now": now}
+        _moved(deltas, conn.execute(_FAIL, params).fetchall(), "running")
     if outcomes.release:
-        conn.execute(_RELEASE, {"batch": json.dumps(outcomes.release), "owner": owner})
+        params = {"batch": json.dumps(outcomes.release), "owner": owner}
+        _moved(deltas, conn.execute(_RELEASE, params).fetchall(), "running", "pending")
+
+
+#: Jobs moved in one transaction: (destination, state) -> change in count.
+Deltas = Counter[tuple[str, str]]
+
+
+def _moved(deltas: Deltas, rows: list[Any], old: str | None, new: str | None = None) -> int:
+    """Count the rows a statement moved out of state `old` (None: inserted) into
+    `new` (None: the row's second column, or deleted when it has none and `old`
+    is given). Each row starts with the job's destination. Returns how many."""
+    for row, count in Counter(rows).items():
+        destination = row[0]
+        if old is not None:
+            deltas[destination, old] -= count
+        else:
+            deltas[destination, row[1]] -= count  # deleted from the state it had
+            continue
+        deltas[destination, new or row[1]] += count
+    return len(rows)
+
+
+def _save_counts(conn: sqlite3.Connection, deltas: Deltas) -> None:
+    changes = [(d, state, n) for (d, state), n in deltas.items() if n]
+    if changes:
+        conn.executemany(_ADD_TO_COUNT, changes)
+
+
+def _keys_free(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
+    """The jobs among `ids` (dead ones, about to be redriven) whose key no live job
+    holds: a key names one live job at a time, so the others stay dead. Of two with
+    the same key, the older goes."""
+    rows = conn.execute(
+        "SELECT id, key, EXISTS (SELECT 1 FROM jobs AS live WHERE live.key = dead.key "
+        "AND live.state IN ('pending', 'scheduled', 'running')) "
+        "FROM jobs AS dead WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        (json.dumps(ids),),
+    ).fetchall()
+    free, taken = [], set()
+    for job_id, key, held in rows:
+        if key is not None:
+            if held or key in taken:
+                continue
+            taken.add(key)
+        free.append(job_id)
+    if len(free) < len(ids):
+        log.warning(
+            "redrive: %d dead job(s) stay dead: a live job holds their key", len(ids) - len(free)
+        )
+    return free
 
 
 def _is_lock_timeout(exc: BaseException) -> bool:

@@ -295,3 +295,125 @@ async def test_concurrent_single_inserts_share_one_statement_and_keep_their_ids(
     for i, (first, second) in enumerate(results[:50]):
         assert claimed[first.id] == i
         assert claimed[second.id] == i + 1000
+
+
+async def assert_stats_agree_with_the_jobs(journal: Journal, ids: list[int], now: float) -> None:
+    """What stats() says per destination is what the jobs themselves say."""
+    expected: dict[str, dict[str, int]] = {}
+    for job_id in ids:
+        info = await journal.get(job_id)
+        if info is None:
+            continue
+        state = info.state.value
+        if info.state is JobState.PENDING:
+            state = "ready" if info.run_at <= now else "scheduled"
+        elif info.state is JobState.RUNNING:
+            state = "in_flight"
+        counts = expected.setdefault(info.destination, {})
+        counts[state] = counts.get(state, 0) + 1
+    stats = await journal.stats(now)
+    seen = {
+        name: {
+            state: n
+            for state, n in (
+                ("ready", c.ready),
+                ("scheduled", c.scheduled),
+                ("in_flight", c.claimed + c.running),
+                ("succeeded", c.succeeded),
+                ("dead", c.dead),
+                ("cancelled", c.cancelled),
+            )
+            if n
+        }
+        for name, c in stats.destinations.items()
+    }
+    assert {k: v for k, v in seen.items() if v} == expected
+
+
+async def test_stats_follow_every_move_a_job_can_make(journal: Journal) -> None:
+    ids: list[int] = []
+    inserted = await journal.insert_many(
+        [new(i) for i in range(6)]
+        + [NewJob("t", "{}", "crm", 0, NOW), NewJob("t", "{}", "crm", 0, NOW + 50)],
+        NOW,
+    )
+    ids += [r.id for r in inserted]
+    ids += list(await journal.insert_batch(batch([{"b": i} for i in range(3)]), NOW))
+    ids += [r.id for r in await journal.insert_many([new(9, key="k")], NOW)]
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+
+    done, retried, dead, released = await claim(journal, limit=4)
+    await journal.record_outcomes(
+        "a",
+        NOW,
+        succeeded=[Succeeded(done.id, done.attempts, "1")],
+        failed=[
+            Failed(retried.id, retried.attempts, "E", NOW + 10),
+            Failed(dead.id, dead.attempts, "E", None),
+        ],
+        released=[Released(released.id, released.attempts)],
+    )
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+
+    cancelled = next(i for i in ids if i not in {done.id, retried.id, dead.id, released.id})
+    assert await journal.cancel(cancelled, NOW) is JobState.CANCELLED
+    crashed = await claim(journal, "b", limit=2)
+    assert len(crashed) == 2
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + 1)
+    assert len(await journal.reclaim_expired(NOW + LEASE + 1)) == 2
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + LEASE + 1)
+
+    assert await journal.redrive(ids=[dead.id], destination=None, now=NOW + 40) == 1
+    (again,) = [j for j in await claim(journal, "c", now=NOW + 41) if j.id == dead.id]
+    await journal.record_outcomes(
+        "c", NOW + 41, failed=[Failed(again.id, again.attempts, "E", None)]
+    )
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + 60)
+    assert await journal.purge(ids=[dead.id], destination=None, before=None) == 1
+    assert await journal.prune_finished(NOW + 100) >= 2  # the succeeded and the cancelled
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + 100)
+
+
+async def test_a_scheduled_job_holds_its_key(journal: Journal) -> None:
+    (first,) = await journal.insert_many([new(0, run_at=NOW + 60, key="k")], NOW)
+    (again,) = await journal.insert_many([new(1, key="k")], NOW)
+    assert again == (first.id, False)
+
+
+async def test_redrive_leaves_dead_a_job_whose_key_a_live_job_holds(journal: Journal) -> None:
+    (old,) = await journal.insert_many([new(0, key="k")], NOW)
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, failed=[Failed(job.id, job.attempts, "E", None)])
+    (live,) = await journal.insert_many([new(1, key="k")], NOW)
+    assert live.created
+    assert await journal.redrive(ids=[old.id], destination=None, now=NOW) == 0
+    info = await journal.get(old.id)
+    assert info is not None
+    assert info.state is JobState.DEAD
+    # Every claim still works (a collision used to fail them all).
+    (running,) = await claim(journal)
+    assert running.id == live.id
+    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(live.id, running.attempts, "1")])
+    # Once the key is free again, the dead job can go.
+    assert await journal.redrive(ids=None, destination="default", now=NOW) == 1
+
+
+async def test_pruning_reaches_finished_jobs_behind_many_dead_ones(journal: Journal) -> None:
+    dead = await journal.insert_batch(batch([{"d": i} for i in range(25_000)]), NOW)
+    for start in range(0, 25_000, 5_000):
+        jobs = await claim(journal, limit=5_000)
+        assert len(jobs) == 5_000, start
+        await journal.record_outcomes(
+            "a", NOW, failed=[Failed(j.id, j.attempts, "E", None) for j in jobs]
+        )
+    done = await journal.insert_batch(batch([{"s": i} for i in range(1_000)]), NOW)
+    jobs = await claim(journal, limit=1_000)
+    await journal.record_outcomes(
+        "a", NOW, succeeded=[Succeeded(j.id, j.attempts, "null") for j in jobs]
+    )
+    pruned = 0
+    for _ in range(10):  # each call walks a bounded part of the table
+        pruned += await journal.prune_finished(NOW + 1)
+    assert pruned == 1_000
+    assert await journal.get(done[0]) is None
+    assert await journal.get(dead[0]) is not None

@@ -148,4 +148,66 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_jobs(tmp_path: Path
     finally:
         await journal.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+async def test_a_version_2_journal_with_a_key_held_twice_keeps_both_jobs(tmp_path: Path) -> None:
+    # Before version 3 a scheduled job was outside the unique index, so two live
+    # jobs could share a key. Migrating keeps both jobs; the older keeps the key.
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as conn:
+        MIGRATIONS[0](conn)
+        MIGRATIONS[1](conn)
+        conn.execute("PRAGMA user_version = 2")
+        for state, run_at in (("scheduled", NOW + 60), ("pending", NOW)):
+            conn.execute(
+                "INSERT INTO jobs (task, payload, destination, key, state, created_at, run_at) "
+                "VALUES ('t', '{}', 'crm', 'k', ?, ?, ?)",
+                (state, NOW, run_at),
+            )
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    try:
+        first, second = [await journal.get(i) for i in (1, 2)]
+        assert first is not None
+        assert second is not None
+        assert (first.key, second.key) == ("k", None)
+        stats = await journal.stats(NOW)
+        assert (stats.destinations["crm"].ready, stats.destinations["crm"].scheduled) == (1, 1)
+    finally:
+        await journal.close()
+
+
+def test_the_key_lookup_and_the_stats_use_indexes_not_scans(tmp_path: Path) -> None:
+    from asyncq._journal import _sqlite
+
+    path = tmp_path / "plan.db"
+    asyncio.run(_open_and_close(path))
+    queries = {
+        name: getattr(_sqlite, name)
+        for name in (
+            "_FIND_LIVE_KEY",
+            "_DUE_SCHEDULED",
+            "_RUNNING",
+            "_TOP_PRIORITY",
+            "_NEXT_PRIORITY",
+            "_FIRST_AT_PRIORITY",
+            "_EXPIRED",
+        )
+    }
+    with sqlite3.connect(path) as conn:
+        for name, sql in queries.items():
+            plan = " ".join(
+                row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [1] * sql.count("?"))
+            )
+            assert "USING INDEX" in plan, (name, plan)
+            assert "SCAN jobs " not in plan.replace("SCAN jobs USING INDEX jobs_running", ""), (
+                name,
+                plan,
+            )
+
+
+async def _open_and_close(path: Path) -> None:
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    await journal.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
 from asyncq import JobState, PayloadError, Rate
 from asyncq._journal import (
     ClaimLimits,
+    DestinationRecord,
     Failed,
     Journal,
     NewBatch,
@@ -417,3 +419,61 @@ async def test_pruning_reaches_finished_jobs_behind_many_dead_ones(journal: Jour
     assert pruned == 1_000
     assert await journal.get(done[0]) is None
     assert await journal.get(dead[0]) is not None
+
+
+async def test_destinations_are_saved_and_loaded(journal: Journal) -> None:
+    record = DestinationRecord("crm", paused=True, hold_until=NOW + 5, circuit="open")
+    await journal.save_destinations([record])
+    (loaded,) = await journal.load_destinations()
+    assert (loaded.name, loaded.paused, loaded.hold_until, loaded.circuit) == (
+        "crm",
+        True,
+        NOW + 5,
+        "open",
+    )
+    # A hold never moves back: the later of the two is kept.
+    await journal.save_destinations([DestinationRecord("crm", hold_until=NOW + 1)])
+    (loaded,) = await journal.load_destinations()
+    assert (loaded.paused, loaded.hold_until) == (False, NOW + 5)
+    stats = await journal.stats(NOW)
+    assert stats.destinations["crm"].held_until == NOW + 5
+
+
+async def test_dead_letters_come_newest_first_and_filter(journal: Journal) -> None:
+    inserted = await journal.insert_many([new(0), new(1), NewJob("t", "{}", "crm", 0, NOW)], NOW)
+    jobs = await claim(journal)
+    for offset, job in enumerate(jobs):
+        await journal.record_outcomes(
+            "a", NOW + offset, failed=[Failed(job.id, job.attempts, f"E{offset}", None)]
+        )
+    everything = await journal.dead_letters(destination=None, since=None, limit=10)
+    assert [d.id for d in everything] == [r.id for r in reversed(inserted)]
+    only_default = await journal.dead_letters(destination="default", since=None, limit=10)
+    assert {d.destination for d in only_default} == {"default"}
+    assert len(await journal.dead_letters(destination=None, since=NOW + 1, limit=10)) == 2
+    assert len(await journal.dead_letters(destination=None, since=None, limit=1)) == 1
+
+
+async def test_changed_elsewhere_tells_of_another_writer(journal: Journal) -> None:
+    seen: list[bool] = []
+    journal.on_change_elsewhere(lambda: seen.append(True))  # may never be called (SQLite)
+    await journal.changed_elsewhere()  # the baseline
+    await journal.insert_many([new()], NOW)
+    assert not await journal.changed_elsewhere()  # its own write is not news
+    other = type(journal)(journal.description)  # type: ignore[call-arg]
+    await other.open()
+    try:
+        await other.insert_many([new()], NOW)
+    finally:
+        await other.close()
+    assert await journal.changed_elsewhere()
+    assert seen in ([], [True])
+    journal.on_change_elsewhere(None)
+
+
+def test_the_contract_suite_calls_every_method_of_the_interface() -> None:
+    here = Path(__file__).parent
+    source = (here / "test_contract.py").read_text() + (here / "conftest.py").read_text()
+    methods = [name for name, value in vars(Journal).items() if callable(value)]
+    missing = [name for name in methods if not name.startswith("_") and f".{name}(" not in source]
+    assert missing == []

@@ -230,7 +230,35 @@ async def measure_big_backlog(path: str, sync: Sync, pending: int, n: int) -> Fi
         ran = time.perf_counter()
     peak = peak_rss_mb()
     await check_handed_back(path, sync, pending, n)
-    return {"rate": n / (ran - start), "peak_rss_mb": peak, "baseline_rss_mb": baseline}
+    stats_figures = await measure_stats(path, sync)
+    return {
+        "rate": n / (ran - start),
+        "peak_rss_mb": peak,
+        "baseline_rss_mb": baseline,
+        **stats_figures,
+    }
+
+
+async def measure_stats(path: str, sync: Sync) -> Figures:
+    """4c. On the big journal: how long stats() takes, and how long a submit waits
+    while stats() runs (the submits loop until stats() returns)."""
+    async with noop_queue(path, sync, Countdown(1), concurrency=0) as queue:
+        await queue.stats()  # warm the read connection's cache
+        waits: list[float] = []
+        stats_ms: list[float] = []
+        for _ in range(5):
+            start = time.perf_counter()
+            reading = asyncio.ensure_future(queue.stats())
+            while not reading.done():
+                submitted = time.perf_counter()
+                await queue.submit(TASK_NAME, i=-1)
+                waits.append(time.perf_counter() - submitted)
+            await reading
+            stats_ms.append((time.perf_counter() - start) * 1000)
+    return {
+        "stats_ms": statistics.median(stats_ms),
+        "submit_during_stats_max_ms": max(waits) * 1000,
+    }
 
 
 async def check_handed_back(path: str, sync: Sync, pending: int, n: int) -> None:
@@ -435,6 +463,13 @@ def metrics(sizes: Sizes) -> list[Metric]:
             Target("<", 150, full_size_only=True),
         ),
         Metric("big_backlog", "rate", "   processing jobs/s", "{:,.0f}"),
+        Metric("big_backlog", "stats_ms", "   stats() on that journal: ms", "{:.1f}"),
+        Metric(
+            "big_backlog",
+            "submit_during_stats_max_ms",
+            "   a submit during stats(): max ms",
+            "{:.1f}",
+        ),
     ]
 
 

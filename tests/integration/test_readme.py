@@ -25,8 +25,19 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "returned 200" in done.stdout
-    assert "4 jobs succeeded" in done.stdout
-    assert (tmp_path / "quickstart.db").exists()
+    assert "4 jobs succeeded in this run" in done.stdout
+    assert "the journal holds 4 succeeded and 0 pending jobs" in done.stdout
+    assert list(tmp_path.iterdir()) == []  # no journal left in the working directory
+
+
+def test_the_quickstart_reports_the_same_counts_when_run_again(tmp_path: Path) -> None:
+    script = ROOT / "examples" / "quickstart.py"
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert "the journal holds 4 succeeded and 0 pending jobs" in done.stdout
 
 
 def test_the_readme_test_command_is_what_ci_runs() -> None:

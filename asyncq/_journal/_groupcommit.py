@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .._errors import JournalError
-from ._base import Failed, NewBatch, NewJob, Released, Started, Succeeded
+from ._base import Failed, Inserted, NewBatch, NewJob, Released, Started, Succeeded
 
 log = logging.getLogger("asyncq.journal")
 
 C = TypeVar("C")  # the backend's connection
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -143,15 +144,22 @@ class GroupCommit(Generic[C]):
 
     # -- what callers hand the writer ----------------------------------------
 
-    def call(self, fn: Call[C]) -> asyncio.Future[Any]:
+    def call(self, fn: Callable[[C], T]) -> asyncio.Future[T]:
         """Run `fn(connection)` inside the next turn's transaction."""
-        future = self._new_future()
+        future: asyncio.Future[T] = self._new_future()
         self._turn.calls.append((fn, future))
         return future
 
-    def insert(self, jobs: Sequence[NewJob] | NewBatch, now: float) -> asyncio.Future[Any]:
-        future = self._new_future()
+    def insert_jobs(self, jobs: Sequence[NewJob], now: float) -> asyncio.Future[list[Inserted]]:
+        """Insert jobs in the next turn: one `Inserted` per job, in order."""
+        future: asyncio.Future[list[Inserted]] = self._new_future()
         self._turn.inserts.append((jobs, now, future))
+        return future
+
+    def insert_batch(self, batch: NewBatch, now: float) -> asyncio.Future[Sequence[int]]:
+        """Insert a `submit_many` batch in the next turn: the new ids, in order."""
+        future: asyncio.Future[Sequence[int]] = self._new_future()
+        self._turn.inserts.append((batch, now, future))
         return future
 
     def record(
@@ -162,8 +170,8 @@ class GroupCommit(Generic[C]):
         succeeded: Sequence[Succeeded],
         failed: Sequence[Failed],
         released: Sequence[Released],
-    ) -> asyncio.Future[Any]:
-        future = self._new_future()
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = self._new_future()
         outcomes = self._turn.outcomes.setdefault(owner, Outcomes())
         outcomes.now = max(outcomes.now, now)
         outcomes.started.extend(started)

@@ -18,7 +18,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
 
@@ -51,6 +51,7 @@ from ._sqlite_file import Identity, check_identity, identity, prepare_file
 from ._thread import ConnectionThread
 
 log = logging.getLogger("asyncq.journal")
+T = TypeVar("T")
 
 MIN_SQLITE = (3, 35, 0)
 _MIN_SHARE = 16  # jobs a claim takes at least from each destination that has them
@@ -484,7 +485,7 @@ class SqliteJournal:
             return JournalError(self.path, str(exc), transient=code in _TRANSIENT)
         return exc
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read on the read connection: WAL readers never wait for the writer,
         and the writer never waits for them."""
         if self._reader_thread is None:
@@ -494,7 +495,7 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
             raise JournalError(self.path, "the journal is not open")
         try:
@@ -502,11 +503,11 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    def _enqueue_call(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+    def _enqueue_call(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         return self._writer.call(fn)
 
     async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
-        return await self._run(lambda conn: self._transaction(conn, turn))  # type: ignore[no-any-return]
+        return await self._run(lambda conn: self._transaction(conn, turn))
 
     def _transaction(self, conn: sqlite3.Connection, turn: Turn[sqlite3.Connection]) -> list[Any]:
         """One turn of the writer, run on the connection thread."""
@@ -535,12 +536,12 @@ class SqliteJournal:
     async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
         if not jobs:
             return []
-        return await self._writer.insert(jobs, now)  # type: ignore[no-any-return]
+        return await self._writer.insert_jobs(jobs, now)
 
     async def insert_batch(self, batch: NewBatch, now: float) -> Sequence[int]:
         if not batch.job_count:
             return range(0)
-        return await self._writer.insert(batch, now)  # type: ignore[no-any-return]
+        return await self._writer.insert_batch(batch, now)
 
     async def claim(
         self,
@@ -601,7 +602,7 @@ class SqliteJournal:
                 _isolate_broken_text(jobs)
             return Claim(jobs, booked)
 
-        return await self._enqueue_call(claim)  # type: ignore[no-any-return]
+        return await self._enqueue_call(claim)
 
     async def record_outcomes(
         self,
@@ -622,7 +623,7 @@ class SqliteJournal:
         await self._writer.record(owner, now, started, succeeded, failed, released)
 
     async def renew(self, owner: str, lease_until: float) -> int:
-        return await self._enqueue_call(  # type: ignore[no-any-return]
+        return await self._enqueue_call(
             lambda conn: conn.execute(_RENEW, (lease_until, owner)).rowcount
         )
 
@@ -643,7 +644,7 @@ class SqliteJournal:
             _moved(self._deltas, conn.execute(_FAIL, params).fetchall(), "running")
             return [(job, entry[3]) for job, entry in zip(expired, batch, strict=True)]
 
-        return await self._enqueue_call(reclaim)  # type: ignore[no-any-return]
+        return await self._enqueue_call(reclaim)
 
     async def cancel(self, job_id: int, now: float) -> JobState | None:
         def cancel(conn: sqlite3.Connection) -> JobState | None:
@@ -661,7 +662,7 @@ class SqliteJournal:
             _moved(self._deltas, [(destination,)], state, "cancelled")
             return JobState.CANCELLED
 
-        return await self._enqueue_call(cancel)  # type: ignore[no-any-return]
+        return await self._enqueue_call(cancel)
 
     # -- reads ------------------------------------------------------------
 
@@ -670,16 +671,18 @@ class SqliteJournal:
             row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return None if row is None else _info(row)
 
-        return await self._read(get)  # type: ignore[no-any-return]
+        return await self._read(get)
 
     async def next_run_at(self) -> float | None:
         def next_run_at(conn: sqlite3.Connection) -> float | None:
             if conn.execute("SELECT 1 FROM jobs WHERE state = 'pending' LIMIT 1").fetchone():
                 return float("-inf")
-            row = conn.execute("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'").fetchone()
-            return row[0]  # type: ignore[no-any-return]
+            (due,) = conn.execute(
+                "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'"
+            ).fetchone()
+            return None if due is None else float(due)
 
-        return await self._read(next_run_at)  # type: ignore[no-any-return]
+        return await self._read(next_run_at)
 
     def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
         """SQLite cannot tell one process of another's commit: polling it is."""
@@ -691,7 +694,7 @@ class SqliteJournal:
         return bool(changed)
 
     async def stats(self, now: float) -> JournalStats:
-        return await self._read(lambda conn: _stats(conn, now))  # type: ignore[no-any-return]
+        return await self._read(lambda conn: _stats(conn, now))
 
     async def prune_finished(self, before: float) -> int:
         def prune(conn: sqlite3.Connection) -> int:
@@ -710,7 +713,7 @@ class SqliteJournal:
                     break  # past the old finished jobs, or the walk went round
             return deleted
 
-        return await self._enqueue_call(prune)  # type: ignore[no-any-return]
+        return await self._enqueue_call(prune)
 
     async def load_destinations(self) -> list[DestinationRecord]:
         def load(conn: sqlite3.Connection) -> list[DestinationRecord]:
@@ -722,7 +725,7 @@ class SqliteJournal:
                 for name, paused, hold, circuit, until, full in rows
             ]
 
-        return await self._read(load)  # type: ignore[no-any-return]
+        return await self._read(load)
 
     async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:
         rows = [(r.name, int(r.paused), r.hold_until, r.circuit, r.circuit_until) for r in records]
@@ -738,9 +741,7 @@ class SqliteJournal:
     ) -> dict[str, Booked]:
         if not wants:
             return {}
-        return await self._enqueue_call(  # type: ignore[no-any-return]
-            lambda conn: _book(conn, wants, rates, clock, horizon)
-        )
+        return await self._enqueue_call(lambda conn: _book(conn, wants, rates, clock, horizon))
 
     async def dead_letters(
         self, *, destination: str | None, since: float | None, limit: int
@@ -754,7 +755,7 @@ class SqliteJournal:
             ).fetchall()
             return [_info(row) for row in rows]
 
-        return await self._read(dead)  # type: ignore[no-any-return]
+        return await self._read(dead)
 
     async def redrive(
         self,
@@ -770,7 +771,7 @@ class SqliteJournal:
             rows = conn.execute(_REDRIVE, {"batch": batch, "now": now}).fetchall()
             return _moved(self._deltas, rows, "dead")
 
-        return await self._enqueue_call(redrive)  # type: ignore[no-any-return]
+        return await self._enqueue_call(redrive)
 
     async def purge(
         self, *, ids: Sequence[int] | None, destination: str | None, before: float | None
@@ -784,7 +785,7 @@ class SqliteJournal:
             ).fetchall()
             return _moved(self._deltas, rows, None)
 
-        return await self._enqueue_call(purge)  # type: ignore[no-any-return]
+        return await self._enqueue_call(purge)
 
 
 def _book(

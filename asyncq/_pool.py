@@ -27,7 +27,7 @@ from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
 from ._errors import PermanentFailure, RetryAfter
-from ._journal import ClaimedJob, Failed, Journal, Released, Succeeded
+from ._journal import ClaimedJob, Failed, Journal, Released, Started, Succeeded
 from ._tasks import TaskRegistry
 
 log = logging.getLogger("asyncq.pool")
@@ -148,6 +148,10 @@ class WorkerPool:
         if timeout is None:
             timeout = self._default_timeout
         self._running[job.id] = job
+        # The start is written with the next outcomes if the job still runs then, so
+        # that a crash charges an attempt to this job (see Journal.reclaim_expired).
+        job.started_at = self._clock.now()
+        self._have_outcomes.set()
         self._deadlines.start(job.id, current, timeout)
         try:
             value = await task.fn(**payload)
@@ -157,7 +161,7 @@ class WorkerPool:
             elif current.cancelling():
                 # This worker is being cancelled (shutdown deadline): the job goes
                 # back to the journal unfinished and runs again later.
-                self._released.append(Released(job.id, job.attempts))
+                self._released.append(Released(job.id, job.token))
                 self._have_outcomes.set()
                 raise
             else:
@@ -171,7 +175,7 @@ class WorkerPool:
             if self._deadlines.finish(job.id):  # it swallowed our cancellation
                 self._overran(job, state, timeout)
                 return
-            self._done.append(Succeeded(job.id, job.attempts, encode_result(value)))
+            self._done.append(Succeeded(job.id, job.token, encode_result(value), job.started_at))
             self._have_outcomes.set()
             if state.consecutive_failures or state.circuit != CircuitState.CLOSED:
                 self._circuit(state, failed=False)
@@ -180,7 +184,7 @@ class WorkerPool:
 
     def _bury(self, job: ClaimedJob, error: str) -> None:
         """Dead at once, without a policy: no retry could ever run this job."""
-        self._failed.append(Failed(job.id, job.attempts, error, None))
+        self._failed.append(Failed(job.id, job.token, error, None))
         self._have_outcomes.set()
 
     def _overran(self, job: ClaimedJob, state: DestinationState, timeout: float | None) -> None:
@@ -193,10 +197,10 @@ class WorkerPool:
         error = describe_error(exc)
         if isinstance(exc, PermanentFailure):
             # The receiver answered, and said no: no retry, and not a sign it is down.
-            record = Failed(job.id, job.attempts, error, None)
+            record = Failed(job.id, job.token, error, None, 0, job.started_at)
         elif isinstance(exc, RetryAfter) and job.snoozes < policy.max_snoozes:
             until = now + exc.seconds
-            record = Failed(job.id, job.attempts, error, until, snoozed=1)
+            record = Failed(job.id, job.token, error, until, 1, job.started_at)
             if until > state.hold_until:
                 state.hold_until = until
                 self._on_destination_change(state)
@@ -204,10 +208,10 @@ class WorkerPool:
             retry_at = policy.decide(
                 attempt=job.attempts,
                 error=exc,
-                first_attempt_at=job.first_started_at,
+                first_attempt_at=job.first_started_at or job.started_at or now,
                 now=now,
             )
-            record = Failed(job.id, job.attempts, error, retry_at)
+            record = Failed(job.id, job.token, error, retry_at, 0, job.started_at)
             self._circuit(state, failed=True)
         self._failed.append(record)
         self._have_outcomes.set()
@@ -219,7 +223,7 @@ class WorkerPool:
 
     def release(self, jobs: list[ClaimedJob]) -> None:
         """Hand claimed-but-unstarted jobs back to the journal."""
-        self._released.extend(Released(job.id, job.attempts) for job in jobs)
+        self._released.extend(Released(job.id, job.token) for job in jobs)
         self._have_outcomes.set()
 
     async def write_outcomes(self) -> None:
@@ -228,18 +232,34 @@ class WorkerPool:
             await self._have_outcomes.wait()
             await self.flush()
 
+    def _unwritten_starts(self) -> list[Started]:
+        """Starts of running jobs not yet written (a finished job's outcome carries
+        its start instead)."""
+        starts = []
+        for job in self._running.values():
+            if job.started_at is not None and not job.start_written:
+                job.start_written = True
+                starts.append(Started(job.id, job.token, job.started_at))
+        return starts
+
     async def flush(self) -> None:
         """Write every outcome gathered so far."""
         self._have_outcomes.clear()
         done, self._done = self._done, []
         failed, self._failed = self._failed, []
         released, self._released = self._released, []
-        if not (done or failed or released):
+        started = self._unwritten_starts()
+        if not (done or failed or released or started):
             return
         self._writing = True
         try:
             await self._journal.record_outcomes(
-                self._owner, self._clock.now(), succeeded=done, failed=failed, released=released
+                self._owner,
+                self._clock.now(),
+                started=started,
+                succeeded=done,
+                failed=failed,
+                released=released,
             )
         finally:
             self._writing = False

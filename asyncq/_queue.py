@@ -514,7 +514,10 @@ class Queue:
         def decide(job: ExpiredJob) -> float | None:
             retry = self._destinations.policy_for(job.destination).retry
             return retry.decide(
-                attempt=job.attempts, error=error, first_attempt_at=job.first_started_at, now=now
+                attempt=job.attempts,
+                error=error,
+                first_attempt_at=job.first_started_at or now,
+                now=now,
             )
 
         reclaimed = await self._journal.reclaim_expired(now, decide)

@@ -16,6 +16,7 @@ from ._base import (
     NewJob,
     Released,
     RetryDecision,
+    Started,
     Succeeded,
 )
 from ._sqlite import SqliteJournal
@@ -37,5 +38,6 @@ __all__ = [
     "Released",
     "RetryDecision",
     "SqliteJournal",
+    "Started",
     "Succeeded",
 ]

@@ -57,20 +57,30 @@ class ClaimedJob:
     payload: dict[str, Any] | None  # None: the stored payload is not valid JSON
     destination: str
     priority: int
-    attempts: int  # including the one this claim starts
+    attempts: int  # the number this attempt has if its handler starts (1 for the first)
     created_at: float
-    first_started_at: float  # the first attempt's start, for policies that count time
+    first_started_at: float | None  # the first attempt's start, for policies that count time
     snoozes: int = 0  # RetryAfter answers so far
+    token: int = 0  # names this claim in the outcomes
+    started_at: float | None = None  # set by the worker when the handler starts
+    start_written: bool = False  # the start went to the journal with earlier outcomes
 
 
 class ExpiredJob(NamedTuple):
-    """A running job whose lease ran out: its worker died or stalled."""
+    """A claimed job whose lease ran out: its worker died or stalled.
+
+    `started`: its handler's start had been written, so the crash charges the
+    attempt (number `attempts`) and the policy decides. A job whose start was not
+    written goes back unchanged, except from its third such loss on, when it is
+    charged anyway: a job that kills its process at once still ends dead.
+    """
 
     id: int
     task: str
     destination: str
     attempts: int
-    first_started_at: float
+    first_started_at: float | None
+    started: bool
 
 
 #: Calls booked in one destination's rate bucket: (the booked calls' times, the
@@ -110,34 +120,42 @@ class Claim:
 RetryDecision = Callable[[ExpiredJob], "float | None"]
 
 
+# Outcomes name the claim they answer (`token`, with the owner): a process whose
+# lease expired and whose job was claimed again cannot overwrite the newer run.
+# Times are the handler's own: an attempt runs from its handler's start.
+
+
 class Started(NamedTuple):
-    """A handler started on a claimed job (written only for jobs still running when
-    their owner next writes outcomes)."""
+    """A handler started on a claimed job. Written with the owner's next outcomes for
+    the jobs still running then, so that a crash charges an attempt to the jobs that
+    had started, and to no other."""
 
     id: int
-    attempts: int
+    token: int
     at: float
 
 
 class Succeeded(NamedTuple):
     id: int
-    attempts: int  # the attempt being acknowledged: a stale ack never overwrites a newer run
+    token: int
     result: str  # JSON text
+    started_at: float
 
 
 class Failed(NamedTuple):
     id: int
-    attempts: int
+    token: int
     error: str
     retry_at: float | None  # None: dead
     snoozed: int = 0  # 1: a RetryAfter, which gives the attempt back
+    started_at: float | None = None  # None: no handler ran (the attempt is charged now)
 
 
 class Released(NamedTuple):
-    """A claimed job handed back unstarted or cut off at shutdown: the attempt is not counted."""
+    """A claimed job handed back unstarted, or cut off at shutdown: no attempt is charged."""
 
     id: int
-    attempts: int
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,14 +287,16 @@ class Journal(Protocol):
         owner: str,
         now: float,
         *,
+        started: Sequence[Started] = (),
         succeeded: Sequence[Succeeded] = (),
         failed: Sequence[Failed] = (),
         released: Sequence[Released] = (),
     ) -> None:
-        """Write what became of claimed jobs, in one transaction. A failure is
-        rescheduled at its `retry_at`, or dead when that is None; a released job
-        goes back to pending without counting the attempt. Outcomes for an
-        attempt that `owner` no longer holds are ignored."""
+        """Write what became of claimed jobs, in one transaction. A start counts the
+        attempt (an outcome counts it too if its start was not written). A failure
+        is rescheduled at its `retry_at`, or dead when that is None; a released job
+        goes back to pending and is not charged. Outcomes for a claim that `owner`
+        no longer holds are ignored."""
         ...
 
     async def renew(self, owner: str, lease_until: float) -> int:
@@ -286,8 +306,10 @@ class Journal(Protocol):
     async def reclaim_expired(
         self, now: float, decide: RetryDecision | None = None
     ) -> list[tuple[ExpiredJob, float | None]]:
-        """Take back jobs whose lease expired. The crashed attempt counts: `decide`
-        says when each runs again, or None for dead (default: again now)."""
+        """Take back jobs whose lease expired, each with when it runs again (None:
+        dead). A job whose handler had started is charged the crashed attempt and
+        `decide` says when (default: again now); one that had not goes back to run
+        now, uncharged (see `ExpiredJob`)."""
         ...
 
     async def cancel(self, job_id: int, now: float) -> JobState | None:

@@ -103,11 +103,15 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-# Version 3: one definition of a live key (pending, scheduled or running), served
-# by the unique index the key lookup uses; and counts of jobs per destination and
+# Version 3: attempts are handler starts (a claim leaves `attempts` alone and
+# `started_at` empty until the handler's start is written); one definition of a
+# live key (pending, scheduled or running), served by the unique index the key
+# lookup uses; and counts of jobs per destination and
 # state, kept by the writer in the transactions that move jobs, so that stats()
 # reads a few rows instead of scanning the table.
 _V3 = """
+ALTER TABLE jobs ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;  -- claims lost to a crash before
+                                                              -- the handler's start was written
 DROP INDEX jobs_live_key;
 CREATE UNIQUE INDEX jobs_live_key ON jobs (key)
     WHERE key IS NOT NULL AND state IN ('pending', 'scheduled', 'running');

@@ -103,10 +103,11 @@ _FIND_LIVE_KEY = (
 _PROMOTE_DUE = """
 UPDATE jobs SET state = 'pending' WHERE state = 'scheduled' AND run_at <= ? RETURNING destination
 """
+# A claim starts no attempt: `started_at` stays empty until the handler's start is
+# written (with the owner's outcomes), and `attempts` counts handler starts only.
 _CLAIM_FROM = """
 UPDATE jobs SET state = 'running', owner = :owner, claim_token = :token,
-       lease_until = :lease_until, started_at = :now,
-       first_started_at = coalesce(first_started_at, :now), attempts = attempts + 1
+       lease_until = :lease_until, started_at = NULL
 WHERE id IN (
     SELECT id FROM jobs WHERE state = 'pending' AND destination = :destination
     ORDER BY priority DESC, run_at, id LIMIT :limit
@@ -128,53 +129,98 @@ _CLAIMED = """
 SELECT json_group_array(json_array(id, task,
                                    iif(json_valid(payload), json(payload), NULL),
                                    destination, priority,
-                                   attempts, created_at, first_started_at, snoozes))
+                                   attempts + 1, created_at, first_started_at, snoozes,
+                                   claim_token))
 FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?
       ORDER BY priority DESC, run_at, id)
 """
-# Acks name the attempt they acknowledge: if a lease expired and the job was
-# claimed again, the stale ack matches nothing. The unary `+` keeps the planner
-# from driving the update from the owner index (a scan of every running job per
-# row); it must look each row up by id.
+# Outcomes name the claim they answer (owner and token): if a lease expired and
+# the job was claimed again, a stale outcome matches nothing. The unary `+` keeps
+# the planner from driving the update from the owner index (a scan of every
+# running job per row); it must look each row up by id. An attempt whose start was
+# not written yet (the job ran between two turns) is counted with its outcome.
+_START = """
+UPDATE jobs SET started_at = o.value ->> 2, attempts = attempts + 1,
+       first_started_at = coalesce(first_started_at, o.value ->> 2)
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running' AND jobs.started_at IS NULL
+"""
 _COMPLETE = """
 UPDATE jobs SET state = 'succeeded', result = o.value ->> 2, finished_at = :now,
-       owner = NULL, lease_until = NULL
+       owner = NULL, lease_until = NULL,
+       attempts = attempts + (started_at IS NULL),
+       started_at = coalesce(started_at, o.value ->> 3),
+       first_started_at = coalesce(first_started_at, started_at, o.value ->> 3)
 FROM json_each(:batch) AS o
-WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
   AND +jobs.owner = :owner AND +jobs.state = 'running'
 RETURNING jobs.destination
 """
 # A failure: dead when retry_at is null, else scheduled again. A snooze
 # (RetryAfter) gives the attempt back and counts a snooze instead.
+# [id, token, error, retry_at, snoozed, started_at]
 _FAIL = """
 UPDATE jobs SET
     state = CASE WHEN o.value ->> 3 IS NULL THEN 'dead' ELSE 'scheduled' END,
     run_at = coalesce(o.value ->> 3, jobs.run_at),
     finished_at = CASE WHEN o.value ->> 3 IS NULL THEN :now END,
-    attempts = jobs.attempts - (o.value ->> 4),
+    attempts = jobs.attempts + (jobs.started_at IS NULL) - (o.value ->> 4),
     snoozes = jobs.snoozes + (o.value ->> 4),
     last_error = o.value ->> 2,
     history = json_insert(coalesce(jobs.history, '[]'), '$[#]',
-                          json_array(jobs.started_at, :now, substr(o.value ->> 2, 1, 300))),
+                          json_array(coalesce(jobs.started_at, o.value ->> 5, :now), :now,
+                                     substr(o.value ->> 2, 1, 300))),
+    first_started_at = coalesce(jobs.first_started_at, jobs.started_at, o.value ->> 5, :now),
+    started_at = coalesce(jobs.started_at, o.value ->> 5, :now),
     owner = NULL, lease_until = NULL
 FROM json_each(:batch) AS o
-WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
-  AND (:owner IS NULL OR +jobs.owner = :owner) AND +jobs.state = 'running'
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running'
 RETURNING jobs.destination, jobs.state
 """
+# Handed back: no attempt is charged, even for a handler cut off at shutdown.
 _RELEASE = """
-UPDATE jobs SET state = 'pending', attempts = attempts - 1, owner = NULL, lease_until = NULL,
-       first_started_at = CASE WHEN attempts = 1 THEN NULL ELSE first_started_at END
+UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL, started_at = NULL,
+       attempts = attempts - (started_at IS NOT NULL),
+       first_started_at = CASE WHEN attempts - (started_at IS NOT NULL) = 0 THEN NULL
+                               ELSE first_started_at END
 FROM json_each(:batch) AS o
-WHERE jobs.id = o.value ->> 0 AND jobs.attempts = o.value ->> 1
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
   AND +jobs.owner = :owner AND +jobs.state = 'running'
 RETURNING jobs.destination
 """
 _RENEW = "UPDATE jobs SET lease_until = ? WHERE state = 'running' AND owner = ?"
 _EXPIRED = """
-SELECT json_group_array(json_array(id, task, destination, attempts, first_started_at))
+SELECT json_group_array(json_array(id, task, destination, attempts, first_started_at,
+                                   started_at IS NOT NULL, lost))
 FROM jobs WHERE state = 'running' AND lease_until < ?
 """
+# A crash: [id, error, retry_at, charge]. A started job's attempt was counted with
+# its start; an unstarted one is charged only when `charge` says so (its third loss).
+_CRASHED = """
+UPDATE jobs SET
+    state = CASE WHEN o.value ->> 2 IS NULL THEN 'dead' ELSE 'scheduled' END,
+    run_at = coalesce(o.value ->> 2, jobs.run_at),
+    finished_at = CASE WHEN o.value ->> 2 IS NULL THEN :now END,
+    attempts = jobs.attempts + (o.value ->> 3),
+    last_error = o.value ->> 1,
+    history = json_insert(coalesce(jobs.history, '[]'), '$[#]',
+                          json_array(coalesce(jobs.started_at, :now), :now,
+                                     substr(o.value ->> 1, 1, 300))),
+    first_started_at = coalesce(jobs.first_started_at, jobs.started_at, :now),
+    owner = NULL, lease_until = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND +jobs.state = 'running'
+RETURNING jobs.destination, jobs.state
+"""
+# An unstarted claim lost to a crash: back to ready, uncharged, the loss counted.
+_LOST = """
+UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL, lost = lost + 1
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'running'
+RETURNING destination
+"""
+_CHARGE_AFTER_LOSSES = 2  # the third loss of an unstarted claim is charged
 # Finished jobs are pruned a window of ids at a time, the windows walking the whole
 # table and wrapping around: without an index on finish times, which every ack would
 # pay to maintain, each scan stays bounded, and rows that stay (dead letters,
@@ -632,17 +678,31 @@ class SqliteJournal:
     ) -> list[tuple[ExpiredJob, float | None]]:
         def reclaim(conn: sqlite3.Connection) -> list[tuple[ExpiredJob, float | None]]:
             (rows,) = conn.execute(_EXPIRED, (now,)).fetchone()
-            expired = [ExpiredJob(*row) for row in json.loads(rows)]
-            if not expired:
+            found = json.loads(rows)
+            if not found:
                 return []
-            # A crashed attempt counts: the policy decides, as for any failure.
-            batch = [
-                (job.id, job.attempts, LEASE_EXPIRED, now if decide is None else decide(job), 0)
-                for job in expired
-            ]
-            params = {"batch": json.dumps(batch), "now": now, "owner": None}
-            _moved(self._deltas, conn.execute(_FAIL, params).fetchall(), "running")
-            return [(job, entry[3]) for job, entry in zip(expired, batch, strict=True)]
+            deltas = self._deltas
+            lost: list[ExpiredJob] = []
+            charged: list[ExpiredJob] = []
+            for id_, task, destination, attempts, first, started, losses in found:
+                if started or losses >= _CHARGE_AFTER_LOSSES:
+                    # The crashed attempt's number: counted already if it started.
+                    number = attempts if started else attempts + 1
+                    charged.append(ExpiredJob(id_, task, destination, number, first, bool(started)))
+                else:
+                    lost.append(ExpiredJob(id_, task, destination, attempts + 1, first, False))
+            if lost:
+                ids = json.dumps([job.id for job in lost])
+                _moved(deltas, conn.execute(_LOST, (ids,)).fetchall(), "running", "pending")
+            decisions = [now if decide is None else decide(job) for job in charged]
+            if charged:
+                batch = [
+                    (job.id, LEASE_EXPIRED, at, 0 if job.started else 1)
+                    for job, at in zip(charged, decisions, strict=True)
+                ]
+                params = {"batch": json.dumps(batch), "now": now}
+                _moved(deltas, conn.execute(_CRASHED, params).fetchall(), "running")
+            return [(job, now) for job in lost] + list(zip(charged, decisions, strict=True))
 
         return await self._enqueue_call(reclaim)
 
@@ -1001,6 +1061,8 @@ def _write_outcomes(
     conn: sqlite3.Connection, owner: str, outcomes: Outcomes, deltas: Deltas
 ) -> None:
     now = outcomes.now
+    if outcomes.started:
+        conn.execute(_START, {"batch": json.dumps(outcomes.started), "owner": owner})
     if outcomes.complete:
         batch = json.dumps(outcomes.complete)
         rows = conn.execute(_COMPLETE, {"batch": batch, "owner": owner, "now": now}).fetchall()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from asyncq import Circuit, JobState, PermanentFailure, Queue, Rate, Retry, RetryAfter
+from asyncq._journal import Started
 from asyncq.testing import ManualClock, run_until_idle
 from tests.pacing import drive, most_in_any_window
 
@@ -327,10 +328,13 @@ async def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_letters(
     async with queue:
         job = await queue.submit(poison, delay=1)
         for attempt in range(2):
-            # A process claims it and dies without a word (simulated: never acks).
+            # A process claims it, starts it and dies without a word (simulated:
+            # the start is written, no outcome ever is).
             now = clock.now() + 1
             claimed = (await queue._journal.claim(f"dead:{attempt}", 10, now + 30, now)).jobs
             assert [c.id for c in claimed] == [job.id]
+            started = [Started(job.id, claimed[0].token, now)]
+            await queue._journal.record_outcomes(f"dead:{attempt}", now, started=started)
             clock.advance(32)
             await run_until_idle(queue)
         info = await queue.get(job.id)

@@ -22,6 +22,7 @@ from asyncq import (
     Retry,
     UnknownTask,
 )
+from asyncq._journal import Started
 from asyncq.testing import ManualClock, run_until_idle
 
 MakeQueue = Callable[..., Queue]
@@ -351,10 +352,12 @@ async def test_an_expired_lease_is_taken_back_and_run(
 
     async with queue:
         job = await queue.submit(step, 7, delay=1)
-        # Another process claims the job and dies without renewing its lease.
-        claim = await queue._journal.claim("dead-host:1:x", 10, clock.now() + 31, clock.now() + 1)
-        claimed = claim.jobs
+        # Another process claims the job, starts it and dies without renewing its lease.
+        now = clock.now() + 1
+        claimed = (await queue._journal.claim("dead-host:1:x", 10, now + 30, now)).jobs
         assert [c.id for c in claimed] == [job.id]
+        started = [Started(job.id, claimed[0].token, now)]
+        await queue._journal.record_outcomes("dead-host:1:x", now, started=started)
         clock.advance(20)
         await run_until_idle(queue)
         assert ran == []
@@ -366,6 +369,30 @@ async def test_an_expired_lease_is_taken_back_and_run(
         assert ran == [7]
         info = await queue.get(job.id)
     assert info.attempts == 2  # the crashed attempt counts
+
+
+async def test_a_claim_lost_before_its_handler_started_runs_again_uncharged(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    queue = make_queue(lease=30)
+    queue.destination("*", retry=Retry(schedule=[5]))
+    ran: list[int] = []
+
+    @queue.task
+    async def step(i: int) -> None:
+        ran.append(i)
+
+    async with queue:
+        job = await queue.submit(step, 7, delay=1)
+        # Another process claims the job into its prefetch and dies before starting it.
+        now = clock.now() + 1
+        assert len((await queue._journal.claim("dead-host:2:y", 10, now + 30, now)).jobs) == 1
+        clock.advance(32)  # past the lease: back at once, no attempt charged
+        await run_until_idle(queue)
+        assert ran == [7]
+        info = await queue.get(job.id)
+    assert info.attempts == 1
+    assert info.history == []
 
 
 async def test_results_are_seen_from_another_queue_on_the_same_file(

@@ -10,6 +10,7 @@ import pytest
 
 from asyncq import JobState, PayloadError, Rate
 from asyncq._journal import (
+    ClaimedJob,
     ClaimLimits,
     DestinationRecord,
     Failed,
@@ -17,6 +18,7 @@ from asyncq._journal import (
     NewBatch,
     NewJob,
     Released,
+    Started,
     Succeeded,
 )
 
@@ -32,8 +34,19 @@ def batch(payloads: list[object], *, limit: int = 1024, run_at: float = NOW) -> 
     return NewBatch("t", json.dumps(payloads), len(payloads), "default", 0, run_at, limit)
 
 
-async def claim(journal: Journal, owner: str = "a", limit: int = 100, now: float = NOW) -> list:
+async def claim(
+    journal: Journal, owner: str = "a", limit: int = 100, now: float = NOW
+) -> list[ClaimedJob]:
     return (await journal.claim(owner, limit, now + LEASE, now)).jobs
+
+
+def ok(job: ClaimedJob, result: str = "null", started: float = NOW) -> Succeeded:
+    """The outcome of a claimed job whose handler returned `result` (JSON)."""
+    return Succeeded(job.id, job.token, result, started)
+
+
+def fail(job: ClaimedJob, error: str, retry_at: float | None, started: float = NOW) -> Failed:
+    return Failed(job.id, job.token, error, retry_at, 0, started)
 
 
 async def test_ids_increase_in_submission_order(journal: Journal) -> None:
@@ -79,7 +92,7 @@ async def test_concurrent_claims_split_the_work(journal: Journal) -> None:
 async def test_complete_stores_the_result(journal: Journal) -> None:
     (inserted,) = await journal.insert_many([new()], NOW)
     (job,) = await claim(journal)
-    await journal.record_outcomes("a", NOW + 1, succeeded=[Succeeded(job.id, 1, '{"ok":true}')])
+    await journal.record_outcomes("a", NOW + 1, succeeded=[ok(job, '{"ok":true}')])
     info = await journal.get(inserted.id)
     assert info is not None
     assert info.state is JobState.SUCCEEDED
@@ -90,10 +103,11 @@ async def test_complete_stores_the_result(journal: Journal) -> None:
 async def test_a_stale_ack_does_not_overwrite_a_newer_attempt(journal: Journal) -> None:
     await journal.insert_many([new()], NOW)
     (first,) = await claim(journal, "a")
+    await journal.record_outcomes("a", NOW, started=[Started(first.id, first.token, NOW)])
     assert len(await journal.reclaim_expired(NOW + LEASE + 1)) == 1
     (second,) = await claim(journal, "b", now=NOW + LEASE + 1)
     assert second.attempts == 2
-    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(first.id, 1, "1")])
+    await journal.record_outcomes("a", NOW, succeeded=[ok(first, "1")])
     info = await journal.get(first.id)
     assert info is not None
     assert info.state is JobState.RUNNING
@@ -101,32 +115,79 @@ async def test_a_stale_ack_does_not_overwrite_a_newer_attempt(journal: Journal) 
 
 async def test_renewed_leases_are_not_reclaimed(journal: Journal) -> None:
     await journal.insert_many([new(0), new(1)], NOW)
-    await claim(journal, "a", limit=1)
+    (mine,) = await claim(journal, "a", limit=1)
+    await journal.record_outcomes("a", NOW, started=[Started(mine.id, mine.token, NOW)])
     await claim(journal, "b", limit=1)
     assert await journal.renew("a", NOW + 2 * LEASE) == 1
     assert len(await journal.reclaim_expired(NOW + LEASE + 1)) == 1  # only b's
     stats = await journal.stats(NOW + LEASE + 1)
     assert stats.destinations["default"].running == 1
+    assert stats.destinations["default"].claimed == 0
     assert stats.destinations["default"].ready == 1
 
 
-async def test_reclaimed_job_counts_the_attempt_and_says_why(journal: Journal) -> None:
+async def test_a_crashed_attempt_that_had_started_counts_and_says_why(journal: Journal) -> None:
     (inserted,) = await journal.insert_many([new()], NOW)
-    await claim(journal)
-    await journal.reclaim_expired(NOW + LEASE + 1)
+    (job,) = await claim(journal)
+    assert job.attempts == 1  # the number this attempt gets if its handler starts
+    await journal.record_outcomes("a", NOW + 2, started=[Started(job.id, job.token, NOW + 1)])
+    ((expired, retry_at),) = await journal.reclaim_expired(NOW + LEASE + 1)
+    assert (expired.id, expired.attempts, expired.started) == (job.id, 1, True)
+    assert retry_at == NOW + LEASE + 1
     info = await journal.get(inserted.id)
     assert info is not None
     assert info.state is JobState.PENDING
     assert info.attempts == 1
     assert info.last_error is not None
     assert info.last_error.startswith("LeaseExpired")
-    assert len(info.history) == 1
+    # The attempt ran from its handler's start, not from the claim.
+    assert [h[:2] for h in info.history] == [(NOW + 1, NOW + LEASE + 1)]
+
+
+async def test_a_claim_lost_before_its_start_is_not_charged_until_its_third_loss(
+    journal: Journal,
+) -> None:
+    (inserted,) = await journal.insert_many([new()], NOW)
+    now = NOW
+    for loss in range(2):
+        assert len(await claim(journal, f"crashed-{loss}", now=now)) == 1
+        now += LEASE + 1
+        ((expired, retry_at),) = await journal.reclaim_expired(now)
+        assert (expired.started, retry_at) == (False, now)
+        info = await journal.get(inserted.id)
+        assert info is not None
+        assert (info.state, info.attempts, info.last_error) == (JobState.PENDING, 0, None)
+    # A job that kills its process before its start is written still ends somewhere.
+    await claim(journal, "crashed-2", now=now)
+    now += LEASE + 1
+    ((expired, _),) = await journal.reclaim_expired(now, decide=lambda job: None)
+    assert expired.attempts == 1
+    info = await journal.get(inserted.id)
+    assert info is not None
+    assert (info.state, info.attempts) == (JobState.DEAD, 1)
+
+
+async def test_an_attempt_counts_once_from_its_handlers_start(journal: Journal) -> None:
+    first, second = await journal.insert_many([new(0), new(1)], NOW)
+    done, failed = await claim(journal)
+    await journal.record_outcomes("a", NOW + 6, started=[Started(done.id, done.token, NOW + 5)])
+    await journal.record_outcomes(
+        "a",
+        NOW + 7,
+        succeeded=[ok(done, started=NOW + 5)],
+        failed=[fail(failed, "E", None, NOW + 3)],
+    )
+    ran, dead = await journal.get(first.id), await journal.get(second.id)
+    assert ran is not None
+    assert dead is not None
+    assert (ran.attempts, ran.started_at) == (1, NOW + 5)
+    assert (dead.attempts, dead.history) == (1, [(NOW + 3, NOW + 7, "E")])
 
 
 async def test_release_does_not_count_the_attempt(journal: Journal) -> None:
     (inserted,) = await journal.insert_many([new()], NOW)
     (job,) = await claim(journal)
-    await journal.record_outcomes("a", NOW, released=[Released(job.id, job.attempts)])
+    await journal.record_outcomes("a", NOW, released=[Released(job.id, job.token)])
     info = await journal.get(inserted.id)
     assert info is not None
     assert (info.state, info.attempts) == (JobState.PENDING, 0)
@@ -139,8 +200,8 @@ async def test_failure_is_dead_or_rescheduled(journal: Journal) -> None:
         "a",
         NOW,
         failed=[
-            Failed(jobs[0].id, 1, "ValueError: no", None),
-            Failed(jobs[1].id, 1, "E", NOW + 60),
+            fail(jobs[0], "ValueError: no", None),
+            fail(jobs[1], "E", NOW + 60),
         ],
     )
     dead, retrying = [await journal.get(r.id) for r in inserted]
@@ -158,7 +219,7 @@ async def test_a_live_key_returns_the_existing_job(journal: Journal) -> None:
     assert again == (first.id, False)
     assert other.created
     (job, _) = await claim(journal)
-    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(job.id, 1, "null")])
+    await journal.record_outcomes("a", NOW, succeeded=[ok(job, "null")])
     (after,) = await journal.insert_many([new(3, key="deal-1")], NOW)
     assert after.created
     assert after.id != first.id
@@ -222,9 +283,9 @@ async def test_a_claim_books_calls_for_the_paced_jobs_it_takes(journal: Journal)
 async def test_prune_deletes_only_jobs_finished_before_the_cutoff(journal: Journal) -> None:
     old, recent, dead, pending = await journal.insert_many([new(i) for i in range(4)], NOW)
     jobs = await claim(journal, limit=3)
-    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(jobs[0].id, 1, "null")])
-    await journal.record_outcomes("a", NOW + 100, succeeded=[Succeeded(jobs[1].id, 1, "null")])
-    await journal.record_outcomes("a", NOW, failed=[Failed(jobs[2].id, 1, "E", None)])
+    await journal.record_outcomes("a", NOW, succeeded=[ok(jobs[0], "null")])
+    await journal.record_outcomes("a", NOW + 100, succeeded=[ok(jobs[1], "null")])
+    await journal.record_outcomes("a", NOW, failed=[fail(jobs[2], "E", None)])
     assert await journal.prune_finished(NOW + 50) == 1
     assert await journal.get(old.id) is None
     assert [await journal.get(r.id) is not None for r in (recent, dead, pending)] == [True] * 3
@@ -235,7 +296,7 @@ async def test_ids_are_never_reused_even_after_the_newest_job_is_deleted(
 ) -> None:
     (first,) = await journal.insert_many([new(0)], NOW)
     (job,) = await claim(journal)
-    await journal.record_outcomes("a", NOW, failed=[Failed(job.id, 1, "E", None)])
+    await journal.record_outcomes("a", NOW, failed=[fail(job, "E", None)])
     assert await journal.purge(ids=[first.id], destination=None, before=None) == 1
     (second,) = await journal.insert_many([new(1)], NOW)
     assert second.id > first.id
@@ -348,12 +409,12 @@ async def test_stats_follow_every_move_a_job_can_make(journal: Journal) -> None:
     await journal.record_outcomes(
         "a",
         NOW,
-        succeeded=[Succeeded(done.id, done.attempts, "1")],
+        succeeded=[ok(done, "1")],
         failed=[
-            Failed(retried.id, retried.attempts, "E", NOW + 10),
-            Failed(dead.id, dead.attempts, "E", None),
+            fail(retried, "E", NOW + 10),
+            fail(dead, "E", None),
         ],
-        released=[Released(released.id, released.attempts)],
+        released=[Released(released.id, released.token)],
     )
     await assert_stats_agree_with_the_jobs(journal, ids, NOW)
 
@@ -367,9 +428,7 @@ async def test_stats_follow_every_move_a_job_can_make(journal: Journal) -> None:
 
     assert await journal.redrive(ids=[dead.id], destination=None, now=NOW + 40) == 1
     (again,) = [j for j in await claim(journal, "c", now=NOW + 41) if j.id == dead.id]
-    await journal.record_outcomes(
-        "c", NOW + 41, failed=[Failed(again.id, again.attempts, "E", None)]
-    )
+    await journal.record_outcomes("c", NOW + 41, failed=[fail(again, "E", None)])
     await assert_stats_agree_with_the_jobs(journal, ids, NOW + 60)
     assert await journal.purge(ids=[dead.id], destination=None, before=None) == 1
     assert await journal.prune_finished(NOW + 100) >= 2  # the succeeded and the cancelled
@@ -385,7 +444,7 @@ async def test_a_scheduled_job_holds_its_key(journal: Journal) -> None:
 async def test_redrive_leaves_dead_a_job_whose_key_a_live_job_holds(journal: Journal) -> None:
     (old,) = await journal.insert_many([new(0, key="k")], NOW)
     (job,) = await claim(journal)
-    await journal.record_outcomes("a", NOW, failed=[Failed(job.id, job.attempts, "E", None)])
+    await journal.record_outcomes("a", NOW, failed=[fail(job, "E", None)])
     (live,) = await journal.insert_many([new(1, key="k")], NOW)
     assert live.created
     assert await journal.redrive(ids=[old.id], destination=None, now=NOW) == 0
@@ -395,7 +454,7 @@ async def test_redrive_leaves_dead_a_job_whose_key_a_live_job_holds(journal: Jou
     # Every claim still works (a collision used to fail them all).
     (running,) = await claim(journal)
     assert running.id == live.id
-    await journal.record_outcomes("a", NOW, succeeded=[Succeeded(live.id, running.attempts, "1")])
+    await journal.record_outcomes("a", NOW, succeeded=[ok(running, "1")])
     # Once the key is free again, the dead job can go.
     assert await journal.redrive(ids=None, destination="default", now=NOW) == 1
 
@@ -405,14 +464,10 @@ async def test_pruning_reaches_finished_jobs_behind_many_dead_ones(journal: Jour
     for start in range(0, 25_000, 5_000):
         jobs = await claim(journal, limit=5_000)
         assert len(jobs) == 5_000, start
-        await journal.record_outcomes(
-            "a", NOW, failed=[Failed(j.id, j.attempts, "E", None) for j in jobs]
-        )
+        await journal.record_outcomes("a", NOW, failed=[fail(j, "E", None) for j in jobs])
     done = await journal.insert_batch(batch([{"s": i} for i in range(1_000)]), NOW)
     jobs = await claim(journal, limit=1_000)
-    await journal.record_outcomes(
-        "a", NOW, succeeded=[Succeeded(j.id, j.attempts, "null") for j in jobs]
-    )
+    await journal.record_outcomes("a", NOW, succeeded=[ok(j, "null") for j in jobs])
     pruned = 0
     for _ in range(10):  # each call walks a bounded part of the table
         pruned += await journal.prune_finished(NOW + 1)
@@ -443,9 +498,7 @@ async def test_dead_letters_come_newest_first_and_filter(journal: Journal) -> No
     inserted = await journal.insert_many([new(0), new(1), NewJob("t", "{}", "crm", 0, NOW)], NOW)
     jobs = await claim(journal)
     for offset, job in enumerate(jobs):
-        await journal.record_outcomes(
-            "a", NOW + offset, failed=[Failed(job.id, job.attempts, f"E{offset}", None)]
-        )
+        await journal.record_outcomes("a", NOW + offset, failed=[fail(job, f"E{offset}", None)])
     everything = await journal.dead_letters(destination=None, since=None, limit=10)
     assert [d.id for d in everything] == [r.id for r in reversed(inserted)]
     only_default = await journal.dead_letters(destination="default", since=None, limit=10)

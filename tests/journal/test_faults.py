@@ -69,8 +69,8 @@ async def test_errors_and_results_with_lone_surrogates_are_stored_readably(
     await journal.record_outcomes(
         "a",
         NOW,
-        succeeded=[Succeeded(ok.id, ok.attempts, '"\\udcff"')],
-        failed=[Failed(failing.id, failing.attempts, "ValueError: bad \udcff name", None)],
+        succeeded=[Succeeded(ok.id, ok.token, '"\\udcff"', NOW)],
+        failed=[Failed(failing.id, failing.token, "ValueError: bad \udcff name", None)],
     )
     done, dead = await journal.get(first.id), await journal.get(second.id)
     assert done is not None

@@ -117,7 +117,7 @@ def encode_payloads(task: str, payloads: Sequence[dict[str, Any]], max_bytes: in
         _name_the_bad_one(task, payloads, max_bytes)
         raise PayloadError(task, f"payloads are not JSON-serialisable ({whole})") from None
     faithful = all(type(v) in _SCALARS for p in payloads for v in p.values())
-    if not faithful or not _is_utf8(text):
+    if not faithful or not is_utf8(text):
         _name_the_bad_one(task, payloads, max_bytes)
     return text
 
@@ -131,7 +131,8 @@ def _name_the_bad_one(task: str, payloads: Sequence[dict[str, Any]], max_bytes: 
             raise PayloadError(task, f"payload {index}: {exc.reason}") from None
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """False if `text` holds a lone surrogate (it would not encode as UTF-8)."""
     if text.isascii():
         return True
     try:
@@ -151,11 +152,11 @@ def encode_result(value: Any) -> str:
     except _UNENCODABLE:
         # reprlib: bounded in depth and length, so even a self-nesting value has one.
         return json.dumps({"unserialisable_result": reprlib.repr(value)})
-    return text if _is_utf8(text) else json.dumps(value, allow_nan=False)
+    return text if is_utf8(text) else json.dumps(value, allow_nan=False)
 
 
 def storable_text(text: str) -> str:
     """`text` with any lone surrogate written as a backslash escape (valid UTF-8)."""
-    if _is_utf8(text):
+    if is_utf8(text):
         return text
     return text.encode("utf-8", "backslashreplace").decode()

@@ -179,20 +179,20 @@ async def test_a_version_2_journal_with_a_key_held_twice_keeps_both_jobs(tmp_pat
 
 
 def test_the_key_lookup_and_the_stats_use_indexes_not_scans(tmp_path: Path) -> None:
-    from asyncq._journal import _sqlite
+    from asyncq._journal import _sqlite_sql as _sqlite
 
     path = tmp_path / "plan.db"
     asyncio.run(_open_and_close(path))
     queries = {
         name: getattr(_sqlite, name)
         for name in (
-            "_FIND_LIVE_KEY",
-            "_DUE_SCHEDULED",
-            "_RUNNING",
-            "_TOP_PRIORITY",
-            "_NEXT_PRIORITY",
-            "_FIRST_AT_PRIORITY",
-            "_EXPIRED",
+            "FIND_LIVE_KEY",
+            "DUE_SCHEDULED",
+            "RUNNING",
+            "TOP_PRIORITY",
+            "NEXT_PRIORITY",
+            "FIRST_AT_PRIORITY",
+            "EXPIRED",
         )
     }
     with sqlite3.connect(path) as conn:

@@ -1,0 +1,130 @@
+"""Reading the SQLite journal: rows as records, and stats from the kept counts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .._codec import is_utf8
+from .._records import JobInfo
+from . import _sqlite_sql as sql
+from ._base import ClaimedJob, DestinationCounts, JournalStats
+
+
+def text_factory(raw: bytes) -> str:
+    """A TEXT value as a str. Invalid UTF-8 (stored by an older asyncq, or written by
+    hand) must not fail the whole query it is part of, a claim above all: such bytes
+    come back with surrogate escapes, and the job that holds them is buried alone."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "surrogateescape")
+
+
+def isolate_broken_text(jobs: list[ClaimedJob]) -> None:
+    """Jobs whose stored text is not valid UTF-8 get no payload: the worker buries
+    them with a reason, and the rest of the claim runs as usual."""
+    for job in jobs:
+        if not is_utf8(json.dumps([job.task, job.destination, job.payload], ensure_ascii=False)):
+            job.payload = None
+
+
+def decoded(text: str) -> Any:
+    """JSON text as a value; None if it is not JSON (a journal edited by hand)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def info(row: tuple[Any, ...]) -> JobInfo:
+    (id_, task, state, dest, prio, payload, key, attempts, created, run_at, started,
+     finished, result, error, snoozes, history) = row  # fmt: skip
+    return JobInfo(
+        id=id_,
+        task=task,
+        state=sql.PUBLIC_STATE[state],
+        destination=dest,
+        priority=prio,
+        payload=decoded(payload),
+        key=key,
+        attempts=attempts,
+        created_at=created,
+        run_at=run_at,
+        started_at=started,
+        finished_at=finished,
+        result=None if result is None else decoded(result),
+        last_error=error,
+        snoozes=snoozes,
+        history=[tuple(h) for h in json.loads(history)] if history else [],
+    )
+
+
+def stats(conn: sqlite3.Connection, now: float) -> JournalStats:
+    """Jobs per destination and state, from the counts the writer keeps, and the few
+    rows that counts cannot tell apart: running jobs, due scheduled ones, the age of
+    each destination's oldest ready job. Nothing here scans the backlog."""
+    per: dict[str, dict[str, Any]] = {}
+
+    def of(destination: str) -> dict[str, Any]:
+        return per.setdefault(destination, {})
+
+    for destination, state, n in conn.execute("SELECT destination, state, n FROM counts"):
+        if n and state != "running":
+            of(destination)["ready" if state == "pending" else state] = n
+    # Scheduled jobs whose time has come are ready, if not promoted yet (bounded:
+    # every claim promotes them).
+    for destination, n, oldest in conn.execute(sql.DUE_SCHEDULED, (now,)):
+        counts = of(destination)
+        counts["ready"] = counts.get("ready", 0) + n
+        counts["scheduled"] = counts.get("scheduled", 0) - n
+        counts["oldest_ready_at"] = oldest
+    for destination, started, n in conn.execute(sql.RUNNING, (now,)):
+        of(destination)["running" if started else "claimed"] = n
+    for (destination,) in conn.execute("SELECT destination FROM ready_destinations"):
+        oldest = oldest_ready(conn, destination)
+        if oldest is not None:
+            counts = of(destination)
+            earlier = counts.get("oldest_ready_at")
+            counts["oldest_ready_at"] = oldest if earlier is None else min(earlier, oldest)
+    for name, paused, hold, circuit, circuit_until in conn.execute(
+        "SELECT name, paused, hold_until, circuit, circuit_until FROM destinations "
+        "WHERE paused OR hold_until > ?1 OR circuit != 'closed'",
+        (now,),
+    ):
+        counts = of(name)
+        counts["paused"] = bool(paused)
+        counts["held_until"] = hold if hold > now else None
+        counts["circuit"] = circuit
+        counts["circuit_until"] = circuit_until if circuit != "closed" else None
+    return JournalStats({d: DestinationCounts(**c) for d, c in sorted(per.items())})
+
+
+def oldest_ready(conn: sqlite3.Connection, destination: str) -> float | None:
+    """The earliest `run_at` among a destination's ready jobs: one index seek per
+    priority level in use, not a scan of the destination's backlog."""
+    oldest: float | None = None
+    (priority,) = conn.execute(sql.TOP_PRIORITY, (destination,)).fetchone()
+    while priority is not None:
+        (first,) = conn.execute(sql.FIRST_AT_PRIORITY, (destination, priority)).fetchone()
+        oldest = first if oldest is None else min(oldest, first)
+        (priority,) = conn.execute(sql.NEXT_PRIORITY, (destination, priority)).fetchone()
+    return oldest
+
+
+def select_dead(
+    conn: sqlite3.Connection,
+    ids: Sequence[int] | None,
+    destination: str | None,
+    before: float | None,
+) -> list[int]:
+    """Ids of dead jobs among `ids` (all if None), of `destination`, dead before `before`."""
+    rows = conn.execute(
+        "SELECT id FROM jobs WHERE state = 'dead' AND (?1 IS NULL OR destination = ?1) "
+        "AND (?2 IS NULL OR finished_at < ?2) "
+        "AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) ORDER BY id",
+        (destination, before, None if ids is None else json.dumps(list(ids))),
+    ).fetchall()
+    return [row[0] for row in rows]

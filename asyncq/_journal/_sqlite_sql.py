@@ -1,0 +1,233 @@
+"""The SQL of the SQLite journal: every statement, with the reason for its shape.
+
+Bulk statements take their rows as one JSON array (`json_each`), so a turn is a
+handful of statements whatever its size. Every state-changing statement returns
+the destinations it moved (RETURNING), for the counts that stats() reads.
+"""
+
+from __future__ import annotations
+
+from .._records import JobState
+
+# Stored states. `scheduled` is a pending job whose time has not come; it is
+# promoted to `pending` when due, so the claim's index holds only ready jobs
+# and a claim never walks past delayed ones. Callers see both as PENDING.
+PUBLIC_STATE = {
+    "pending": JobState.PENDING,
+    "scheduled": JobState.PENDING,
+    "running": JobState.RUNNING,
+    "succeeded": JobState.SUCCEEDED,
+    "dead": JobState.DEAD,
+    "cancelled": JobState.CANCELLED,
+}
+
+# Every unkeyed job of a turn, whoever submitted it, in one statement:
+# [[task, payload, destination, priority, run_at, created_at], ...].
+INSERT_ROWS = """
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
+SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+       CASE WHEN j.value ->> 4 <= j.value ->> 5 THEN 'pending' ELSE 'scheduled' END,
+       j.value ->> 5
+FROM json_each(:rows) AS j
+"""
+# A `submit_many` batch: the payloads arrive as one JSON array of objects, and each
+# element's text is stored as it is (no per-job encoding in Python).
+INSERT_PAYLOADS = """
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
+SELECT :task, j.value, :destination, :priority, :run_at, :state, :now
+FROM json_each(:payloads) AS j
+WHERE j.type = 'object' AND length(CAST(j.value AS BLOB)) <= :limit
+"""
+REFUSED_PAYLOAD = """
+SELECT j.key, j.type, length(CAST(j.value AS BLOB)) FROM json_each(:payloads) AS j
+WHERE j.type != 'object' OR length(CAST(j.value AS BLOB)) > :limit LIMIT 1
+"""
+INSERT_ONE = """
+INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at)
+VALUES (?, ?, ?, ?, ?, ?, CASE WHEN ? <= ? THEN 'pending' ELSE 'scheduled' END, ?)
+"""
+FIND_LIVE_KEY = "SELECT id FROM jobs WHERE key = ? AND state IN ('pending', 'scheduled', 'running')"
+PROMOTE_DUE = """
+UPDATE jobs SET state = 'pending' WHERE state = 'scheduled' AND run_at <= ? RETURNING destination
+"""
+# A claim starts no attempt: `started_at` stays empty until the handler's start is
+# written (with the owner's outcomes), and `attempts` counts handler starts only.
+CLAIM_FROM = """
+UPDATE jobs SET state = 'running', owner = :owner, claim_token = :token,
+       lease_until = :lease_until, started_at = NULL
+WHERE id IN (
+    SELECT id FROM jobs WHERE state = 'pending' AND destination = :destination
+    ORDER BY priority DESC, run_at, id LIMIT :limit
+)
+"""
+READY_DESTINATIONS = """
+SELECT json_group_array(destination) FROM (
+    SELECT destination FROM ready_destinations WHERE destination > ?
+    ORDER BY destination LIMIT ?
+)
+"""
+FORGET_IF_EMPTY = """
+DELETE FROM ready_destinations WHERE destination = ?1
+AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND destination = ?1)
+"""
+# A payload that is not valid JSON (a journal edited by hand, say) comes back as
+# null, for the worker to mark that one job dead, rather than failing the claim.
+CLAIMED = """
+SELECT json_group_array(json_array(id, task,
+                                   iif(json_valid(payload), json(payload), NULL),
+                                   destination, priority,
+                                   attempts + 1, created_at, first_started_at, snoozes,
+                                   claim_token))
+FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?
+      ORDER BY priority DESC, run_at, id)
+"""
+# Outcomes name the claim they answer (owner and token): if a lease expired and
+# the job was claimed again, a stale outcome matches nothing. The unary `+` keeps
+# the planner from driving the update from the owner index (a scan of every
+# running job per row); it must look each row up by id. An attempt whose start was
+# not written yet (the job ran between two turns) is counted with its outcome.
+START = """
+UPDATE jobs SET started_at = o.value ->> 2, attempts = attempts + 1,
+       first_started_at = coalesce(first_started_at, o.value ->> 2)
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running' AND jobs.started_at IS NULL
+"""
+COMPLETE = """
+UPDATE jobs SET state = 'succeeded', result = o.value ->> 2, finished_at = :now,
+       owner = NULL, lease_until = NULL,
+       attempts = attempts + (started_at IS NULL),
+       started_at = coalesce(started_at, o.value ->> 3),
+       first_started_at = coalesce(first_started_at, started_at, o.value ->> 3)
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running'
+RETURNING jobs.destination
+"""
+# A failure: dead when retry_at is null, else scheduled again. A snooze
+# (RetryAfter) gives the attempt back and counts a snooze instead.
+# [id, token, error, retry_at, snoozed, started_at]
+FAIL = """
+UPDATE jobs SET
+    state = CASE WHEN o.value ->> 3 IS NULL THEN 'dead' ELSE 'scheduled' END,
+    run_at = coalesce(o.value ->> 3, jobs.run_at),
+    finished_at = CASE WHEN o.value ->> 3 IS NULL THEN :now END,
+    attempts = jobs.attempts + (jobs.started_at IS NULL) - (o.value ->> 4),
+    snoozes = jobs.snoozes + (o.value ->> 4),
+    last_error = o.value ->> 2,
+    history = json_insert(coalesce(jobs.history, '[]'), '$[#]',
+                          json_array(coalesce(jobs.started_at, o.value ->> 5, :now), :now,
+                                     substr(o.value ->> 2, 1, 300))),
+    first_started_at = coalesce(jobs.first_started_at, jobs.started_at, o.value ->> 5, :now),
+    started_at = coalesce(jobs.started_at, o.value ->> 5, :now),
+    owner = NULL, lease_until = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running'
+RETURNING jobs.destination, jobs.state
+"""
+# Handed back: no attempt is charged, even for a handler cut off at shutdown.
+RELEASE = """
+UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL, started_at = NULL,
+       attempts = attempts - (started_at IS NOT NULL),
+       first_started_at = CASE WHEN attempts - (started_at IS NOT NULL) = 0 THEN NULL
+                               ELSE first_started_at END
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
+  AND +jobs.owner = :owner AND +jobs.state = 'running'
+RETURNING jobs.destination
+"""
+RENEW = "UPDATE jobs SET lease_until = ? WHERE state = 'running' AND owner = ?"
+EXPIRED = """
+SELECT json_group_array(json_array(id, task, destination, attempts, first_started_at,
+                                   started_at IS NOT NULL, lost))
+FROM jobs WHERE state = 'running' AND lease_until < ?
+"""
+# A crash: [id, error, retry_at, charge]. A started job's attempt was counted with
+# its start; an unstarted one is charged only when `charge` says so (its third loss).
+CRASHED = """
+UPDATE jobs SET
+    state = CASE WHEN o.value ->> 2 IS NULL THEN 'dead' ELSE 'scheduled' END,
+    run_at = coalesce(o.value ->> 2, jobs.run_at),
+    finished_at = CASE WHEN o.value ->> 2 IS NULL THEN :now END,
+    attempts = jobs.attempts + (o.value ->> 3),
+    last_error = o.value ->> 1,
+    history = json_insert(coalesce(jobs.history, '[]'), '$[#]',
+                          json_array(coalesce(jobs.started_at, :now), :now,
+                                     substr(o.value ->> 1, 1, 300))),
+    first_started_at = coalesce(jobs.first_started_at, jobs.started_at, :now),
+    owner = NULL, lease_until = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND +jobs.state = 'running'
+RETURNING jobs.destination, jobs.state
+"""
+# An unstarted claim lost to a crash: back to ready, uncharged, the loss counted.
+LOST = """
+UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL, lost = lost + 1
+WHERE id IN (SELECT value FROM json_each(?)) AND state = 'running'
+RETURNING destination
+"""
+CHARGE_AFTER_LOSSES = 2  # the third loss of an unstarted claim is charged
+# Finished jobs are pruned a window of ids at a time, the windows walking the whole
+# table and wrapping around: without an index on finish times, which every ack would
+# pay to maintain, each scan stays bounded, and rows that stay (dead letters,
+# far-delayed jobs) never stop the walk. Finished rows are in no index, so deleting
+# them is cheap.
+PRUNE_WINDOW_END = """
+SELECT max(id), count(*) FROM (SELECT id FROM jobs WHERE id > ? ORDER BY id LIMIT ?)
+"""
+PRUNE = """
+DELETE FROM jobs WHERE id > ? AND id <= ?
+AND state IN ('succeeded', 'cancelled') AND finished_at < ?
+RETURNING destination, state
+"""
+DUE_SCHEDULED = """
+SELECT destination, count(*), min(run_at) FROM jobs
+WHERE state = 'scheduled' AND run_at <= ? GROUP BY destination
+"""
+RUNNING = """
+SELECT destination, started_at IS NOT NULL AND lease_until >= ?, count(*) FROM jobs
+WHERE state = 'running' GROUP BY 1, 2
+"""
+TOP_PRIORITY = "SELECT max(priority) FROM jobs WHERE state = 'pending' AND destination = ?"
+NEXT_PRIORITY = """
+SELECT max(priority) FROM jobs WHERE state = 'pending' AND destination = ? AND priority < ?
+"""
+FIRST_AT_PRIORITY = """
+SELECT min(run_at) FROM jobs WHERE state = 'pending' AND destination = ? AND priority = ?
+"""
+ADD_TO_COUNT = """
+INSERT INTO counts (destination, state, n) VALUES (?, ?, ?)
+ON CONFLICT (destination, state) DO UPDATE SET n = n + excluded.n
+"""
+PRUNE_WINDOW = 20_000
+PRUNE_BATCHES = 5
+SAVE_DESTINATION = """
+INSERT INTO destinations (name, paused, hold_until, circuit, circuit_until)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused,
+    hold_until = max(hold_until, excluded.hold_until),
+    circuit = excluded.circuit, circuit_until = excluded.circuit_until
+"""
+SAVE_BUCKET = """
+INSERT INTO destinations (name, full_at) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET full_at = excluded.full_at
+"""
+# A redriven job starts over: attempts, snoozes and the first-attempt time are
+# reset (its history of attempts is kept).
+REDRIVE = """
+UPDATE jobs SET state = CASE WHEN o.value ->> 1 <= :now THEN 'pending' ELSE 'scheduled' END,
+       run_at = o.value ->> 1, attempts = 0, snoozes = 0, first_started_at = NULL,
+       finished_at = NULL
+FROM json_each(:batch) AS o
+WHERE jobs.id = o.value ->> 0 AND jobs.state = 'dead'
+RETURNING jobs.destination, jobs.state
+"""
+LEASE_EXPIRED = (
+    "LeaseExpired: the worker running this job stopped renewing its lease "
+    "(killed, or its event loop was blocked)"
+)
+COLUMNS = (
+    "id, task, state, destination, priority, payload, key, attempts, created_at, run_at, "
+    "started_at, finished_at, result, last_error, snoozes, history"
+)

@@ -1,0 +1,230 @@
+"""The write side of the SQLite journal: the functions a transaction runs on the
+connection's thread (inserts, outcomes, bookings, the counts they change)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from .._errors import PayloadError
+from .._limiter import schedule_calls
+from .._policy import Rate
+from . import _sqlite_sql as sql
+from ._base import Booked, Inserted, NewBatch, NewJob
+from ._groupcommit import Outcomes
+
+log = logging.getLogger("asyncq.journal")
+
+
+def book(
+    conn: sqlite3.Connection,
+    wants: Mapping[str, int],
+    rates: Mapping[str, Rate],
+    clock: Callable[[], float],
+    horizon: float,
+) -> dict[str, Booked]:
+    """Book calls in destinations' buckets: read each bucket, book, write it back."""
+    wanted = [name for name in wants if name in rates]
+    (known,) = conn.execute(
+        "SELECT json_group_object(name, full_at) FROM destinations "
+        "WHERE name IN (SELECT value FROM json_each(?))",
+        (json.dumps(wanted),),
+    ).fetchone()
+    full = json.loads(known)
+    now = clock()
+    booked = {
+        name: schedule_calls(rates[name], wants[name], full.get(name, 0.0), now, horizon)
+        for name in wanted
+    }
+    conn.executemany(sql.SAVE_BUCKET, [(name, b[1]) for name, b in booked.items()])
+    return booked
+
+
+def ready_destinations(conn: sqlite3.Connection, start: str, chunk: int) -> Iterator[str]:
+    """Destinations with ready jobs, in name order from just after `start`,
+    wrapping around once."""
+    after, wrapped = start, False
+    while True:
+        (names,) = conn.execute(sql.READY_DESTINATIONS, (after, chunk)).fetchone()
+        batch: list[str] = json.loads(names)
+        for name in batch:
+            if wrapped and name > start:
+                return
+            yield name
+        if len(batch) == chunk:
+            after = batch[-1]
+        elif wrapped or not start:
+            return
+        else:
+            after, wrapped = "", True
+
+
+def insert_all(
+    conn: sqlite3.Connection,
+    inserts: Sequence[tuple[Sequence[NewJob] | NewBatch, float, object]],
+    deltas: Deltas,
+) -> list[Any]:
+    """Every insert of a turn; one result per insert, in order."""
+    results: list[Any] = [None] * len(inserts)
+    merged: list[int] = []  # the inserts whose jobs go into one shared statement
+    for index, (jobs, now, _) in enumerate(inserts):
+        if isinstance(jobs, NewBatch):
+            results[index] = insert_batch(conn, jobs, now)
+            state = "pending" if jobs.run_at <= now else "scheduled"
+            deltas[jobs.destination, state] += jobs.job_count
+        elif any(job.key is not None for job in jobs):
+            # The rare path: keyed jobs go one at a time, so a key repeated within
+            # one call also finds the job inserted a moment before.
+            results[index] = [insert_keyed(conn, job, now, deltas) for job in jobs]
+        else:
+            merged.append(index)
+    if merged:
+        rows = [
+            [j.task, j.payload, j.destination, j.priority, j.run_at, inserts[index][1]]
+            for index in merged
+            for j in cast(Sequence[NewJob], inserts[index][0])
+        ]
+        for index in merged:
+            at = inserts[index][1]
+            deltas.update(
+                (j.destination, "pending" if j.run_at <= at else "scheduled")
+                for j in cast(Sequence[NewJob], inserts[index][0])
+            )
+        ids = iter(
+            inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows))
+        )
+        for index in merged:
+            jobs = cast(Sequence[NewJob], inserts[index][0])
+            results[index] = [Inserted(next(ids), True) for _ in jobs]
+    return results
+
+
+def insert_batch(conn: sqlite3.Connection, batch: NewBatch, now: float) -> range:
+    params = {
+        "task": batch.task,
+        "payloads": batch.payloads,
+        "destination": batch.destination,
+        "priority": batch.priority,
+        "run_at": batch.run_at,
+        "state": "pending" if batch.run_at <= now else "scheduled",
+        "now": now,
+        "limit": batch.max_payload_bytes,
+    }
+    cursor = conn.execute(sql.INSERT_PAYLOADS, params)
+    if cursor.rowcount != batch.job_count:
+        refused = conn.execute(
+            sql.REFUSED_PAYLOAD, {"payloads": batch.payloads, "limit": batch.max_payload_bytes}
+        ).fetchone()
+        if refused is None:
+            raise PayloadError(batch.task, "the batch does not hold the number of payloads given")
+        index, kind, size = refused
+        if kind != "object":
+            raise PayloadError(batch.task, f"payload {index} is a JSON {kind}, not an object")
+        raise PayloadError(
+            batch.task,
+            f"payload {index} is {size} bytes, over the {batch.max_payload_bytes}-byte limit",
+        )
+    return inserted_ids(cursor, batch.job_count)
+
+
+def inserted_ids(cursor: sqlite3.Cursor, count: int) -> range:
+    # Under the write lock, AUTOINCREMENT hands out consecutive ids in row order.
+    last = cursor.lastrowid
+    if cursor.rowcount != count or last is None:
+        raise RuntimeError(f"an insert wrote {cursor.rowcount} rows, not {count}")
+    return range(last - count + 1, last + 1)
+
+
+def insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float, deltas: Deltas) -> Inserted:
+    if job.key is not None:
+        row = conn.execute(sql.FIND_LIVE_KEY, (job.key,)).fetchone()
+        if row is not None:
+            return Inserted(row[0], False)
+    cursor = conn.execute(
+        sql.INSERT_ONE,
+        (
+            job.task,
+            job.payload,
+            job.destination,
+            job.priority,
+            job.run_at,
+            job.key,
+            job.run_at,
+            now,
+            now,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    deltas[job.destination, "pending" if job.run_at <= now else "scheduled"] += 1
+    return Inserted(cursor.lastrowid, True)
+
+
+def write_outcomes(
+    conn: sqlite3.Connection, owner: str, outcomes: Outcomes, deltas: Deltas
+) -> None:
+    now = outcomes.now
+    if outcomes.started:
+        conn.execute(sql.START, {"batch": json.dumps(outcomes.started), "owner": owner})
+    if outcomes.complete:
+        batch = json.dumps(outcomes.complete)
+        rows = conn.execute(sql.COMPLETE, {"batch": batch, "owner": owner, "now": now}).fetchall()
+        moved(deltas, rows, "running", "succeeded")
+    if outcomes.fail:
+        params = {"batch": json.dumps(outcomes.fail), "owner": owner, "now": now}
+        moved(deltas, conn.execute(sql.FAIL, params).fetchall(), "running")
+    if outcomes.release:
+        params = {"batch": json.dumps(outcomes.release), "owner": owner}
+        moved(deltas, conn.execute(sql.RELEASE, params).fetchall(), "running", "pending")
+
+
+#: Jobs moved in one transaction: (destination, state) -> change in count.
+Deltas = Counter[tuple[str, str]]
+
+
+def moved(deltas: Deltas, rows: list[Any], old: str | None, new: str | None = None) -> int:
+    """Count the rows a statement moved out of state `old` (None: inserted) into
+    `new` (None: the row's second column, or deleted when it has none and `old`
+    is given). Each row starts with the job's destination. Returns how many."""
+    for row, count in Counter(rows).items():
+        destination = row[0]
+        if old is not None:
+            deltas[destination, old] -= count
+        else:
+            deltas[destination, row[1]] -= count  # deleted from the state it had
+            continue
+        deltas[destination, new or row[1]] += count
+    return len(rows)
+
+
+def save_counts(conn: sqlite3.Connection, deltas: Deltas) -> None:
+    changes = [(d, state, n) for (d, state), n in deltas.items() if n]
+    if changes:
+        conn.executemany(sql.ADD_TO_COUNT, changes)
+
+
+def keys_free(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
+    """The jobs among `ids` (dead ones, about to be redriven) whose key no live job
+    holds: a key names one live job at a time, so the others stay dead. Of two with
+    the same key, the older goes."""
+    rows = conn.execute(
+        "SELECT id, key, EXISTS (SELECT 1 FROM jobs AS live WHERE live.key = dead.key "
+        "AND live.state IN ('pending', 'scheduled', 'running')) "
+        "FROM jobs AS dead WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        (json.dumps(ids),),
+    ).fetchall()
+    free, taken = [], set()
+    for job_id, key, held in rows:
+        if key is not None:
+            if held or key in taken:
+                continue
+            taken.add(key)
+        free.append(job_id)
+    if len(free) < len(ids):
+        log.warning(
+            "redrive: %d dead job(s) stay dead: a live job holds their key", len(ids) - len(free)
+        )
+    return free

@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from .._codec import storable_text
+from .._codec import is_utf8, storable_text
 from .._errors import JournalCorrupt, JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
@@ -364,7 +364,7 @@ class SqliteJournal:
                     booked = writes.book(conn, taken_from, rates, limits.clock, limits.horizon)
             (rows,) = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
             jobs = [ClaimedJob(*row) for row in json.loads(rows)]
-            if not reads.is_utf8(rows):
+            if not is_utf8(rows):
                 reads.isolate_broken_text(jobs)
             return Claim(jobs, booked)
 

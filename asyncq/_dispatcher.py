@@ -6,32 +6,40 @@ A lane that cannot go is set aside without spending a worker: until a time
 (its rate bucket refills, a RetryAfter hold ends, an open circuit cools down)
 or until an event (a call to a capped destination finishes, a resume).
 Lanes that can go are served round-robin; within a lane, higher priority
-first, then the order of the claim (FIFO).
+first, then the order of the claim (FIFO). A lane whose circuit is open is not
+set aside: its jobs are refused at once (`on_refused`), so each follows its own
+retry schedule.
+
+The run loop survives transient journal faults (`JournalError.transient`: disk
+full, I/O errors): it logs once per fault episode, backs off in real time and
+tries again. A claim that failed was rolled back, so no job is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
-import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ._clock import Clock
-from ._destinations import CircuitState, Destinations
+from ._destinations import SLOT_STALE, CircuitState, Destinations, DestinationState
+from ._errors import CircuitOpen, JournalError
 from ._journal import ClaimedJob, ClaimLimits, Journal
-from ._limiter import room_at
+from ._limiter import HORIZON_MIN, room_at
 from ._policy import Rate
 
 log = logging.getLogger("asyncq.dispatcher")
+T = TypeVar("T")
 
-# How far ahead (seconds) a paced lane books calls in the shared bucket. Booked
-# calls go out at their booked times; a process that dies wastes at most this much
-# of a destination's rate.
-_BOOKING_HORIZON = 0.2
+# Back-off (real seconds) after a transient journal fault, doubling up to the last.
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
 # How much work, in seconds at the recent pace, an adaptive prefetch holds.
 _PREFETCH_SECONDS = 0.05
 
@@ -85,12 +93,29 @@ class Dispatcher:
         self._waiting_workers: deque[asyncio.Future[None]] = deque()
         self._wakeup = asyncio.Event()
         self._maybe_more = True  # False once a claim came back short; reset by news
+        # Lanes at their cap after the last claim: once one has room again, claim.
+        self._capped: set[str] = set()
+        # True while the journal said jobs are ready that the last claim did not take
+        # (their lanes are capped, paused or held): claim again after a poll, not at once.
+        self._ready_untaken = False
+        self._claimed_at = 0.0  # the queue's clock at the last claim
+        self._polled_at = clock.now()  # ...and at the last look for others' writes
+        # Circuit states that today's policies do not allow, corrected at load: to write.
+        self._corrections = destinations.take_corrections()
+        self._fault: str | None = None  # the journal call that failed, until it works
+        self._fault_since = 0.0  # real time the fault began
+        self._backoff = _BACKOFF_FIRST
+        self._closing = asyncio.Event()
         self._closed = False
         self._claiming = False
         self._pushed = False  # the journal told of another process's write
         journal.on_change_elsewhere(self._told_of_change_elsewhere)
         #: Called when a claim or a booking ends, or nothing is left to do.
         self.on_change: Callable[[], None] = lambda: None
+        #: Takes jobs refused because their destination's circuit is open (the
+        #: worker pool records each as a failed attempt). Unset, such jobs wait
+        #: for the cooldown to end instead.
+        self.on_refused: Callable[[list[ClaimedJob], CircuitOpen], None] | None = None
 
     # -- the worker side ---------------------------------------------------
 
@@ -106,35 +131,45 @@ class Dispatcher:
             if not lane:
                 continue
             state = self._destinations.state(name)
+            if state.circuit is not CircuitState.CLOSED:
+                if state.circuit_open(now):
+                    self._refuse(name, state)
+                    continue
+                state.half_open_if_cooled(now)
             if state.blocked():
                 self._blocked.add(name)
                 continue
-            if state.hold_until > now or state.circuit != CircuitState.CLOSED:
-                wait = state.wait_seconds(now, bucket=False)
-                if wait > 0:
-                    self._park(name, now + wait)
-                    continue
+            if state.hold_until > now:
+                self._park(name, state.hold_until)
+                continue
             if state.bucket is not None:
-                slot = state.next_slot(now)
-                if slot == math.inf:
+                slots = state.slots
+                if slots and slots[0] + SLOT_STALE < now:
+                    state.drop_late_slots(now)
+                if not slots:
                     # No call booked. The bucket lives in the journal: calls are
                     # booked in it (and written) before they go out, so neither a
                     # restart nor another process on the journal is a free burst.
                     self._wanting[name] = True
                     self._wakeup.set()
                     continue
-                if slot > now:
-                    self._park(name, slot)
+                if slots[0] > now:
+                    self._park(name, slots[0])
                     continue
                 wait = state.bucket.take_or_wait()
                 if wait > 0:
                     self._park(name, now + wait)
                     continue
-                state.slots.popleft()
-                if len(state.slots) <= 1 and len(lane) > 1 and name not in self._wanting:
+                slots.popleft()
+                if (
+                    slots
+                    and slots[-1] - now < state.horizon / 2
+                    and len(lane) - 1 > len(slots)
+                    and name not in self._wanting
+                ):
                     self._wanting[name] = False  # book ahead, while this lane goes on
                     self._wakeup.set()
-            if state.circuit == CircuitState.HALF_OPEN:
+            if state.circuit is CircuitState.HALF_OPEN:
                 state.probe_in_flight = True
             state.in_flight += 1
             self._active += 1
@@ -143,11 +178,32 @@ class Dispatcher:
                 runnable.append(name)
             else:
                 del self._lanes[name]
+            if name in self._capped:
+                self._regained_room(name, len(lane))
             self._buffered -= 1
             if self._buffered < self._low_water and self._maybe_more:
                 self._wakeup.set()
             return job
         return None
+
+    def _refuse(self, name: str, state: DestinationState) -> None:
+        """The circuit of `name` is open: hand its buffered jobs to `on_refused`."""
+        if self.on_refused is None:
+            self._park(name, state.circuit_until)
+            return
+        lane = self._lanes.pop(name)
+        self._buffered -= len(lane)
+        self._capped.discard(name)
+        self.on_refused([item[2] for item in lane], CircuitOpen(name, state.circuit_until))
+        if self._buffered < self._low_water and self._maybe_more:
+            self._wakeup.set()
+
+    def _regained_room(self, name: str, held: int) -> None:
+        """A lane that was at its cap shrank: once it is half empty, claim for it."""
+        if 2 * held <= self._destinations.lane_cap(name, self._prefetch):
+            self._capped.discard(name)
+            self._maybe_more = True
+            self._wakeup.set()
 
     async def next_job(self) -> ClaimedJob | None:
         """Wait for a job; None when the dispatcher is closed."""
@@ -169,8 +225,12 @@ class Dispatcher:
         self.recheck(name)
 
     def recheck(self, name: str) -> None:
-        """`name`'s state changed (a slot freed, a resume): it may be able to go."""
-        if name in self._blocked and not self._destinations.state(name).blocked():
+        """`name`'s state changed (a slot freed, a resume, its circuit opened): it
+        may be able to go, or its jobs may have to be refused."""
+        if name not in self._blocked:
+            return
+        state = self._destinations.state(name)
+        if not state.blocked() or state.circuit_open(self._clock.now()):
             self._blocked.discard(name)
             if name in self._lanes:
                 self._runnable.append(name)
@@ -188,17 +248,20 @@ class Dispatcher:
         return self._buffered
 
     def has_work_now(self) -> bool:
-        """A job is running, some buffered job could start now, or a claim or a
-        token request is under way."""
+        """Whether a job is running, some buffered job could start (or be refused)
+        now, or a claim or a booking is under way. A question: it changes nothing."""
         if self._active or self._claiming or self._wanting:
             return True
         now = self._clock.now()
-        self._unpark(now)
-        self._feed_waiting_workers()
+        due = (name for until, _, name in self._parked if until <= now)
         destinations = self._destinations
-        for name in self._runnable:
+        for name in itertools.chain(self._runnable, due):
+            if name not in self._lanes:
+                continue
             state = destinations.state(name)
-            if name in self._lanes and not state.blocked() and state.wait_seconds(now) == 0:
+            if state.circuit_open(now):
+                return True
+            if not state.blocked() and state.wait_seconds(now) == 0:
                 return True
         return False
 
@@ -216,6 +279,7 @@ class Dispatcher:
         self._runnable.clear()
         self._parked.clear()
         self._blocked.clear()
+        self._capped.clear()
         self._buffered = 0
         return jobs
 
@@ -256,10 +320,12 @@ class Dispatcher:
     def notify(self) -> None:
         """New work may be ready (a local submit, a reclaimed lease, a poll)."""
         self._maybe_more = True
+        self._ready_untaken = False
         self._wakeup.set()
 
     def close(self) -> None:
         self._closed = True
+        self._closing.set()
         self._wakeup.set()
         while self._waiting_workers:
             waiter = self._waiting_workers.popleft()
@@ -267,22 +333,62 @@ class Dispatcher:
                 waiter.set_result(None)
 
     async def run(self) -> None:
-        """Keep the prefetch topped up and parked lanes moving, until closed."""
+        """Keep the prefetch topped up and parked lanes moving, until closed.
+
+        Survives transient journal faults (see the module's docstring); any other
+        error ends it, and the queue's supervision reports it."""
         while not self._closed:
-            if self._wanting:
-                await self._take_tokens()
-                continue
-            self._adapt_prefetch()
-            room = self._prefetch - self._buffered
-            if self._maybe_more and room >= self._low_water:
-                self._wakeup.clear()
-                await self._claim(room)
-                continue
-            if not self._buffered and not self._maybe_more:
-                self.on_change()
-            await self._wait_for_news()
-            self._unpark(self._clock.now())
-            self._feed_waiting_workers()
+            try:
+                await self._turn()
+            except JournalError as exc:
+                if not exc.transient:
+                    raise
+                await self._back_off()
+
+    async def _turn(self) -> None:
+        if self._corrections:
+            save = self._journal.save_destinations(self._corrections)
+            await self._journal_call("save_destinations", save)
+            self._corrections = []
+        if self._wanting:
+            await self._take_tokens()
+            return
+        self._adapt_prefetch()
+        room = self._prefetch - self._buffered
+        if self._maybe_more and room >= self._low_water:
+            self._wakeup.clear()
+            await self._claim(room)
+            return
+        if not self._buffered and not self._maybe_more:
+            self.on_change()
+        await self._wait_for_news()
+
+    async def _journal_call(self, name: str, call: Awaitable[T]) -> T:
+        """Await the run loop's journal call `name`; the end of a fault episode is
+        when the call that failed works again (a read may work while writes fail)."""
+        try:
+            result = await call
+        except JournalError as exc:
+            if exc.transient and self._fault is None:
+                self._fault, self._fault_since = name, time.monotonic()
+                log.warning("dispatcher: %s; retrying until it clears", exc)
+            raise
+        if self._fault == name:
+            log.warning(
+                "journal %s works again after %.1f s; the dispatcher carries on",
+                self._journal.description,
+                time.monotonic() - self._fault_since,
+            )
+            self._fault = None
+            self._backoff = _BACKOFF_FIRST
+        return result
+
+    async def _back_off(self) -> None:
+        """Wait after a transient fault: real time (the queue's clock may be a test's
+        clock that does not move), cut short by `close`."""
+        delay, self._backoff = self._backoff, min(2 * self._backoff, _BACKOFF_MAX)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay)
 
     def _adapt_prefetch(self) -> None:
         """Hold about `_PREFETCH_SECONDS` of work, within the prefetch bounds.
@@ -306,27 +412,42 @@ class Dispatcher:
     async def _claim(self, room: int) -> int:
         now = self._clock.now()
         lanes = {name: len(lane) for name, lane in self._lanes.items()}
-        closed = {s.name for s in self._destinations.known() if s.closed_to_claims(now)}
+        held = set()
+        refusing = set()
+        for state in self._destinations.known():
+            if state.stays_in_journal(now):
+                held.add(state.name)
+            elif state.circuit_open(now):
+                refusing.add(state.name)
         lane_cap = self._destinations.lane_cap
+        booking_rate = self._destinations.booking_rate_for
+        prefetch = self._prefetch
 
+        # Both run inside the journal's transaction: they read only this snapshot
+        # and the policies.
         def room_for(name: str) -> int:
-            # Runs inside the journal's transaction: reads only this snapshot and policies.
-            if name in closed:
+            if name in held:
                 return 0
-            return lane_cap(name, self._prefetch) - lanes.get(name, 0)
+            if name in refusing:  # refused at once: no need to hold them back
+                return prefetch - lanes.get(name, 0)
+            return lane_cap(name, prefetch) - lanes.get(name, 0)
+
+        def rate_for(name: str) -> Rate | None:
+            return None if name in refusing else booking_rate(name)
 
         limits = ClaimLimits(
-            room=room_for,
-            rate=self._destinations.rate_for,
-            clock=self._clock.now,
-            horizon=_BOOKING_HORIZON,
+            room=room_for, rate=rate_for, clock=self._clock.now, horizon=HORIZON_MIN
         )
         self._claiming = True
         try:
-            claim = await self._journal.claim(self._owner, room, now + self._lease, now, limits)
+            claim = await self._journal_call(
+                "claim", self._journal.claim(self._owner, room, now + self._lease, now, limits)
+            )
         finally:
             self._claiming = False
             self.on_change()
+        self._claimed_at = now
+        self._ready_untaken = False
         for name, (times, full_at) in claim.booked.items():
             state = self._destinations.state(name)
             state.full_at = full_at
@@ -334,45 +455,67 @@ class Dispatcher:
         self._add(claim.jobs)
         if len(claim.jobs) < room:
             self._maybe_more = False
+        # Lanes that this claim filled to their cap (more may wait in the journal):
+        # claim again once one is half empty (workers may have emptied it already).
+        taken = Counter(job.destination for job in claim.jobs)
+        self._capped = set()
+        for name in {*lanes, *taken} - held - refusing:
+            if lanes.get(name, 0) + taken[name] >= lane_cap(name, prefetch):
+                self._capped.add(name)
+                self._regained_room(name, len(self._lanes.get(name, ())))
         return len(claim.jobs)
 
     async def _take_tokens(self) -> None:
+        """Book calls for the lanes that want them, in one journal turn."""
         wanting, self._wanting = self._wanting, {}
-        wants: dict[str, int] = {}
-        rates: dict[str, Rate] = {}
+        # One request per horizon (the journal takes one for all the calls it books).
+        requests: dict[float, tuple[dict[str, int], dict[str, Rate]]] = {}
         for name in wanting:
             lane = self._lanes.get(name)
             state = self._destinations.state(name)
-            if not lane or state.policy.rate is None:
+            rate = self._destinations.booking_rate_for(name)
+            if not lane or rate is None:
                 continue
             want = len(lane) - len(state.slots)
             cap = state.policy.concurrency
             if cap is not None:
                 want = min(want, cap - state.in_flight + 1)
+            wants, rates = requests.setdefault(state.horizon, ({}, {}))
             wants[name] = max(1, want)
-            rates[name] = state.policy.rate
+            rates[name] = rate
+        clock = self._clock.now
         try:
-            booked = await self._journal.take_tokens(
-                wants, rates, self._clock.now, _BOOKING_HORIZON
+            answers = await self._journal_call(
+                "take_tokens",
+                asyncio.gather(
+                    *(
+                        self._journal.take_tokens(wants, rates, clock, horizon)
+                        for horizon, (wants, rates) in requests.items()
+                    )
+                ),
             )
+        except BaseException:
+            # Nothing was booked: the lanes still want their calls.
+            for name, waits in wanting.items():
+                self._wanting[name] = self._wanting.get(name, False) or waits
+            raise
         finally:
             self.on_change()
         now = self._clock.now()
-        for name, (times, full_at) in booked.items():
-            state = self._destinations.state(name)
-            state.full_at = full_at
-            state.slots.extend(times)
-            if not wanting[name] or name not in self._lanes:
-                continue  # the lane is still among the runnable ones
-            rate = state.policy.rate
-            assert rate is not None
-            if state.slots and state.slots[0] > now:
-                self._park(name, state.slots[0])
-            elif state.slots:
-                self._runnable.append(name)
-            else:
-                # Nothing fits within the horizon: ask again when something will.
-                self._park(name, room_at(rate, full_at) - _BOOKING_HORIZON / 2)
+        for (_, rates), booked in zip(requests.values(), answers, strict=True):
+            for name, (times, full_at) in booked.items():
+                state = self._destinations.state(name)
+                state.full_at = full_at
+                state.slots.extend(times)
+                if not wanting[name] or name not in self._lanes:
+                    continue  # the lane is still among the runnable ones
+                if state.slots and state.slots[0] > now:
+                    self._park(name, state.slots[0])
+                elif state.slots:
+                    self._runnable.append(name)
+                else:
+                    # Nothing fits within the horizon: ask again when something will.
+                    self._park(name, room_at(rates[name], full_at) - state.horizon / 2)
         self._feed_waiting_workers()
 
     def _add(self, jobs: list[ClaimedJob]) -> None:
@@ -384,6 +527,14 @@ class Dispatcher:
                 self._runnable.append(job.destination)
             heapq.heappush(lane, (-job.priority, next(self._order), job))
         self._buffered += len(jobs)
+        if self.on_refused is not None and jobs:
+            # Jobs claimed to be refused (their circuit is open): refuse them now,
+            # not when a worker happens by.
+            now = self._clock.now()
+            for name in {job.destination for job in jobs}:
+                state = self._destinations.state(name)
+                if state.circuit_open(now) and name in lanes:
+                    self._refuse(name, state)
         self._feed_waiting_workers()
 
     def _told_of_change_elsewhere(self) -> None:
@@ -395,7 +546,12 @@ class Dispatcher:
         # Another process wrote: jobs, or a pause, resume or hold.
         self._pushed = False
         self._maybe_more = True
-        await self._reload()
+        self._ready_untaken = False
+        try:
+            await self._journal_call("load_destinations", self._reload())
+        except BaseException:
+            self._pushed = True  # not taken yet: again on the next turn
+            raise
         self.recheck_all()
 
     async def _wait_for_news(self) -> None:
@@ -406,18 +562,23 @@ class Dispatcher:
             self._wakeup.clear()
             await asyncio.sleep(0)  # news came from this loop's own turn: let others run
             return
-        now = self._clock.now()
-        timeout = self._poll_interval
+        poll_at = self._polled_at + self._poll_interval
+        wake_at = poll_at
         due_by_timer = False
         if self._parked:
-            timeout = min(timeout, max(0.0, self._parked[0][0] - now))
-        if not self._maybe_more:
-            due = await self._journal.next_run_at()
-            if due is not None and due - now < timeout:
-                timeout, due_by_timer = max(0.0, due - now), True
-        if timeout > 0:
+            wake_at = min(wake_at, self._parked[0][0])
+        if not self._maybe_more and not self._ready_untaken:
+            due = await self._journal_call("next_run_at", self._journal.next_run_at())
+            if due is not None and due <= self._claimed_at:
+                # Ready jobs that the last claim did not take: their lanes are full,
+                # paused or held. A lane with room, a resume or a poll claims again;
+                # asking now would only spin.
+                self._ready_untaken = True
+            elif due is not None and due < wake_at:
+                wake_at, due_by_timer = due, True
+        if wake_at > self._clock.now():
             woken = asyncio.ensure_future(self._wakeup.wait())
-            slept = asyncio.ensure_future(self._clock.sleep(timeout))
+            slept = asyncio.ensure_future(self._sleep_until(wake_at))
             try:
                 await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -426,7 +587,21 @@ class Dispatcher:
             if woken.done() and not woken.cancelled():
                 self._wakeup.clear()
                 return
+        # Move what is due before looking for news: a parked lane must not wait
+        # for the journal's answer.
+        now = self._clock.now()
+        self._unpark(now)
+        self._feed_waiting_workers()
         if due_by_timer:
             self._maybe_more = True
-        elif await self._journal.changed_elsewhere():
-            await self._take_news_from_elsewhere()
+        if now >= poll_at:
+            self._polled_at = now
+            if self._ready_untaken:
+                self._ready_untaken, self._maybe_more = False, True
+            if await self._journal_call("changed_elsewhere", self._journal.changed_elsewhere()):
+                await self._take_news_from_elsewhere()
+
+    async def _sleep_until(self, when: float) -> None:
+        # The time to sleep is measured when the sleep starts, not when it was
+        # decided: the clock may have moved in between (a test's clock, by a jump).
+        await self._clock.sleep(when - self._clock.now())

@@ -26,7 +26,7 @@ from ._codec import encode_result
 from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
-from ._errors import PermanentFailure, RetryAfter
+from ._errors import CircuitOpen, PermanentFailure, RetryAfter
 from ._journal import ClaimedJob, Failed, Journal, Released, Succeeded
 from ._tasks import TaskRegistry
 
@@ -245,3 +245,15 @@ class WorkerPool:
             self._writing = False
         if done or failed:
             self._on_written([o.id for o in done] + [o.id for o in failed], failed)
+
+    def fail_unstarted(self, jobs: list[ClaimedJob], error: CircuitOpen) -> None:
+        """Jobs refused without calling their handlers (their destination's circuit
+        is open): each is a failed attempt, rescheduled by its policy's wait and stop."""
+        now = self._clock.now()
+        text = describe_error(error)
+        for job in jobs:
+            retry_at = self._destinations.policy_for(job.destination).retry.decide(
+                attempt=job.attempts, error=error, first_attempt_at=job.first_started_at, now=now
+            )
+            self._failed.append(Failed(job.id, job.attempts, text, retry_at))
+        self._have_outcomes.set()

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ._clock import Clock
-from ._destinations import SLOT_STALE, CircuitState, Destinations, DestinationState
+from ._destinations import CLOSED, HALF_OPEN, Destinations, DestinationState
 from ._errors import CircuitOpen
 from ._journal import ClaimedJob
 
@@ -73,7 +73,7 @@ class Lanes:
             if not lane:
                 continue
             state = self._destinations.state(name)
-            if state.circuit is not CircuitState.CLOSED:
+            if state.circuit is not CLOSED:
                 if state.circuit_open(now):
                     self._refuse(name, state)
                     continue
@@ -86,7 +86,7 @@ class Lanes:
                 continue
             if state.bucket is not None:
                 slots = state.slots
-                if slots and slots[0] + SLOT_STALE < now:
+                if slots and slots[0] + state.start_within < now:
                     state.drop_late_slots(now)
                 if not slots:
                     # No call booked. The bucket lives in the journal: calls are
@@ -111,7 +111,7 @@ class Lanes:
                 ):
                     self._wanting[name] = False  # book ahead, while this lane goes on
                     self._wakeup.set()
-            if state.circuit is CircuitState.HALF_OPEN:
+            if state.circuit is HALF_OPEN:
                 state.probe_in_flight = True
             state.in_flight += 1
             self._active += 1

@@ -46,9 +46,9 @@ class Rate:
     rather than pushing every later call back. An explicit `burst` is honoured
     exactly; with `burst=1` calls are never closer than `per / n` seconds, so a
     late call delays all later ones and at high rates the destination gets less
-    than its rate. (A burst below the default leaves room for less lateness than
-    a call may have: several processes together may then exceed the bound by up
-    to `1 + n / per * 0.01 - burst` calls; one process never does.)
+    than its rate. (With a burst below the default, several processes together
+    may exceed the bound: by a fraction of a call, or, with a burst smaller than
+    10 ms of calls, by the calls that start late. One process never does.)
     """
 
     n: float

@@ -1,7 +1,9 @@
 from enum import StrEnum
 
+import pytest
+
 from asyncq import Circuit, Rate
-from asyncq._destinations import SLOT_STALE, CircuitState, DestinationPolicy, Destinations
+from asyncq._destinations import CircuitState, DestinationPolicy, Destinations
 from asyncq._journal import DestinationRecord
 from asyncq.testing import ManualClock
 
@@ -69,11 +71,13 @@ def test_booked_slots_are_read_by_a_question_and_dropped_by_an_action() -> None:
     destinations.declare("d", DestinationPolicy(rate=Rate(100)))
     state = destinations.state("d")
     now = clock.now()
-    state.slots.extend([now - 1, now - SLOT_STALE, now + 0.01])
-    assert state.next_slot(now) == now - SLOT_STALE  # still on time
+    late = state.start_within
+    assert late == pytest.approx(0.009)
+    state.slots.extend([now - 1, now - late, now + 0.01])
+    assert state.next_slot(now) == now - late  # still on time
     assert len(state.slots) == 3
     assert state.drop_late_slots(now) == 1
-    assert list(state.slots) == [now - SLOT_STALE, now + 0.01]
+    assert list(state.slots) == [now - late, now + 0.01]
 
 
 def _record(name: str, circuit: str, until: float) -> DestinationRecord:

@@ -8,11 +8,13 @@ import pytest
 
 from asyncq import Rate
 from asyncq._limiter import (
+    LOOSE_START,
     TESTED_AIOLIMITER,
     Bucket,
     booking_horizon,
     booking_rate,
     schedule_calls,
+    start_within,
 )
 from asyncq._policy import LATE_START
 from asyncq.testing import ManualClock
@@ -106,6 +108,17 @@ def test_the_shared_bucket_keeps_room_for_late_starts() -> None:
     assert booking_rate(Rate(1000)) == Rate(1000, burst=1)  # 11 - 10 ms of calls
     assert booking_rate(Rate(20, burst=10)) == Rate(20, burst=9.8)
     assert booking_rate(Rate(1000, burst=1)) == Rate(1000, burst=1)  # never below 1
+
+
+def test_calls_must_start_on_time_where_the_burst_has_room_for_it() -> None:
+    # The burst keeps LATE_START of room (or nearly: Rate(1, burst=1) keeps all
+    # but 0.01 of a call), and calls start within it.
+    for exact in (Rate(50), Rate(1000), Rate(10_000), Rate(20, burst=10), Rate(1, burst=1)):
+        assert start_within(exact) == pytest.approx(LATE_START - 0.001), exact
+    # A burst smaller than 10 ms of calls: a call may start late, as before (the
+    # bound holds within one process; across processes, by the calls that start late).
+    for loose in (Rate(1000, burst=1), Rate(1_000_000, burst=1_000)):
+        assert start_within(loose) == LOOSE_START, loose
 
 
 def _worst_excess(rate: Rate, seed: int) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -71,8 +72,7 @@ class Dispatcher(Lanes):
         # True while the journal said jobs are ready that the last claim did not take
         # (their lanes are capped, paused or held): claim again after a poll, not at once.
         self._ready_untaken = False
-        self._claimed_at = 0.0  # the queue's clock at the last claim
-        self._polled_at = clock.now()  # ...and at the last look for others' writes
+        self._polled_at = clock.now()  # the queue's clock at the last look for others' writes
         # Circuit states that today's policies do not allow, corrected at load: to write.
         self._corrections = destinations.take_corrections()
         self._fault: str | None = None  # the journal call that failed, until it works
@@ -222,7 +222,6 @@ class Dispatcher(Lanes):
         finally:
             self._claiming = False
             self.on_change()
-        self._claimed_at = now
         self._ready_untaken = False
         for name, (times, full_at) in claim.booked.items():
             state = self._destinations.state(name)
@@ -332,10 +331,11 @@ class Dispatcher(Lanes):
             wake_at = min(wake_at, self._parked[0][0])
         if not self._maybe_more and not self._ready_untaken:
             due = await self._journal_call("next_run_at", self._journal.next_run_at())
-            if due is not None and due <= self._claimed_at:
+            if due == -math.inf:
                 # Ready jobs that the last claim did not take: their lanes are full,
                 # paused or held. A lane with room, a resume or a poll claims again;
-                # asking now would only spin.
+                # asking now would only spin. (A due time is a scheduled job, which
+                # no claim has seen: that one is claimed when it comes.)
                 self._ready_untaken = True
             elif due is not None and due < wake_at:
                 wake_at, due_by_timer = due, True

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from ._clock import Clock
 from ._journal import DestinationRecord
-from ._limiter import Bucket, booking_horizon, booking_rate, start_within
+from ._limiter import Bucket, booking_horizon, booking_rate, room_at, start_within
 from ._policy import Circuit, Rate, Retry
 
 
@@ -72,6 +72,7 @@ class DestinationState:
     # actually starts, whenever they start.
     bucket: Bucket | None = None
     horizon: float = 0.0  # how far ahead calls are booked (`booking_horizon`)
+    booking_rate: Rate | None = None  # the shared bucket's rate (`booking_rate`)
     start_within: float = 0.0  # how late a booked call may start (`start_within`)
 
     # -- questions (they change nothing) -------------------------------------
@@ -118,9 +119,11 @@ class DestinationState:
                 return slot
         return math.inf
 
-    def booked_until(self) -> float:
-        """The time of the last call booked for this process (-inf if none)."""
-        return self.slots[-1] if self.slots else -math.inf
+    def room_expected_at(self) -> float:
+        """When the shared bucket has room for another call, as far as this process
+        knows (another process may have booked since): 0 if not paced."""
+        rate = self.booking_rate
+        return 0.0 if rate is None else room_at(rate, self.full_at)
 
     # -- actions --------------------------------------------------------------
 
@@ -238,6 +241,7 @@ class Destinations:
             if rate is not None:
                 state.bucket = Bucket(rate, self._clock)
                 state.horizon = booking_horizon(rate)
+                state.booking_rate = self.booking_rate_for(name)
                 state.start_within = start_within(rate)
             record = self._records.get(name)
             if record is not None:

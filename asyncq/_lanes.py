@@ -92,6 +92,12 @@ class Lanes:
                     # No call booked. The bucket lives in the journal: calls are
                     # booked in it (and written) before they go out, so neither a
                     # restart nor another process on the journal is a free burst.
+                    # Ask when a booking can find room, not before (half a horizon
+                    # early, for the round trip).
+                    ask_at = state.room_expected_at() - state.horizon / 2
+                    if ask_at > now:
+                        self._park(name, ask_at)
+                        continue
                     self._wanting[name] = True
                     self._wakeup.set()
                     continue

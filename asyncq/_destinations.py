@@ -95,22 +95,21 @@ class DestinationState:
         cap = self.policy.concurrency
         return cap is not None and self.in_flight >= cap
 
-    def wait_seconds(self, now: float, *, bucket: bool = True) -> float:
-        """0 if a call may go now (time-wise), else how long until it might.
-        `bucket=False` leaves this process's own bucket out (the caller takes
-        from it in the same breath). An open circuit is not a wait: its calls
-        are refused."""
+    def wait_seconds(self, now: float) -> float:
+        """0 if a call may go now (time-wise), or a booking be asked for, else how
+        long until then. An open circuit is not a wait: its calls are refused.
+        Mirrors `Lanes.take`."""
         if self.hold_until > now:
             return self.hold_until - now
         if self.bucket is None:
             return 0.0
-        # Wait for the next booked call, or else for this process's own bucket.
         slot = self.next_slot(now)
-        if now < slot < math.inf:
+        if slot == math.inf:
+            # Nothing booked: a booking is asked for half a horizon before room.
+            return max(0.0, self.room_expected_at() - self.horizon / 2 - now)
+        if slot > now:
             return slot - now
-        if bucket:
-            return self.bucket.seconds_until_room()
-        return 0.0
+        return self.bucket.seconds_until_room()
 
     def next_slot(self, now: float) -> float:
         """The time of the next booked call still on time, or +inf if none is booked."""

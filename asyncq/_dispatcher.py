@@ -81,8 +81,6 @@ class Dispatcher(Lanes):
         self._closing = asyncio.Event()
         self._pushed = False  # the journal told of another process's write
         journal.on_change_elsewhere(self._told_of_change_elsewhere)
-        #: Called when a claim or a booking ends, or nothing is left to do.
-        self.on_change: Callable[[], None] = lambda: None
 
     # -- the journal side --------------------------------------------------
 

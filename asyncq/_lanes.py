@@ -56,6 +56,9 @@ class Lanes:
         self._capped: set[str] = set()
         self._claiming = False
         self._closed = False
+        #: Called when a claim or a booking ends, a lane is set aside until a time,
+        #: or nothing is left to do: what `has_work_now` says may have changed.
+        self.on_change: Callable[[], None] = lambda: None
         #: Takes jobs refused because their destination's circuit is open (the
         #: worker pool records each as a failed attempt). Unset, such jobs wait
         #: for the cooldown to end instead.
@@ -230,6 +233,7 @@ class Lanes:
         heapq.heappush(self._parked, (until, next(self._order), name))
         if first:
             self._wakeup.set()  # the run loop sleeps until the earliest parked time
+        self.on_change()
 
     def _unpark(self, now: float) -> None:
         parked = self._parked

@@ -3,6 +3,7 @@
 from ._clock import Clock, SystemClock
 from ._errors import (
     AsyncqError,
+    CircuitOpen,
     JobCancelled,
     JobDead,
     JobNotFound,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncqError",
     "Circuit",
+    "CircuitOpen",
     "Clock",
     "DestinationCounts",
     "Job",

@@ -1,37 +1,37 @@
-"""The dispatcher: a bounded prefetch of claimed jobs in per-destination lanes,
-handed to workers only when their destination can take a call now.
+"""The dispatcher: keeps a bounded prefetch of claimed jobs in per-destination
+lanes (`Lanes`, which hands them to workers), books their calls in the shared
+rate buckets, and sleeps until something is due.
 
-Workers take jobs synchronously (`take`) and only wait when no lane can go.
-A lane that cannot go is set aside without spending a worker: until a time
-(its rate bucket refills, a RetryAfter hold ends, an open circuit cools down)
-or until an event (a call to a capped destination finishes, a resume).
-Lanes that can go are served round-robin; within a lane, higher priority
-first, then the order of the claim (FIFO).
+The run loop survives transient journal faults (`JournalError.transient`: disk
+full, I/O errors): it logs once per fault episode, backs off in real time and
+tries again. A claim that failed was rolled back, so no job is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
+import contextlib
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ._clock import Clock
-from ._destinations import CircuitState, Destinations
-from ._journal import ClaimedJob, ClaimLimits, Journal
-from ._limiter import room_at
+from ._destinations import Destinations
+from ._errors import JournalError
+from ._journal import ClaimLimits, Journal
+from ._lanes import Lanes
+from ._limiter import HORIZON_MIN, room_at
 from ._policy import Rate
 
 log = logging.getLogger("asyncq.dispatcher")
+T = TypeVar("T")
 
-# How far ahead (seconds) a paced lane books calls in the shared bucket. Booked
-# calls go out at their booked times; a process that dies wastes at most this much
-# of a destination's rate.
-_BOOKING_HORIZON = 0.2
+# Back-off (real seconds) after a transient journal fault, doubling up to the last.
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
 # How much work, in seconds at the recent pace, an adaptive prefetch holds.
 _PREFETCH_SECONDS = 0.05
 
@@ -43,8 +43,9 @@ def paced_prefetch(finished: int, elapsed: float, low: int, high: int) -> int:
     return min(high, max(low, wanted))
 
 
-class Dispatcher:
-    """Claims ready jobs from the journal and hands them to workers."""
+class Dispatcher(Lanes):
+    """Claims ready jobs from the journal into the lanes, books their calls in the
+    shared rate buckets, and keeps parked lanes moving."""
 
     def __init__(
         self,
@@ -59,148 +60,29 @@ class Dispatcher:
         poll_interval: float,
         reload: Callable[[], Awaitable[None]],
     ) -> None:
+        super().__init__(clock, destinations, prefetch=prefetch)
         self._journal = journal
-        self._clock = clock
-        self._destinations = destinations
         self._owner = owner
         self._min_prefetch = prefetch
         self._max_prefetch = max(prefetch, max_prefetch or prefetch)
-        self._prefetch = prefetch
-        self._low_water = max(1, prefetch // 2)
-        self._finished_since = 0  # jobs finished since `_rate_since`
         self._rate_since = time.monotonic()
         self._lease = lease
         self._poll_interval = poll_interval
         self._reload = reload
-        self._lanes: dict[str, list[tuple[int, int, ClaimedJob]]] = {}
-        self._runnable: deque[str] = deque()
-        self._parked: list[tuple[float, int, str]] = []  # (until, order, destination)
-        self._blocked: set[str] = set()  # waiting for an event, not a time
-        # Paced lanes that need calls booked in the shared bucket; True when the lane
-        # waits for the booking (it left the runnable lanes), False to book ahead.
-        self._wanting: dict[str, bool] = {}
-        self._buffered = 0
-        self._active = 0  # jobs handed to workers and not finished
-        self._order = itertools.count()
-        self._waiting_workers: deque[asyncio.Future[None]] = deque()
-        self._wakeup = asyncio.Event()
-        self._maybe_more = True  # False once a claim came back short; reset by news
-        self._closed = False
-        self._claiming = False
+        # True while the journal said jobs are ready that the last claim did not take
+        # (their lanes are capped, paused or held): claim again after a poll, not at once.
+        self._ready_untaken = False
+        self._polled_at = clock.now()  # the queue's clock at the last look for others' writes
+        # Circuit states that today's policies do not allow, corrected at load: to write.
+        self._corrections = destinations.take_corrections()
+        self._fault: str | None = None  # the journal call that failed, until it works
+        self._fault_since = 0.0  # real time the fault began
+        self._backoff = _BACKOFF_FIRST
+        self._closing = asyncio.Event()
         self._pushed = False  # the journal told of another process's write
         journal.on_change_elsewhere(self._told_of_change_elsewhere)
-        #: Called when a claim or a booking ends, or nothing is left to do.
-        self.on_change: Callable[[], None] = lambda: None
 
-    # -- the worker side ---------------------------------------------------
-
-    def take(self) -> ClaimedJob | None:
-        """The next job whose destination can take a call now, or None."""
-        now = self._clock.now()
-        if self._parked and self._parked[0][0] <= now:
-            self._unpark(now)
-        runnable = self._runnable
-        while runnable:
-            name = runnable.popleft()
-            lane = self._lanes.get(name)
-            if not lane:
-                continue
-            state = self._destinations.state(name)
-            if state.blocked():
-                self._blocked.add(name)
-                continue
-            if state.hold_until > now or state.circuit != CircuitState.CLOSED:
-                wait = state.wait_seconds(now, bucket=False)
-                if wait > 0:
-                    self._park(name, now + wait)
-                    continue
-            if state.bucket is not None:
-                slot = state.next_slot(now)
-                if slot == math.inf:
-                    # No call booked. The bucket lives in the journal: calls are
-                    # booked in it (and written) before they go out, so neither a
-                    # restart nor another process on the journal is a free burst.
-                    self._wanting[name] = True
-                    self._wakeup.set()
-                    continue
-                if slot > now:
-                    self._park(name, slot)
-                    continue
-                wait = state.bucket.take_or_wait()
-                if wait > 0:
-                    self._park(name, now + wait)
-                    continue
-                state.slots.popleft()
-                if len(state.slots) <= 1 and len(lane) > 1 and name not in self._wanting:
-                    self._wanting[name] = False  # book ahead, while this lane goes on
-                    self._wakeup.set()
-            if state.circuit == CircuitState.HALF_OPEN:
-                state.probe_in_flight = True
-            state.in_flight += 1
-            self._active += 1
-            job = heapq.heappop(lane)[2]
-            if lane:
-                runnable.append(name)
-            else:
-                del self._lanes[name]
-            self._buffered -= 1
-            if self._buffered < self._low_water and self._maybe_more:
-                self._wakeup.set()
-            return job
-        return None
-
-    async def next_job(self) -> ClaimedJob | None:
-        """Wait for a job; None when the dispatcher is closed."""
-        while True:
-            job = self.take()
-            if job is not None or self._closed:
-                return job
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting_workers.append(waiter)
-            await waiter
-
-    def finished(self, name: str) -> None:
-        """A call to `name` ended: its concurrency slot is free again."""
-        self._finished_since += 1
-        state = self._destinations.state(name)
-        state.in_flight -= 1
-        self._active -= 1
-        state.probe_in_flight = False
-        self.recheck(name)
-
-    def recheck(self, name: str) -> None:
-        """`name`'s state changed (a slot freed, a resume): it may be able to go."""
-        if name in self._blocked and not self._destinations.state(name).blocked():
-            self._blocked.discard(name)
-            if name in self._lanes:
-                self._runnable.append(name)
-                self._feed_waiting_workers()
-
-    def recheck_all(self) -> None:
-        for name in list(self._blocked):
-            self.recheck(name)
-        # A hold or circuit may have been lifted elsewhere: look at parked lanes now.
-        self._unpark(float("inf"))
-        self._feed_waiting_workers()
-
-    @property
-    def buffered(self) -> int:
-        return self._buffered
-
-    def has_work_now(self) -> bool:
-        """A job is running, some buffered job could start now, or a claim or a
-        token request is under way."""
-        if self._active or self._claiming or self._wanting:
-            return True
-        now = self._clock.now()
-        self._unpark(now)
-        self._feed_waiting_workers()
-        destinations = self._destinations
-        for name in self._runnable:
-            state = destinations.state(name)
-            if name in self._lanes and not state.blocked() and state.wait_seconds(now) == 0:
-                return True
-        return False
+    # -- the journal side --------------------------------------------------
 
     async def claim_now(self) -> int:
         """Claim what there is room for, now; the number of jobs claimed."""
@@ -209,57 +91,15 @@ class Dispatcher:
             return 0
         return await self._claim(room)
 
-    def drain(self) -> list[ClaimedJob]:
-        """Empty every lane (at shutdown, to hand the jobs back)."""
-        jobs = [item[2] for lane in self._lanes.values() for item in lane]
-        self._lanes.clear()
-        self._runnable.clear()
-        self._parked.clear()
-        self._blocked.clear()
-        self._buffered = 0
-        return jobs
-
-    def _park(self, name: str, until: float) -> None:
-        until = max(until, self._clock.now() + 1e-6)  # always a time still to come
-        first = not self._parked or until < self._parked[0][0]
-        heapq.heappush(self._parked, (until, next(self._order), name))
-        if first:
-            self._wakeup.set()  # the run loop sleeps until the earliest parked time
-
-    def _unpark(self, now: float) -> None:
-        parked = self._parked
-        while parked and parked[0][0] <= now:
-            name = heapq.heappop(parked)[2]
-            if name in self._lanes:
-                self._runnable.append(name)
-
-    def _feed_waiting_workers(self) -> None:
-        """Wake a waiting worker for each job that may be able to go. The worker
-        takes the job itself when it runs, so a destination's limit is checked at
-        the moment its call starts, not a loop turn before."""
-        waiting = self._waiting_workers
-        if not waiting:
-            return
-        ready = 0
-        for name in self._runnable:
-            ready += len(self._lanes.get(name, ()))
-            if ready >= len(waiting):
-                break
-        while waiting and ready > 0:
-            waiter = waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                ready -= 1
-
-    # -- the journal side --------------------------------------------------
-
     def notify(self) -> None:
         """New work may be ready (a local submit, a reclaimed lease, a poll)."""
         self._maybe_more = True
+        self._ready_untaken = False
         self._wakeup.set()
 
     def close(self) -> None:
         self._closed = True
+        self._closing.set()
         self._wakeup.set()
         while self._waiting_workers:
             waiter = self._waiting_workers.popleft()
@@ -267,22 +107,62 @@ class Dispatcher:
                 waiter.set_result(None)
 
     async def run(self) -> None:
-        """Keep the prefetch topped up and parked lanes moving, until closed."""
+        """Keep the prefetch topped up and parked lanes moving, until closed.
+
+        Survives transient journal faults (see the module's docstring); any other
+        error ends it, and the queue's supervision reports it."""
         while not self._closed:
-            if self._wanting:
-                await self._take_tokens()
-                continue
-            self._adapt_prefetch()
-            room = self._prefetch - self._buffered
-            if self._maybe_more and room >= self._low_water:
-                self._wakeup.clear()
-                await self._claim(room)
-                continue
-            if not self._buffered and not self._maybe_more:
-                self.on_change()
-            await self._wait_for_news()
-            self._unpark(self._clock.now())
-            self._feed_waiting_workers()
+            try:
+                await self._turn()
+            except JournalError as exc:
+                if not exc.transient:
+                    raise
+                await self._back_off()
+
+    async def _turn(self) -> None:
+        if self._corrections:
+            save = self._journal.save_destinations(self._corrections)
+            await self._journal_call("save_destinations", save)
+            self._corrections = []
+        if self._wanting:
+            await self._take_tokens()
+            return
+        self._adapt_prefetch()
+        room = self._prefetch - self._buffered
+        if self._maybe_more and room >= self._low_water:
+            self._wakeup.clear()
+            await self._claim(room)
+            return
+        if not self._buffered and not self._maybe_more:
+            self.on_change()
+        await self._wait_for_news()
+
+    async def _journal_call(self, name: str, call: Awaitable[T]) -> T:
+        """Await the run loop's journal call `name`; the end of a fault episode is
+        when the call that failed works again (a read may work while writes fail)."""
+        try:
+            result = await call
+        except JournalError as exc:
+            if exc.transient and self._fault is None:
+                self._fault, self._fault_since = name, time.monotonic()
+                log.warning("dispatcher: %s; retrying until it clears", exc)
+            raise
+        if self._fault == name:
+            log.warning(
+                "journal %s works again after %.1f s; the dispatcher carries on",
+                self._journal.description,
+                time.monotonic() - self._fault_since,
+            )
+            self._fault = None
+            self._backoff = _BACKOFF_FIRST
+        return result
+
+    async def _back_off(self) -> None:
+        """Wait after a transient fault: real time (the queue's clock may be a test's
+        clock that does not move), cut short by `close`."""
+        delay, self._backoff = self._backoff, min(2 * self._backoff, _BACKOFF_MAX)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay)
 
     def _adapt_prefetch(self) -> None:
         """Hold about `_PREFETCH_SECONDS` of work, within the prefetch bounds.
@@ -306,84 +186,115 @@ class Dispatcher:
     async def _claim(self, room: int) -> int:
         now = self._clock.now()
         lanes = {name: len(lane) for name, lane in self._lanes.items()}
-        closed = {s.name for s in self._destinations.known() if s.closed_to_claims(now)}
+        held = set()
+        refusing = set()
+        for state in self._destinations.known():
+            if state.stays_in_journal(now):
+                held.add(state.name)
+            elif state.circuit_open(now):
+                refusing.add(state.name)
         lane_cap = self._destinations.lane_cap
+        booking_rate = self._destinations.booking_rate_for
+        prefetch = self._prefetch
 
+        # Both run inside the journal's transaction: they read only this snapshot
+        # and the policies.
         def room_for(name: str) -> int:
-            # Runs inside the journal's transaction: reads only this snapshot and policies.
-            if name in closed:
+            if name in held:
                 return 0
-            return lane_cap(name, self._prefetch) - lanes.get(name, 0)
+            if name in refusing:  # refused at once: no need to hold them back
+                return prefetch - lanes.get(name, 0)
+            return lane_cap(name, prefetch) - lanes.get(name, 0)
+
+        def rate_for(name: str) -> Rate | None:
+            return None if name in refusing else booking_rate(name)
 
         limits = ClaimLimits(
-            room=room_for,
-            rate=self._destinations.rate_for,
-            clock=self._clock.now,
-            horizon=_BOOKING_HORIZON,
+            room=room_for, rate=rate_for, clock=self._clock.now, horizon=HORIZON_MIN
         )
         self._claiming = True
         try:
-            claim = await self._journal.claim(self._owner, room, now + self._lease, now, limits)
+            claim = await self._journal_call(
+                "claim", self._journal.claim(self._owner, room, now + self._lease, now, limits)
+            )
         finally:
             self._claiming = False
             self.on_change()
+        self._ready_untaken = False
         for name, (times, full_at) in claim.booked.items():
             state = self._destinations.state(name)
             state.full_at = full_at
             state.slots.extend(times)
         self._add(claim.jobs)
+        # Jobs claimed to be refused (their circuit is open): refuse them now, not
+        # when a worker happens by.
+        for name in refusing:
+            state = self._destinations.state(name)
+            if name in self._lanes and state.circuit_open(now):
+                self._refuse(name, state)
         if len(claim.jobs) < room:
             self._maybe_more = False
+        # Lanes that this claim filled to their cap (more may wait in the journal):
+        # claim again once one is half empty (workers may have emptied it already).
+        taken = Counter(job.destination for job in claim.jobs)
+        self._capped = set()
+        for name in {*lanes, *taken} - held - refusing:
+            if lanes.get(name, 0) + taken[name] >= lane_cap(name, prefetch):
+                self._capped.add(name)
+                self._regained_room(name, len(self._lanes.get(name, ())))
         return len(claim.jobs)
 
     async def _take_tokens(self) -> None:
+        """Book calls for the lanes that want them, in one journal turn."""
         wanting, self._wanting = self._wanting, {}
-        wants: dict[str, int] = {}
-        rates: dict[str, Rate] = {}
+        # One request per horizon (the journal takes one for all the calls it books).
+        requests: dict[float, tuple[dict[str, int], dict[str, Rate]]] = {}
         for name in wanting:
             lane = self._lanes.get(name)
             state = self._destinations.state(name)
-            if not lane or state.policy.rate is None:
+            rate = self._destinations.booking_rate_for(name)
+            if not lane or rate is None:
                 continue
             want = len(lane) - len(state.slots)
             cap = state.policy.concurrency
             if cap is not None:
                 want = min(want, cap - state.in_flight + 1)
+            wants, rates = requests.setdefault(state.horizon, ({}, {}))
             wants[name] = max(1, want)
-            rates[name] = state.policy.rate
+            rates[name] = rate
+        clock = self._clock.now
         try:
-            booked = await self._journal.take_tokens(
-                wants, rates, self._clock.now, _BOOKING_HORIZON
+            answers = await self._journal_call(
+                "take_tokens",
+                asyncio.gather(
+                    *(
+                        self._journal.take_tokens(wants, rates, clock, horizon)
+                        for horizon, (wants, rates) in requests.items()
+                    )
+                ),
             )
+        except BaseException:
+            # Nothing was booked: the lanes still want their calls.
+            for name, waits in wanting.items():
+                self._wanting[name] = self._wanting.get(name, False) or waits
+            raise
         finally:
             self.on_change()
         now = self._clock.now()
-        for name, (times, full_at) in booked.items():
-            state = self._destinations.state(name)
-            state.full_at = full_at
-            state.slots.extend(times)
-            if not wanting[name] or name not in self._lanes:
-                continue  # the lane is still among the runnable ones
-            rate = state.policy.rate
-            assert rate is not None
-            if state.slots and state.slots[0] > now:
-                self._park(name, state.slots[0])
-            elif state.slots:
-                self._runnable.append(name)
-            else:
-                # Nothing fits within the horizon: ask again when something will.
-                self._park(name, room_at(rate, full_at) - _BOOKING_HORIZON / 2)
-        self._feed_waiting_workers()
-
-    def _add(self, jobs: list[ClaimedJob]) -> None:
-        lanes = self._lanes
-        for job in jobs:
-            lane = lanes.get(job.destination)
-            if lane is None:
-                lane = lanes[job.destination] = []
-                self._runnable.append(job.destination)
-            heapq.heappush(lane, (-job.priority, next(self._order), job))
-        self._buffered += len(jobs)
+        for (_, rates), booked in zip(requests.values(), answers, strict=True):
+            for name, (times, full_at) in booked.items():
+                state = self._destinations.state(name)
+                state.full_at = full_at
+                state.slots.extend(times)
+                if not wanting[name] or name not in self._lanes:
+                    continue  # the lane is still among the runnable ones
+                if state.slots and state.slots[0] > now:
+                    self._park(name, state.slots[0])
+                elif state.slots:
+                    self._runnable.append(name)
+                else:
+                    # Nothing fits within the horizon: ask again when something will.
+                    self._park(name, room_at(rates[name], full_at) - state.horizon / 2)
         self._feed_waiting_workers()
 
     def _told_of_change_elsewhere(self) -> None:
@@ -395,7 +306,12 @@ class Dispatcher:
         # Another process wrote: jobs, or a pause, resume or hold.
         self._pushed = False
         self._maybe_more = True
-        await self._reload()
+        self._ready_untaken = False
+        try:
+            await self._journal_call("load_destinations", self._reload())
+        except BaseException:
+            self._pushed = True  # not taken yet: again on the next turn
+            raise
         self.recheck_all()
 
     async def _wait_for_news(self) -> None:
@@ -406,18 +322,24 @@ class Dispatcher:
             self._wakeup.clear()
             await asyncio.sleep(0)  # news came from this loop's own turn: let others run
             return
-        now = self._clock.now()
-        timeout = self._poll_interval
+        poll_at = self._polled_at + self._poll_interval
+        wake_at = poll_at
         due_by_timer = False
         if self._parked:
-            timeout = min(timeout, max(0.0, self._parked[0][0] - now))
-        if not self._maybe_more:
-            due = await self._journal.next_run_at()
-            if due is not None and due - now < timeout:
-                timeout, due_by_timer = max(0.0, due - now), True
-        if timeout > 0:
+            wake_at = min(wake_at, self._parked[0][0])
+        if not self._maybe_more and not self._ready_untaken:
+            due = await self._journal_call("next_run_at", self._journal.next_run_at())
+            if due == -math.inf:
+                # Ready jobs that the last claim did not take: their lanes are full,
+                # paused or held. A lane with room, a resume or a poll claims again;
+                # asking now would only spin. (A due time is a scheduled job, which
+                # no claim has seen: that one is claimed when it comes.)
+                self._ready_untaken = True
+            elif due is not None and due < wake_at:
+                wake_at, due_by_timer = due, True
+        if wake_at > self._clock.now():
             woken = asyncio.ensure_future(self._wakeup.wait())
-            slept = asyncio.ensure_future(self._clock.sleep(timeout))
+            slept = asyncio.ensure_future(self._sleep_until(wake_at))
             try:
                 await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -426,7 +348,21 @@ class Dispatcher:
             if woken.done() and not woken.cancelled():
                 self._wakeup.clear()
                 return
+        # Move what is due before looking for news: a parked lane must not wait
+        # for the journal's answer.
+        now = self._clock.now()
+        self._unpark(now)
+        self._feed_waiting_workers()
         if due_by_timer:
             self._maybe_more = True
-        elif await self._journal.changed_elsewhere():
-            await self._take_news_from_elsewhere()
+        if now >= poll_at:
+            self._polled_at = now
+            if self._ready_untaken:
+                self._ready_untaken, self._maybe_more = False, True
+            if await self._journal_call("changed_elsewhere", self._journal.changed_elsewhere()):
+                await self._take_news_from_elsewhere()
+
+    async def _sleep_until(self, when: float) -> None:
+        # The time to sleep is measured when the sleep starts, not when it was
+        # decided: the clock may have moved in between (a test's clock, by a jump).
+        await self._clock.sleep(when - self._clock.now())

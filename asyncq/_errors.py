@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 
 class AsyncqError(Exception):
     """An asyncq error."""
@@ -94,6 +96,24 @@ class LeaseExpired(Exception):
     """An attempt whose worker stopped renewing its lease (killed, or its event loop
     blocked). The policy's wait and stop apply to it; its `retry=` predicate does not:
     a crash says nothing about whether the call can succeed."""
+
+
+class CircuitOpen(AsyncqError):
+    """The destination's circuit is open: the handler was not called.
+
+    Recorded as a failed attempt of each job that came due while its destination's
+    circuit was open. The job's retry policy decides the next attempt by its wait
+    and stop (not its `retry=` predicate), so every job keeps to its own schedule.
+    """
+
+    def __init__(self, destination: str, until: float) -> None:
+        self.destination = destination
+        self.until = until  # seconds since the epoch: the circuit's next probe
+        when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        super().__init__(
+            f"not called: the circuit of destination {destination!r} is open after "
+            f"repeated failures, until {when}"
+        )
 
 
 class RetryAfter(Exception):

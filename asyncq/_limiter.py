@@ -17,7 +17,7 @@ from typing import Any
 from aiolimiter import AsyncLimiter
 
 from ._clock import Clock
-from ._policy import Rate
+from ._policy import LATE_START, Rate
 
 TESTED_AIOLIMITER = ("1.1", "1.2", "1.3")
 
@@ -76,6 +76,69 @@ def schedule_calls(
     if later:
         return times, times[-1]  # the last booked call fills the bucket at its time
     return times, start - (rate.burst - bucket.level - at_once) * step
+
+
+def booking_rate(rate: Rate) -> Rate:
+    """The bucket that calls are booked in, shared by every process: `rate` with
+    `LATE_START` seconds of calls kept back from its burst (as far as the burst
+    allows).
+
+    A call starts at or after its booked time, and no later than `start_within`
+    after it (a later one is dropped and booked again). The calls that start in a
+    window of W seconds were booked in a window of `W + start_within`: at most
+    `booked burst + rate * (W + start_within)`, which is `rate.burst + rate * W`
+    when the burst has room for `LATE_START` of calls.
+    """
+    kept_back = rate.per_second * LATE_START
+    return Rate(rate.n, rate.per, burst=max(1.0, rate.burst - kept_back))
+
+
+#: How late (seconds) a booked call may start where the burst is smaller than
+#: `LATE_START` of calls: as before asyncq kept that room. See `start_within`.
+LOOSE_START = 1.0
+
+
+def start_within(rate: Rate) -> float:
+    """How late (seconds) a call booked at `rate` may start; a later one is dropped
+    (its process stalled) and booked again.
+
+    Calls must start within `LATE_START` (less 1 ms, for the step from taking a
+    job to its handler's start), and `booking_rate` keeps that much room: across
+    processes the bound is exact where the burst holds `1 + rate * LATE_START`
+    calls or more (the default burst does); a burst between `rate * LATE_START`
+    and that leaves a fraction of a call, `1 + rate * LATE_START - burst`.
+
+    A burst smaller than `rate * LATE_START` (`burst=1` at 100 calls/s or more, or
+    a generous limit) cannot be exact across processes whatever asyncq does: there
+    a call may start up to `LOOSE_START` late, as before, which costs nothing where
+    a process is far from the rate (booked calls that go unused for 10 ms would
+    otherwise be dropped and booked again and again). Within one process its own
+    bucket keeps the bound exact; several processes together may exceed it by the
+    calls that start late (calls start within milliseconds of their time unless a
+    process stalls).
+    """
+    if rate.burst < rate.per_second * LATE_START:
+        return LOOSE_START
+    return LATE_START - 0.001
+
+
+#: How far ahead a paced lane books calls (seconds): 5 ms, plus 1 ms for every
+#: 100 calls/s of its rate, up to 50 ms.
+HORIZON_MIN = 0.005
+_HORIZON_PER_CALL_PER_SECOND = 1e-5
+_HORIZON_MAX = 0.05
+
+
+def booking_horizon(rate: Rate) -> float:
+    """How far ahead (seconds) calls at `rate` are booked.
+
+    A lane books again when less than half of this is left, so a booking's round
+    trip through the journal has that long before the lane runs dry (a gap is rate
+    lost: the bucket cannot give it back). A process that stalls past a booked
+    call's time (`LATE_START`) drops it: a longer horizon wastes more. Fast
+    destinations book further ahead: more calls per round trip, more margin.
+    """
+    return min(_HORIZON_MAX, HORIZON_MIN + rate.per_second * _HORIZON_PER_CALL_PER_SECOND)
 
 
 def room_at(rate: Rate, full_at: float) -> float:

@@ -17,29 +17,54 @@ from typing import Any
 import tenacity
 from tenacity import RetryCallState
 
+from ._errors import CircuitOpen
+
 WaitStrategy = Callable[[RetryCallState], float]
 StopStrategy = Callable[[RetryCallState], bool]
 RetryPredicate = Callable[[RetryCallState], bool]
 
 
-@dataclass(frozen=True, slots=True)
+#: How late (seconds) a call may start after the time booked for it in its
+#: destination's bucket. Timers and a busy event loop make every call start a little
+#: late; the default burst lets such a call be caught up, and the buckets every
+#: process books from keep this much room, so late calls never exceed the bound.
+LATE_START = 0.010
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Rate:
     """At most `n` calls per `per` seconds, as a leaky bucket.
 
     The bucket drains at `n / per` calls a second and holds `burst` calls: in any
-    window of `W` seconds a destination sees at most `burst + n / per * W` calls.
-    The default `burst=1` spaces calls evenly (one every `per / n` seconds).
+    window of `W` seconds a destination sees at most `burst + n / per * W` calls,
+    from all the processes that share its journal.
+
+    The default burst is one call plus 10 ms of calls (`LATE_START`):
+    `Rate(1000)` holds 11 calls, `Rate(50)` 1.5, `Rate(100, per=60)` about 1.02.
+    Calls are spaced evenly (one every `per / n` seconds), and a call that starts
+    up to 10 ms late, as timers and a busy event loop make some, is caught up
+    rather than pushing every later call back. An explicit `burst` is honoured
+    exactly; with `burst=1` calls are never closer than `per / n` seconds, so a
+    late call delays all later ones and at high rates the destination gets less
+    than its rate. (With a burst below the default, several processes together
+    may exceed the bound: by a fraction of a call, or, with a burst smaller than
+    10 ms of calls, by the calls that start late. One process never does.)
     """
 
     n: float
-    per: float = 1.0
-    burst: float = 1.0
+    per: float
+    burst: float
 
-    def __post_init__(self) -> None:
-        if not (self.n > 0 and self.per > 0):
+    def __init__(self, n: float, per: float = 1.0, burst: float | None = None) -> None:
+        if not (n > 0 and per > 0 and math.isfinite(n / per)):
             raise ValueError("Rate needs n > 0 calls per `per` > 0 seconds")
-        if self.burst < 1:
+        if burst is None:
+            burst = 1.0 + n / per * LATE_START
+        if not burst >= 1 or not math.isfinite(burst):
             raise ValueError("Rate burst must be at least 1 call")
+        object.__setattr__(self, "n", n)
+        object.__setattr__(self, "per", per)
+        object.__setattr__(self, "burst", float(burst))
 
     @property
     def per_second(self) -> float:
@@ -106,7 +131,8 @@ class Retry:
         from the job's first attempt even after a restart.
         """
         state = _call_state(attempt, error, first_attempt_at, now)
-        if self.retry is not None and not self.retry(state):
+        # A refusal by an open circuit says nothing about whether the call can succeed.
+        if self.retry is not None and not isinstance(error, CircuitOpen) and not self.retry(state):
             return None
         wait = max(0.0, float(self._wait(state)))
         state.upcoming_sleep = wait
@@ -144,9 +170,19 @@ def _call_state(
 class Circuit:
     """Stop calling a destination after `failures` consecutive failed attempts.
 
-    While open, its jobs wait without using attempts; after `cooldown` seconds one
-    probe job goes through (half-open): success closes the circuit, failure
-    opens it for another `cooldown`.
+    While the circuit is open (for `cooldown` seconds) its handler is not called:
+    a job that comes due fails at once with `CircuitOpen`, without a worker, and
+    that failed attempt counts. Its retry policy's wait and stop say when it runs
+    again (its `retry=` predicate is not asked: the refusal says nothing about the
+    call), so every job keeps to its own schedule and reaches the dead letters by
+    its last retry, as it would without a circuit; only the one probe call then in
+    flight (at most its timeout) can hold it back. After `cooldown` seconds one
+    probe job goes through (half-open): success closes the circuit, failure opens
+    it for another `cooldown`.
+
+    The circuit's state is kept in the journal, so it outlives a restart. When a
+    destination is redeclared with `circuit=None`, a state left by an earlier
+    policy is dropped (closed); a new `cooldown` shortens an open circuit's wait.
     """
 
     failures: int = 10

@@ -26,7 +26,7 @@ from ._codec import encode_result
 from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
-from ._errors import PermanentFailure, RetryAfter
+from ._errors import CircuitOpen, PermanentFailure, RetryAfter
 from ._journal import ClaimedJob, Failed, Journal, Released, Started, Succeeded
 from ._tasks import TaskRegistry
 
@@ -265,3 +265,20 @@ class WorkerPool:
             self._writing = False
         if done or failed:
             self._on_written([o.id for o in done] + [o.id for o in failed], failed)
+
+    def fail_unstarted(self, jobs: list[ClaimedJob], error: CircuitOpen) -> None:
+        """Jobs refused without calling their handlers (their destination's circuit
+        is open): each is a failed attempt, rescheduled by its policy's wait and stop."""
+        now = self._clock.now()
+        text = describe_error(error)
+        for job in jobs:
+            retry_at = self._destinations.policy_for(job.destination).retry.decide(
+                attempt=job.attempts,
+                error=error,
+                first_attempt_at=job.first_started_at or now,
+                now=now,
+            )
+            # Charged as an attempt with no handler start: the circuit answered for
+            # the receiver, as a call failing fast would have.
+            self._failed.append(Failed(job.id, job.token, text, retry_at))
+        self._have_outcomes.set()

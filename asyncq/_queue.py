@@ -485,6 +485,7 @@ class Queue:
             on_written=self._outcomes_written,
             on_destination_change=self._destination_changed,
         )
+        self._dispatcher.on_refused = self._pool.fail_unstarted
         self._workers = asyncio.create_task(self._pool.run_workers(), name="asyncq-workers")
         self._background = [
             asyncio.create_task(self._dispatcher.run(), name="asyncq-dispatcher"),

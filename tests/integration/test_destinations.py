@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from asyncq import Circuit, JobState, PermanentFailure, Queue, Rate, Retry, RetryAfter
-from asyncq._journal import Started
+from asyncq import (
+    Circuit,
+    JobInfo,
+    JobState,
+    JournalError,
+    PermanentFailure,
+    Queue,
+    QueueFailed,
+    Rate,
+    Retry,
+    RetryAfter,
+)
+from asyncq._journal import Booked, Claim, SqliteJournal, Started
 from asyncq.testing import ManualClock, run_until_idle
 from tests.pacing import drive, most_in_any_window
 
@@ -224,12 +239,17 @@ async def test_the_circuit_opens_probes_and_closes(
             raise ConnectionError("refused")
 
     async with queue:
-        await call.submit_many([{"i": i} for i in range(5)])
+        jobs = await call.submit_many([{"i": i} for i in range(5)])
         await run_until_idle(queue)
         assert len(attempts) == 3  # three failures in a row: the circuit opens
+        # The other two are refused at once, without a call: a failed attempt each.
+        refused = await queue.get(jobs[4].id)
+        assert refused.attempts == 1
+        assert refused.last_error is not None
+        assert refused.last_error.startswith("CircuitOpen: not called: the circuit of ")
         clock.advance(30)
         await run_until_idle(queue)
-        assert len(attempts) == 3  # open: nothing goes out, no attempts are used
+        assert len(attempts) == 3  # open: nothing goes out
         clock.advance(30)
         await run_until_idle(queue)
         assert len(attempts) == 4  # half-open: one probe, which fails: open again
@@ -241,6 +261,49 @@ async def test_the_circuit_opens_probes_and_closes(
         stats = await queue.stats()
     assert stats.destinations.get("flaky") is None or stats.destinations["flaky"].pending == 0
     assert stats.succeeded == 5
+
+
+async def test_jobs_refused_by_an_open_circuit_take_no_worker(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    died: list[int] = []
+    all_dead = asyncio.Event()
+
+    def on_dead(info: JobInfo) -> None:
+        died.append(info.id)
+        if len(died) == 51:
+            all_dead.set()
+
+    queue = make_queue(concurrency=2, on_dead=on_dead)
+    queue.destination("dead", retry=Retry.never(), circuit=Circuit(failures=1, cooldown=60))
+    release, both_busy = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    @queue.task
+    async def call(kind: str) -> None:
+        calls.append(kind)
+        if kind == "dead":
+            raise ConnectionError("refused")
+        if calls.count("slow") == 2:
+            both_busy.set()
+        await release.wait()
+
+    async with queue:
+        await queue.submit(call, "dead", destination="dead")
+        await run_until_idle(queue)  # one failure: the circuit is open for 60 s
+        busy = [await queue.submit(call, "slow", destination="slow") for _ in range(2)]
+        await asyncio.wait_for(both_busy.wait(), timeout=5)
+        # Both workers are taken, yet the dead destination's jobs are refused (and,
+        # with no retries, dead) without the clock moving.
+        await queue.submit_many(call, [{"kind": "dead"}] * 50, destination="dead")
+        await asyncio.wait_for(all_dead.wait(), timeout=5)
+        assert calls == ["dead", "slow", "slow"]
+        dead = await queue.dead_letters("dead", limit=100)
+        errors = [(d.last_error or "").split(":")[0] for d in dead]
+        assert sorted(errors) == ["CircuitOpen"] * 50 + ["ConnectionError"]
+        release.set()
+        for job in busy:
+            await job.result(timeout=5)
 
 
 async def test_redrive_and_purge(make_queue: MakeQueue, clock: ManualClock) -> None:
@@ -343,3 +406,208 @@ async def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_letters(
     assert info.last_error is not None
     assert info.last_error.startswith("LeaseExpired")
     assert died == [job.id]
+
+
+async def test_a_redeploy_without_a_circuit_drops_the_old_circuit(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    def deploy(circuit: Circuit | None) -> Queue:
+        queue = make_queue(concurrency=4)
+        queue.destination("hooks", retry=Retry(schedule=[1] * 5), circuit=circuit)
+        return queue
+
+    queue = deploy(Circuit(failures=2, cooldown=60))
+
+    @queue.task(name="call", destination="hooks")
+    async def failing() -> None:
+        raise ConnectionError("refused")
+
+    async with queue:
+        await queue.submit(failing)
+        await run_until_idle(queue)
+        clock.advance(1)
+        await run_until_idle(queue)  # two failures in a row: open
+        assert [r.circuit for r in await queue._journal.load_destinations()] == ["open"]
+    clock.advance(60)  # its cooldown is over: the record alone would let one probe through
+
+    queue = deploy(None)
+    all_in = asyncio.Event()
+    started: list[int] = []
+
+    @queue.task(name="call", destination="hooks")
+    async def waits_for_the_others(i: int = 0) -> None:
+        started.append(i)
+        if len(started) == 4:
+            all_in.set()
+        await all_in.wait()
+
+    async with queue:
+        await queue.purge(destination="hooks")
+        jobs = await waits_for_the_others.submit_many([{"i": i} for i in range(4)])
+        # No circuit, so no probe to wait for: all four calls are in flight at once.
+        await asyncio.wait_for(all_in.wait(), timeout=5)
+        for job in jobs:
+            await job.result(timeout=5)
+        # ...and the journal's record no longer says otherwise.
+        assert [r.circuit for r in await queue._journal.load_destinations()] == ["closed"]
+
+
+async def test_a_shorter_cooldown_takes_effect_after_a_redeploy(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    attempts: list[float] = []
+    t0 = clock.now()
+
+    def deploy(cooldown: float) -> Queue:
+        queue = make_queue(concurrency=1)
+        queue.destination(
+            "api", retry=Retry(schedule=[30] * 5), circuit=Circuit(failures=1, cooldown=cooldown)
+        )
+
+        @queue.task(name="call", destination="api")
+        async def call() -> None:
+            attempts.append(clock.now() - t0)
+            raise ConnectionError("refused")
+
+        return queue
+
+    async with deploy(cooldown=3600) as queue:
+        await queue.submit("call")
+        await run_until_idle(queue)  # open for an hour
+    async with deploy(cooldown=60) as queue:
+        for _ in range(3):
+            clock.advance(30)
+            await run_until_idle(queue)
+    # Refused at 30 s; the probe at 60 s (the new cooldown), not after the old hour.
+    assert attempts == [0, 60]
+
+
+async def test_a_fast_destination_reaches_its_rate_though_timers_fire_late(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    # Rate(1000) with the default burst; every wake-up comes up to 4 ms late, as
+    # timers and a busy event loop make them. Late calls are caught up, so the
+    # destination gets its rate, and never more than the bound.
+    queue = make_queue(concurrency=16)
+    rate = Rate(1000)
+    queue.destination("api", rate=rate)
+    calls: list[float] = []
+
+    @queue.task(destination="api")
+    async def call(i: int) -> None:
+        calls.append(clock.now())
+
+    rng = random.Random(7)
+    async with queue:
+        await call.submit_many([{"i": i} for i in range(2000)])
+        await run_until_idle(queue)
+        while len(calls) < 2000:
+            clock.advance(rng.uniform(0.0002, 0.004))
+            await run_until_idle(queue)
+    achieved = (len(calls) - 1) / (calls[-1] - calls[0])
+    assert achieved >= 0.98 * rate.per_second
+    for window in (0.0, 0.001, 0.01, 0.1, 1.0):
+        assert most_in_any_window(calls, window) <= rate.burst + rate.per_second * window + 1e-9
+
+
+class CountingJournal(SqliteJournal):
+    """The real journal, counting the dispatcher's calls and failing some of them:
+    `faults[name]` transient (or, with `lasting=True`, lasting) errors first."""
+
+    def __init__(self, path: str, faults: dict[str, int], *, lasting: bool = False) -> None:
+        super().__init__(path)
+        self.faults = faults
+        self.lasting = lasting
+        self.calls: Counter[str] = Counter()
+
+    def _maybe_fail(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.faults.get(name, 0) > 0:
+            self.faults[name] -= 1
+            raise JournalError(self.path, "disk I/O error", transient=not self.lasting)
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Claim:
+        self._maybe_fail("claim")
+        return await super().claim(*args, **kwargs)
+
+    async def take_tokens(self, *args: Any, **kwargs: Any) -> dict[str, Booked]:
+        self._maybe_fail("take_tokens")
+        return await super().take_tokens(*args, **kwargs)
+
+    async def next_run_at(self) -> float | None:
+        self._maybe_fail("next_run_at")
+        return await super().next_run_at()
+
+    async def changed_elsewhere(self) -> bool:
+        self._maybe_fail("changed_elsewhere")
+        return await super().changed_elsewhere()
+
+
+async def test_a_capped_backlog_does_not_make_the_dispatcher_spin(db_path: str) -> None:
+    # Real time: a destination paced at 100/s, with a backlog in the journal behind
+    # its full lane. The dispatcher claims again when the lane has room (or at a
+    # poll), not in a loop while it has none: that made about 1,500 claims and as
+    # many next_run_at reads a second here, a journal round trip each.
+    journal = CountingJournal(db_path, {})
+    queue = Queue(db_path, journal=journal, concurrency=4)
+    queue.destination("slow", rate=Rate(100))
+    fifty = asyncio.Event()
+    ran: list[int] = []
+
+    @queue.task(destination="slow")
+    async def call(i: int) -> None:
+        ran.append(i)
+        if len(ran) == 50:
+            fifty.set()
+
+    async with queue:
+        await call.submit_many([{"i": i} for i in range(1000)])
+        await asyncio.wait_for(fifty.wait(), timeout=10)  # about half a second
+        calls = journal.calls["claim"] + journal.calls["next_run_at"]
+    assert calls < 100, journal.calls
+
+
+@pytest.mark.parametrize("method", ["claim", "take_tokens", "next_run_at", "changed_elsewhere"])
+async def test_the_dispatcher_survives_transient_journal_faults(
+    db_path: str, method: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = CountingJournal(db_path, {method: 3})
+    queue = Queue(db_path, journal=journal, concurrency=4, poll_interval=0.01)
+    queue.destination("api", rate=Rate(500))  # paced: calls are booked, also by take_tokens
+    done: list[int] = []
+
+    @queue.task(destination="api")
+    async def call(i: int) -> None:
+        done.append(i)
+
+    with caplog.at_level(logging.WARNING, logger="asyncq.dispatcher"):
+        async with queue:
+            jobs = await call.submit_many([{"i": i} for i in range(40)])
+            for job in jobs:
+                await job.result(timeout=10)
+    assert sorted(done) == list(range(40))  # nothing lost, nothing twice
+    assert journal.faults[method] == 0  # the faults happened, and were retried
+    messages = [r.getMessage() for r in caplog.records if r.name == "asyncq.dispatcher"]
+    # Once per fault episode, not once per retry: the fault, then its end.
+    assert len(messages) == 2, messages
+    assert "disk I/O error" in messages[0]
+    assert "works again" in messages[1]
+
+
+async def test_a_lasting_journal_fault_stops_the_dispatcher(db_path: str) -> None:
+    journal = CountingJournal(db_path, {"claim": 1}, lasting=True)
+    queue = Queue(db_path, journal=journal, concurrency=4)
+
+    @queue.task
+    async def call() -> None:
+        pass
+
+    async def submit_and_wait() -> None:
+        async with queue:
+            job = await call.submit()
+            await job.result(timeout=5)
+
+    with pytest.raises((JournalError, QueueFailed)) as raised:
+        await submit_and_wait()
+    assert "disk I/O error" in str(raised.value)
+    assert journal.calls["claim"] == 1  # not retried

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from asyncq import JobInfo, JobState, PermanentFailure, Queue, Rate, Retry, RetryAfter
+from asyncq import Circuit, JobInfo, PermanentFailure, Queue, Rate, Retry, RetryAfter
 from asyncq.testing import ManualClock, run_until_idle
 from tests.pacing import drive, most_in_any_window
 
@@ -84,14 +85,26 @@ async def test_story_2_a_webhook_survives_a_dead_receiver(
     make_queue: MakeQueue, clock: ManualClock, receiver: dict[str, Any]
 ) -> None:
     died: list[JobInfo] = []
-    queue = make_queue(concurrency=8, on_dead=died.append)
-    queue.destination("receiver:*", retry=Retry(schedule=[60, 300, 1800, 7200]))
+    all_died = asyncio.Event()
+
+    def on_dead(info: JobInfo) -> None:
+        died.append(info)
+        if len(died) == 20:
+            all_died.set()
+
+    queue = make_queue(concurrency=8, on_dead=on_dead)
+    ladder = [60, 300, 1800, 7200]
+    circuit = Circuit()  # the default: open after 10 failures in a row, for 60 s
+    queue.destination("receiver:*", retry=Retry(schedule=ladder), circuit=circuit)
     t0 = clock.now()
+    calls = {"dead": 0}
 
     async with aiohttp.ClientSession() as http:
 
         @queue.task
         async def deliver(url: str, event: dict[str, Any]) -> int:
+            if url.endswith("/dead"):
+                calls["dead"] += 1
             async with http.post(url, json=event) as response:
                 if 400 <= response.status < 500:
                     raise PermanentFailure(f"HTTP {response.status}")
@@ -101,9 +114,17 @@ async def test_story_2_a_webhook_survives_a_dead_receiver(
 
         async with queue:
             base = receiver["base"]
-            webhook = await queue.submit(
-                deliver, f"{base}/dead", {"deal": 42, "stage": "won"}, destination="receiver:dead"
-            )
+            # 20 deals close: 20 webhooks to a receiver that is down, enough to trip
+            # its circuit, and 20 to a healthy one.
+            webhooks = [
+                await queue.submit(
+                    deliver,
+                    f"{base}/dead",
+                    {"deal": n, "stage": "won"},
+                    destination="receiver:dead",
+                )
+                for n in range(20)
+            ]
             others = [
                 await queue.submit(deliver, f"{base}/healthy", {"n": n}, destination="receiver:ok")
                 for n in range(20)
@@ -112,22 +133,42 @@ async def test_story_2_a_webhook_survives_a_dead_receiver(
             # The healthy receiver is not slowed by the dead one: all done at t0.
             assert len(receiver["healthy_got"]) == 20
             assert [await job.result(timeout=5) for job in others] == [204] * 20
-            for wait in (60, 300, 1800, 7200):
-                assert (await queue.get(webhook.id)).state is JobState.PENDING
-                clock.advance(wait)
-                await run_until_idle(queue)
+            # Every webhook keeps to its own ladder, circuit or not, and is dead by its
+            # last retry plus one cooldown.
+            last_retry = t0 + sum(ladder)
+            deadline = last_retry + circuit.cooldown
+            await drive(
+                queue, clock, step=30, until=lambda: clock.now() >= deadline, limit=deadline
+            )
+            await asyncio.wait_for(all_died.wait(), timeout=5)
             dead = await queue.dead_letters("receiver:dead")
-            assert [d.id for d in dead] == [webhook.id]
-            assert dead[0].attempts == 5
-            assert dead[0].last_error is not None
-            assert dead[0].last_error.startswith("ConnectionError: HTTP 503: receiver down")
-            assert [round(h[0] - t0) for h in dead[0].history] == [0, 60, 360, 2160, 9360]
-            assert [d.id for d in died] == [webhook.id]  # on_dead, once
+            assert sorted(d.id for d in dead) == sorted(w.id for w in webhooks)
+            assert sorted(d.id for d in died) == sorted(w.id for w in webhooks)  # on_dead, once
+            for letter in dead:
+                assert letter.attempts == 5
+                assert letter.finished_at is not None
+                assert letter.finished_at <= deadline
+                assert [round(h[0] - t0) for h in letter.history] == [0, 60, 360, 2160, 9360]
+                # The last error says why: the receiver's answer, or the open circuit.
+                assert letter.last_error is not None
+                assert letter.last_error.startswith(
+                    (
+                        "ConnectionError: HTTP 503: receiver down",
+                        "CircuitOpen: not called: the circuit of destination 'receiver:dead' "
+                        "is open after repeated failures",
+                    )
+                ), letter.last_error
+            # The circuit spared the dead receiver: the calls that tripped it (and
+            # those already in flight), then one probe per retry round.
+            assert calls["dead"] <= circuit.failures + 8 + len(ladder)
 
             receiver["dead_up"] = True  # the receiver recovers; someone redrives
-            assert await queue.redrive(destination="receiver:dead") == 1
-            assert await webhook.result(timeout=5) == 204
-    assert receiver["dead_got"] == [{"deal": 42, "stage": "won"}]
+            assert await queue.redrive(destination="receiver:dead") == 20
+            await run_until_idle(queue)  # the circuit is open: refused, retried in 60 s
+            clock.advance(60)
+            await run_until_idle(queue)  # the probe succeeds, the circuit closes
+            assert [await w.result(timeout=5) for w in webhooks] == [204] * 20
+    assert sorted(e["deal"] for e in receiver["dead_got"]) == list(range(20))
 
 
 class Provider:

@@ -3,7 +3,7 @@
 ASYNCQ_PACED_JOURNAL   the journal file
 ASYNCQ_PACED_LOG_DIR   where each process appends "<job> <unix time>" per call
 ASYNCQ_PACED_RATE      calls per second (default 20)
-ASYNCQ_PACED_BURST     bucket size (default 5)
+ASYNCQ_PACED_BURST     bucket size (default 5; empty: the Rate's default burst)
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ queue = Queue(
     poll_interval=0.01,
     shutdown_timeout=2.0,
 )
+_burst = _env("ASYNCQ_PACED_BURST", "5")
 queue.destination(
     "api",
     rate=Rate(
-        float(_env("ASYNCQ_PACED_RATE", "20")), per=1, burst=float(_env("ASYNCQ_PACED_BURST", "5"))
+        float(_env("ASYNCQ_PACED_RATE", "20")), per=1, burst=float(_burst) if _burst else None
     ),
 )
 _log_fd: int | None = None

@@ -1,5 +1,10 @@
+from enum import StrEnum
+
+import pytest
+
 from asyncq import Circuit, Rate
 from asyncq._destinations import CircuitState, DestinationPolicy, Destinations
+from asyncq._journal import DestinationRecord
 from asyncq.testing import ManualClock
 
 
@@ -34,12 +39,89 @@ def test_circuit_transitions() -> None:
     state = destinations.state("d")
     assert not state.record_outcome(True, clock.now())
     assert state.record_outcome(True, clock.now())
-    assert state.circuit == CircuitState.OPEN
-    assert state.closed_to_claims(clock.now())
-    assert state.wait_seconds(clock.now()) == 10
+    assert state.circuit is CircuitState.OPEN
+    assert state.circuit_open(clock.now())
+    # Open is not a wait: due jobs are refused, not held back in the journal.
+    assert not state.stays_in_journal(clock.now())
     clock.advance(10)
+    assert not state.circuit_open(clock.now())
+    # Questions change nothing: only the action lets the probe through.
     assert state.wait_seconds(clock.now()) == 0
-    assert state.circuit == CircuitState.HALF_OPEN
+    assert state.circuit is CircuitState.OPEN
+    state.half_open_if_cooled(clock.now())
+    assert state.circuit is CircuitState.HALF_OPEN
     assert state.record_outcome(None, clock.now()) is False  # a 400 says nothing about health
     assert state.record_outcome(False, clock.now())
-    assert state.circuit == CircuitState.CLOSED
+    assert state.circuit is CircuitState.CLOSED
+
+
+def test_circuit_states_are_an_enum_kept_by_value() -> None:
+    assert issubclass(CircuitState, StrEnum)
+    assert [s.value for s in CircuitState] == ["closed", "open", "half_open"]
+    destinations = Destinations(ManualClock())
+    state = destinations.state("d")
+    state.circuit = CircuitState.HALF_OPEN
+    assert destinations.record(state).circuit == "half_open"
+    assert type(destinations.record(state).circuit) is str
+
+
+def test_booked_slots_are_read_by_a_question_and_dropped_by_an_action() -> None:
+    clock = ManualClock()
+    destinations = Destinations(clock)
+    destinations.declare("d", DestinationPolicy(rate=Rate(100)))
+    state = destinations.state("d")
+    now = clock.now()
+    late = state.start_within
+    assert late == pytest.approx(0.009)
+    state.slots.extend([now - 1, now - late, now + 0.01])
+    assert state.next_slot(now) == now - late  # still on time
+    assert len(state.slots) == 3
+    assert state.drop_late_slots(now) == 1
+    assert list(state.slots) == [now - late, now + 0.01]
+
+
+def _record(name: str, circuit: str, until: float) -> DestinationRecord:
+    return DestinationRecord(name, circuit=circuit, circuit_until=until)
+
+
+def test_a_circuit_left_by_an_earlier_policy_does_not_outlive_it() -> None:
+    clock = ManualClock()
+    destinations = Destinations(clock)
+    destinations.declare("hooks:*", DestinationPolicy(circuit=None))
+    now = clock.now()
+    destinations.load(
+        [
+            _record("hooks:a", "half_open", now - 5),
+            _record("hooks:b", "open", now + 600),
+            _record("hooks:c", "closed", 0.0),
+        ]
+    )
+    for name in ("hooks:a", "hooks:b"):
+        state = destinations.state(name)
+        assert (state.circuit, state.circuit_until) == (CircuitState.CLOSED, 0.0)
+        assert not state.blocked()
+        state.probe_in_flight = True  # even so: no circuit, no probe to wait for
+        assert not state.blocked()
+    # The journal's records are written right (the dispatcher saves these at start).
+    fixed = {r.name: (r.circuit, r.circuit_until) for r in destinations.take_corrections()}
+    assert fixed == {"hooks:a": ("closed", 0.0), "hooks:b": ("closed", 0.0)}
+    assert destinations.take_corrections() == []
+
+
+def test_a_changed_circuit_policy_starts_sane() -> None:
+    clock = ManualClock()
+    destinations = Destinations(clock)
+    destinations.declare("crm", DestinationPolicy(circuit=Circuit(cooldown=60)))
+    now = clock.now()
+    # Opened for an hour by a policy with a longer cooldown; a state from a newer
+    # version of asyncq that this one does not know.
+    destinations.load([_record("crm", "open", now + 3600), _record("other", "tripped", now + 9)])
+    clock.advance(20)  # the state is built later: its cooldown still counts from the load
+    crm = destinations.state("crm")
+    assert (crm.circuit, crm.circuit_until) == (CircuitState.OPEN, now + 60)
+    assert destinations.state("other").circuit is CircuitState.CLOSED
+    fixed = {r.name: (r.circuit, r.circuit_until) for r in destinations.take_corrections()}
+    assert fixed == {"crm": ("open", now + 60), "other": ("closed", 0.0)}
+    # A circuit the policy allows is left as it is.
+    destinations.load([_record("crm", "open", now + 30)])
+    assert destinations.take_corrections() == []

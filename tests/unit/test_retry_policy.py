@@ -3,10 +3,12 @@ No event loop; tenacity's strategies are the policy language."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import tenacity
 
-from asyncq import Circuit, Rate, Retry
+from asyncq import Circuit, CircuitOpen, Rate, Retry
 
 T0 = 1_800_000_000.0  # the first attempt, as the journal records it
 
@@ -99,3 +101,37 @@ def test_rates_and_circuits_refuse_nonsense() -> None:
         Rate(10, burst=0.5)
     with pytest.raises(ValueError, match="failures"):
         Circuit(failures=0)
+
+
+def test_a_refusal_by_an_open_circuit_is_judged_by_wait_and_stop_only() -> None:
+    refused = CircuitOpen("crm", until=T0 + 60)
+    # The predicate would give up on anything but a ConnectionError; a refusal says
+    # nothing about the call, so the job keeps to its schedule...
+    assert ONLY_CONNECTION_ERRORS.decide(
+        attempt=1, error=refused, first_attempt_at=T0, now=T0
+    ) == pytest.approx(T0 + 5)
+    # ...and still stops when its attempts are spent.
+    assert (
+        ONLY_CONNECTION_ERRORS.decide(attempt=3, error=refused, first_attempt_at=T0, now=T0) is None
+    )
+    assert LADDER.decide(attempt=5, error=refused, first_attempt_at=T0, now=T0) is None
+
+
+def test_a_refusal_says_why() -> None:
+    refused = CircuitOpen("receiver:dead", until=1_800_000_060.0)
+    assert str(refused) == (
+        "not called: the circuit of destination 'receiver:dead' is open after repeated "
+        "failures, until 2027-01-15 08:01:00 UTC"
+    )
+    assert (refused.destination, refused.until) == ("receiver:dead", 1_800_000_060.0)
+
+
+def test_rates_refuse_what_is_not_a_number() -> None:
+    for bad in (
+        lambda: Rate(math.inf),
+        lambda: Rate(math.nan),
+        lambda: Rate(10, burst=math.nan),
+        lambda: Rate(10, burst=math.inf),
+    ):
+        with pytest.raises(ValueError, match="Rate"):
+            bad()

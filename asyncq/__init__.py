@@ -1,6 +1,7 @@
 """asyncq: a durable, asyncio-native job queue for outbound API calls."""
 
 from ._clock import Clock, SystemClock
+from ._context import JobContext, current_job
 from ._errors import (
     AsyncqError,
     JobCancelled,
@@ -32,6 +33,7 @@ __all__ = [
     "DestinationCounts",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobDead",
     "JobInfo",
     "JobNotFound",
@@ -52,4 +54,5 @@ __all__ = [
     "Task",
     "UnknownTask",
     "__version__",
+    "current_job",
 ]

@@ -97,16 +97,23 @@ class Retry:
         return cls(schedule=[])
 
     def decide(
-        self, *, attempt: int, error: BaseException, first_attempt_at: float, now: float
+        self,
+        *,
+        attempt: int,
+        error: BaseException,
+        first_attempt_at: float,
+        now: float,
+        ignore_predicate: bool = False,
     ) -> float | None:
         """When to run the job again after failed attempt number `attempt`
         (seconds since the epoch), or None: it is dead.
 
         `first_attempt_at` comes from the journal, so `stop_after_delay` counts
-        from the job's first attempt even after a restart.
+        from the job's first attempt even after a restart. `ignore_predicate`
+        leaves the `retry=` predicate out (a crashed attempt: wait and stop only).
         """
         state = _call_state(attempt, error, first_attempt_at, now)
-        if self.retry is not None and not self.retry(state):
+        if self.retry is not None and not ignore_predicate and not self.retry(state):
             return None
         wait = max(0.0, float(self._wait(state)))
         state.upcoming_sleep = wait

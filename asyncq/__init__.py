@@ -1,6 +1,7 @@
 """asyncq: a durable, asyncio-native job queue for outbound API calls."""
 
 from ._clock import Clock, SystemClock
+from ._context import JobContext, current_job
 from ._errors import (
     AsyncqError,
     CircuitOpen,
@@ -34,6 +35,7 @@ __all__ = [
     "DestinationCounts",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobDead",
     "JobInfo",
     "JobNotFound",
@@ -55,4 +57,5 @@ __all__ = [
     "TaskOptions",
     "UnknownTask",
     "__version__",
+    "current_job",
 ]

@@ -132,3 +132,13 @@ class PermanentFailure(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class NotInJob(AsyncqError, LookupError):
+    """current_job() was called outside a job's handler (or a task it started)."""
+
+
+class WrongEventLoop(AsyncqError, RuntimeError):
+    """The queue runs in another event loop (another thread, or an `asyncio.run` of
+    its own). Call it from the loop that started it; from another thread, use
+    `asyncio.run_coroutine_threadsafe(queue.submit(...), queue_loop)`."""

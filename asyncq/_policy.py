@@ -17,7 +17,7 @@ from typing import Any
 import tenacity
 from tenacity import RetryCallState
 
-from ._errors import CircuitOpen
+from ._errors import CircuitOpen, LeaseExpired
 
 WaitStrategy = Callable[[RetryCallState], float]
 StopStrategy = Callable[[RetryCallState], bool]
@@ -122,17 +122,26 @@ class Retry:
         return cls(schedule=[])
 
     def decide(
-        self, *, attempt: int, error: BaseException, first_attempt_at: float, now: float
+        self,
+        *,
+        attempt: int,
+        error: BaseException,
+        first_attempt_at: float,
+        now: float,
+        ignore_predicate: bool = False,
     ) -> float | None:
         """When to run the job again after failed attempt number `attempt`
         (seconds since the epoch), or None: it is dead.
 
         `first_attempt_at` comes from the journal, so `stop_after_delay` counts
-        from the job's first attempt even after a restart.
+        from the job's first attempt even after a restart. `ignore_predicate`
+        leaves the `retry=` predicate out (a crashed attempt: wait and stop only).
         """
         state = _call_state(attempt, error, first_attempt_at, now)
-        # A refusal by an open circuit says nothing about whether the call can succeed.
-        if self.retry is not None and not isinstance(error, CircuitOpen) and not self.retry(state):
+        # A crash or a refusal by an open circuit says nothing about whether the call
+        # can succeed: only wait and stop judge those.
+        judged = not ignore_predicate and not isinstance(error, CircuitOpen | LeaseExpired)
+        if self.retry is not None and judged and not self.retry(state):
             return None
         wait = max(0.0, float(self._wait(state)))
         state.upcoming_sleep = wait

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -23,12 +23,14 @@ with contextlib.suppress(ImportError):
 
 from ._clock import Clock
 from ._codec import encode_result
+from ._context import lifespan_state, running_job
 from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
-from ._errors import CircuitOpen, PermanentFailure, RetryAfter
+from ._errors import CircuitOpen, JournalError, PermanentFailure, RetryAfter
 from ._journal import ClaimedJob, Failed, Journal, Released, Started, Succeeded
 from ._tasks import TaskRegistry
+from ._upkeep import Backoff
 
 log = logging.getLogger("asyncq.pool")
 
@@ -37,11 +39,21 @@ _YIELD_EVERY = 0.0005  # seconds of handlers that do not await before a worker y
 
 
 def describe_error(exc: BaseException) -> str:
-    """`Type: message` and the last frames of the traceback, bounded in size."""
-    head = f"{type(exc).__qualname__}: {exc}"
+    """`Type: message` and the last frames of the traceback, bounded in size.
+
+    Always storable: a lone surrogate (`"\\udcff"`, from `os.fsdecode` or
+    `surrogateescape`) is written as its escape, and an exception whose `str()`
+    itself fails is still described."""
+    try:
+        message = str(exc)
+    except Exception as broken:  # noqa: BLE001 - a user's __str__ may raise anything
+        message = f"<str() failed: {type(broken).__qualname__}>"
+    head = f"{type(exc).__qualname__}: {message}"
     frames = "".join(traceback.format_tb(exc.__traceback__, limit=-4))
     text = f"{head}\n{frames}".rstrip()
-    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "\n[...]"
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS] + "\n[...]"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class WorkerPool:
@@ -60,6 +72,7 @@ class WorkerPool:
         default_timeout: float | None,
         on_written: Callable[[list[int], list[Failed]], None],
         on_destination_change: Callable[[DestinationState], None],
+        state: Mapping[str, Any],
     ) -> None:
         self._journal = journal
         self._dispatcher = dispatcher
@@ -71,6 +84,7 @@ class WorkerPool:
         self._default_timeout = default_timeout
         self._on_written = on_written
         self._on_destination_change = on_destination_change
+        self._state = state  # the lifespan's, for `current_job().state`
         self._done: list[Succeeded] = []
         self._failed: list[Failed] = []
         self._released: list[Released] = []
@@ -101,12 +115,15 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
         assert current is not None
+        lifespan_state.set(self._state)  # this worker's own context: set once
+        set_job = running_job.set
         while True:
             job = dispatcher.take()
             if job is None:
                 job = await dispatcher.next_job()
                 if job is None:
                     return
+            set_job(job)  # for current_job(); the next job replaces it
             try:
                 await self._execute(job, current)
             finally:
@@ -144,7 +161,7 @@ class WorkerPool:
             return
         timeout = task.timeout
         if timeout is None:
-            timeout = state.policy.timeout if state.policy.timeout is not None else None
+            timeout = state.policy.timeout
         if timeout is None:
             timeout = self._default_timeout
         self._running[job.id] = job
@@ -226,11 +243,28 @@ class WorkerPool:
         self._released.extend(Released(job.id, job.token) for job in jobs)
         self._have_outcomes.set()
 
+    def abandon(self) -> int:
+        """Hand back the jobs whose handlers still run after being cut off (they
+        ignored the cancellation): the journal gets them back as unfinished
+        before it closes, whatever the handlers do later. The number handed back."""
+        running = list(self._running.values())
+        self.release(running)
+        return len(running)
+
     async def write_outcomes(self) -> None:
-        """Write outcomes as they come, one batch per journal turn, until cancelled."""
+        """Write outcomes as they come, one batch per journal turn, until cancelled.
+        A transient journal fault (a full disk) is waited out: the outcomes are
+        kept and written once it clears."""
+        backoff = Backoff("outcome writer")
         while True:
             await self._have_outcomes.wait()
-            await self.flush()
+            try:
+                await self.flush()
+            except JournalError as exc:
+                self._have_outcomes.set()  # they were put back: try again
+                await backoff.failed(exc)
+            else:
+                backoff.succeeded()
 
     def _unwritten_starts(self) -> list[Started]:
         """Starts of running jobs not yet written (a finished job's outcome carries
@@ -243,7 +277,8 @@ class WorkerPool:
         return starts
 
     async def flush(self) -> None:
-        """Write every outcome gathered so far."""
+        """Write every outcome gathered so far. If the write fails, they are kept
+        for the next flush."""
         self._have_outcomes.clear()
         done, self._done = self._done, []
         failed, self._failed = self._failed, []
@@ -261,6 +296,14 @@ class WorkerPool:
                 failed=failed,
                 released=released,
             )
+        except BaseException:
+            # Put them back ahead of any that came meanwhile; nothing is dropped.
+            self._done[:0], self._failed[:0], self._released[:0] = done, failed, released
+            for start in started:
+                job = self._running.get(start.id)
+                if job is not None:
+                    job.start_written = False
+            raise
         finally:
             self._writing = False
         if done or failed:

@@ -1,45 +1,47 @@
-"""Queue: wires the journal, dispatcher and worker pool, and owns their lifecycle."""
+"""Queue: the public API, and the lifecycle of one queue: it opens the journal and
+the lifespan, starts the engine, supervises every background task, and stops in
+bounded time."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-import anyio
-
 from ._clock import Clock, SystemClock
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, encode_payload, encode_payloads
-from ._destinations import DestinationPolicy, Destinations, DestinationState
-from ._dispatcher import Dispatcher
-from ._errors import JobCancelled, JobDead, JobNotFound, QueueNotRunning
+from ._context import as_state
+from ._destinations import DestinationPolicy, Destinations
+from ._engine import Engine
+from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
 from ._job import Job
-from ._journal import (
-    ExpiredJob,
-    Failed,
-    Journal,
-    JournalStats,
-    NewBatch,
-    NewJob,
-    SqliteJournal,
-)
-from ._journal._sqlite import LEASE_EXPIRED
+from ._journal import Failed, Inserted, Journal, JournalStats, NewBatch, NewJob, SqliteJournal
 from ._policy import Circuit, Rate, Retry
-from ._pool import WorkerPool
 from ._records import JobInfo, JobState
+from ._results import Waiters
 from ._tasks import DEFAULT_DESTINATION, Task, TaskRegistry, default_task_name
+from ._upkeep import Upkeep
+from ._validate import MAX_PRIORITY, MIN_PRIORITY, check_key, check_name, check_priority, run_at
 
 log = logging.getLogger("asyncq")
-_MAX_ADAPTIVE_PREFETCH = 2048
+
+#: Seconds `stop()` gives handlers, after cancelling them at `shutdown_timeout`,
+#: to end before it hands their jobs back to the journal and closes anyway.
+SHUTDOWN_GRACE = 1.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: `Queue(lifespan=...)`: given the queue, an async context manager whose value
+#: (a mapping, or None) handlers read as `current_job().state`.
+Lifespan = Callable[["Queue"], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 
 class Queue:
@@ -49,6 +51,26 @@ class Queue:
     `concurrency` is the number of worker coroutines; 0 makes a producer that
     only submits, for a web process whose jobs a separate `asyncq worker` runs.
     Times are seconds.
+
+    `lifespan(queue)`, an async context manager, opens resources that handlers
+    share (an HTTP session): it is entered when a queue that runs jobs starts,
+    and exited when it stops, after the last handler ended; what it yields is
+    `current_job().state`.
+
+    Stopping is bounded: running handlers get `shutdown_timeout` seconds to
+    finish, are then cancelled, and one that ignores its cancellation gets
+    `SHUTDOWN_GRACE` (1 s) more. After that its job is handed back to the
+    journal (it runs again later) and `stop()` returns, leaving that handler to
+    the event loop. A caller's own timeout around `stop()` cuts the wait short
+    the same way, without the grace.
+
+    If a background part fails (the journal breaks), every waiting caller and
+    every later call gets `QueueFailed`. Transient journal faults (a full disk)
+    are waited out instead: outcomes are kept and written when the fault clears.
+
+    A running queue belongs to the event loop that started it: a call from
+    another thread or loop raises `WrongEventLoop` at once. After `stop()`, it
+    can be started again in any loop.
     """
 
     def __init__(
@@ -67,6 +89,7 @@ class Queue:
         journal: Journal | None = None,
         on_dead: Callable[[JobInfo], Awaitable[None] | None] | None = None,
         keep_finished: float | None = 7 * 86400.0,
+        lifespan: Lifespan | None = None,
     ) -> None:
         if concurrency < 0:
             raise ValueError("concurrency must be >= 0")
@@ -88,16 +111,18 @@ class Queue:
         self._destinations = Destinations(self.clock)
         #: Called once for each job that exhausts its retry policy (after the death is written).
         self.on_dead = on_dead
-        self._hooks: set[asyncio.Task[None]] = set()
+        self._lifespan = lifespan
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._open = False
-        self._dispatcher: Dispatcher | None = None
-        self._pool: WorkerPool | None = None
-        self._workers: asyncio.Task[None] | None = None
-        self._background: list[asyncio.Task[None]] = []
-        self._broken: BaseException | None = None  # what stopped a part of the engine
-        self._finished: dict[int, asyncio.Future[None]] = {}
-        self._activity = asyncio.Event()
+        self._stopping = False
+        # What one run (start to stop) owns. Nothing here is made before start():
+        # futures and events belong to the loop that runs the queue.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: Waiters | None = None
+        self._failure: QueueFailed | None = None
+        self._engine: Engine | None = None
+        self._hooks: set[asyncio.Task[None]] = set()
+        self._resources: AsyncExitStack | None = None
 
     # -- destinations ---------------------------------------------------------
 
@@ -118,7 +143,7 @@ class Queue:
         turns circuit breaking off. `timeout` (seconds) applies to tasks that set none.
         """
         self._destinations.declare(
-            name,
+            check_name(name, "destination name"),
             DestinationPolicy(
                 rate=rate,
                 concurrency=concurrency,
@@ -138,12 +163,12 @@ class Queue:
 
     async def _set_paused(self, name: str, *, paused: bool) -> None:
         self._require_open()
-        state = self._destinations.state(name)
+        state = self._destinations.state(check_name(name, "destination name"))
         state.paused = paused
         await self._journal.save_destinations([self._destinations.record(state)])
-        if self._dispatcher is not None:
-            self._dispatcher.recheck(name)
-            self._dispatcher.notify()
+        if self._engine is not None:
+            self._engine.dispatcher.recheck(name)
+            self._engine.dispatcher.notify()
 
     # -- dead letters ---------------------------------------------------------
 
@@ -170,8 +195,7 @@ class Queue:
         count = await self._journal.redrive(
             ids=ids, destination=destination, now=self.clock.now(), spacing=spacing
         )
-        if self._dispatcher is not None:
-            self._dispatcher.notify()
+        self._notify_dispatcher()
         return count
 
     async def purge(
@@ -186,11 +210,8 @@ class Queue:
         return await self._journal.purge(ids=ids, destination=destination, before=before)
 
     def _job_died(self, job_ids: list[int]) -> None:
-        if self.on_dead is None or not job_ids:
-            return
-        hook = asyncio.create_task(self._call_on_dead(job_ids))
-        self._hooks.add(hook)
-        hook.add_done_callback(self._hooks.discard)
+        if self.on_dead is not None and job_ids:
+            self._hook(self._call_on_dead(job_ids), "on_dead hook")
 
     async def _call_on_dead(self, job_ids: list[int]) -> None:
         for job_id in job_ids:
@@ -231,12 +252,15 @@ class Queue:
     ) -> Task[P, R] | Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
         """Register an `async def` handler. `name` defaults to `module.qualname`;
         `timeout` (seconds) defaults to the queue's `default_timeout`."""
+        if name is not None:
+            check_name(name, "task name")
+        check_name(destination, "destination name")
 
         def register(handler: Callable[P, Awaitable[R]]) -> Task[P, R]:
             task = Task(
                 self,
                 handler,
-                name=name or default_task_name(handler),
+                name=check_name(name or default_task_name(handler), "task name"),
                 destination=destination,
                 timeout=timeout,
             )
@@ -291,9 +315,11 @@ class Queue:
     ) -> Job[Any]:
         """Write one job; returns once it is durable.
 
-        `delay` (seconds) or `at` (seconds since the epoch) hold it back;
-        a higher `priority` runs first; `key` returns the live job with that key
-        instead of writing a second one; `destination` overrides the task's.
+        `delay` (seconds) or `at` (seconds since the epoch) hold it back, at most
+        100 years; a higher `priority` (an int, 32-bit) runs first; `key` returns
+        the live job with that key instead of writing a second one; `destination`
+        overrides the task's. A bad option raises `TypeError` or `ValueError`, and
+        nothing is written.
         """
         resolved = self._registry.resolve(task)
         payload = resolved.payload_from_call(args, kwargs)
@@ -319,12 +345,17 @@ class Queue:
         destination: str | None = None,
     ) -> Job[R]:
         now = self.clock.now()
+        when = now if delay is None and at is None else run_at(now, delay, at)
+        if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            priority = check_priority(priority)
+        if key is not None:
+            check_key(key)
         job = NewJob(
             task.name,
             encode_payload(task.name, payload, self.max_payload_bytes),
-            destination or task.destination,
+            task.destination if destination is None else check_name(destination, "destination"),
             priority,
-            _run_at(now, delay, at),
+            when,
             key,
         )
         (inserted,) = await self._insert([job], now)
@@ -340,12 +371,16 @@ class Queue:
         priority: int = 0,
         destination: str | None = None,
     ) -> list[Job[Any]]:
-        """Write many jobs, one keyword dict each, in one transaction: all or none."""
+        """Write many jobs, one keyword dict each, in one transaction: all or none.
+        The options are checked as `submit` checks them."""
         resolved = self._registry.resolve(task)
         now = self.clock.now()
-        run_at = _run_at(now, delay, at)
+        when = run_at(now, delay, at)
+        priority = check_priority(priority)
         name = resolved.name
-        dest = destination or resolved.destination
+        dest = (
+            resolved.destination if destination is None else check_name(destination, "destination")
+        )
         self._require_open()
         check = resolved.check_payload
         for payload in payloads:
@@ -353,20 +388,20 @@ class Queue:
         limit = self.max_payload_bytes
         # One encoder call for the whole list; the journal checks each payload's size.
         text = encode_payloads(name, payloads, limit)
-        batch = NewBatch(name, text, len(payloads), dest, priority, run_at, limit)
+        batch = NewBatch(name, text, len(payloads), dest, priority, when, limit)
         ids = await self._journal.insert_batch(batch, now)
         self._notify_dispatcher()
         return [Job(self, job_id) for job_id in ids]
 
-    async def _insert(self, jobs: list[NewJob], now: float) -> list[Any]:
+    async def _insert(self, jobs: list[NewJob], now: float) -> list[Inserted]:
         self._require_open()
         inserted = await self._journal.insert_many(jobs, now)
         self._notify_dispatcher()
         return inserted
 
     def _notify_dispatcher(self) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.notify()
+        if self._engine is not None:
+            self._engine.dispatcher.notify()
 
     # -- looking at jobs ----------------------------------------------------
 
@@ -384,8 +419,8 @@ class Queue:
         state = await self._journal.cancel(job_id, self.clock.now())
         if state is None:
             raise JobNotFound(job_id)
-        if state is JobState.CANCELLED:
-            self._job_finished([job_id])
+        if state is JobState.CANCELLED and self._waiters is not None:
+            self._waiters.finished([job_id])
         return state is JobState.CANCELLED
 
     async def stats(self) -> JournalStats:
@@ -394,38 +429,29 @@ class Queue:
         return await self._journal.stats(self.clock.now())
 
     async def _wait_result(self, job_id: int, timeout: float | None) -> Any:
-        with anyio.fail_after(timeout):
-            poll = self.poll_interval
-            while True:
-                info = await self.get(job_id)
-                if info.state is JobState.SUCCEEDED:
-                    return info.result
-                if info.state is JobState.DEAD:
-                    raise JobDead(job_id, info.last_error)
-                if info.state is JobState.CANCELLED:
-                    raise JobCancelled(job_id)
-                finished = self._finished.get(job_id)
-                if finished is None:
-                    finished = self._finished[job_id] = asyncio.get_running_loop().create_future()
-                # The job may run in another process: look again now and then.
-                with anyio.move_on_after(poll):
-                    await asyncio.shield(finished)
-                poll = min(poll * 2, 1.0)
-                if finished.done():
-                    self._finished.pop(job_id, None)
+        self._require_open()
+        assert self._waiters is not None
+        return await self._waiters.result(self.get, job_id, timeout, self.poll_interval)
+
+    async def _wait_idle(self) -> None:
+        """Wait until nothing can run now (see `asyncq.testing.run_until_idle`)."""
+        self._require_open()
+        if self._engine is None:
+            raise RuntimeError("a producer queue (concurrency=0) runs no jobs")
+        await self._engine.wait_idle(self._require_open)
 
     def _outcomes_written(self, ids: list[int], failed: list[Failed]) -> None:
-        self._job_finished(ids)
+        assert self._waiters is not None
+        self._waiters.finished(ids)
         self._job_died([f.id for f in failed if f.retry_at is None])
 
-    def _job_finished(self, ids: list[int]) -> None:
-        finished = self._finished
-        if finished:
-            for job_id in ids:
-                future = finished.pop(job_id, None)
-                if future is not None and not future.done():
-                    future.set_result(None)
-        self._activity.set()
+    def _require_open(self) -> None:
+        if not self._open:
+            raise QueueNotRunning()
+        if self._failure is not None:
+            raise QueueFailed(self._failure.part, self._failure.cause)
+        if asyncio.get_running_loop() is not self._loop:
+            raise WrongEventLoop()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -439,194 +465,160 @@ class Queue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        try:
+            await self.stop()
+        except QueueFailed:
+            if exc is None:
+                raise
+            # The body's own error goes on; the failure was logged when it happened.
 
     async def start(self) -> None:
-        """Open the journal, take back expired leases, and start the workers."""
+        """Open the journal, take back expired leases, enter the lifespan, and
+        start the workers."""
         if self._open:
             raise RuntimeError("the queue is already running")
+        self._loop = asyncio.get_running_loop()
+        self._waiters = Waiters()
+        self._failure = None
+        self._hooks = set()
         await self._journal.open()
-        self._broken = None
+        resources = AsyncExitStack()
+        engine = None
         try:
             self._destinations.load(await self._journal.load_destinations())
             if self.concurrency:
-                await self._reclaim_expired()
+                upkeep = Upkeep(
+                    self._journal,
+                    self.clock,
+                    self._destinations,
+                    owner=self._owner,
+                    lease=self.lease,
+                    keep_finished=self.keep_finished,
+                    on_reclaimed=self._reclaimed,
+                )
+                await upkeep.reclaim_expired()
+                state = None
+                if self._lifespan is not None:
+                    state = await resources.enter_async_context(self._lifespan(self))
+                engine = self._new_engine(upkeep, as_state(state))
         except BaseException:
+            await resources.aclose()
             # The journal's thread would keep the process from exiting.
             await self._journal.close()
             raise
+        self._resources = resources
         self._open = True
-        if self.concurrency == 0:
-            return
-        # Unless set, the prefetch follows the pace: 50 ms of work, from 256 up to 2048.
-        prefetch = self.prefetch or max(2 * self.concurrency, 256)
-        max_prefetch = self.prefetch or max(prefetch, _MAX_ADAPTIVE_PREFETCH)
-        self._dispatcher = Dispatcher(
+        self._stopping = False
+        if engine is not None:
+            self._engine = engine
+            engine.start(self._spawn)
+
+    def _new_engine(self, upkeep: Upkeep, state: Mapping[str, Any]) -> Engine:
+        assert self._waiters is not None
+        return Engine(
             self._journal,
             self.clock,
             self._destinations,
-            owner=self._owner,
-            prefetch=prefetch,
-            max_prefetch=max_prefetch,
-            lease=self.lease,
-            poll_interval=self.poll_interval,
-            reload=self._reload_destinations,
-        )
-        self._dispatcher.on_change = self._activity.set
-        self._pool = WorkerPool(
-            self._journal,
-            self._dispatcher,
             self._registry,
-            self._destinations,
-            self.clock,
+            upkeep,
+            self._waiters,
             owner=self._owner,
             concurrency=self.concurrency,
+            prefetch=self.prefetch,
+            lease=self.lease,
+            poll_interval=self.poll_interval,
             default_timeout=self.default_timeout,
+            state=state,
+            reload=self._reload_destinations,
             on_written=self._outcomes_written,
-            on_destination_change=self._destination_changed,
+            hook=self._hook,
         )
-        self._dispatcher.on_refused = self._pool.fail_unstarted
-        self._workers = asyncio.create_task(self._pool.run_workers(), name="asyncq-workers")
-        self._background = [
-            asyncio.create_task(self._dispatcher.run(), name="asyncq-dispatcher"),
-            asyncio.create_task(self._pool.write_outcomes(), name="asyncq-outcomes"),
-            asyncio.create_task(self._keep_leases(), name="asyncq-leases"),
-        ]
-        for task in [self._workers, *self._background]:
-            task.add_done_callback(self._background_ended)
-
-    def _background_ended(self, task: asyncio.Task[None]) -> None:
-        """A part of the engine stopped on its own: say so now, loudly, and make
-        the next call on the queue raise it (rather than run on half an engine)."""
-        if task.cancelled() or task.exception() is None:
-            return
-        error = task.exception()
-        log.error(
-            "asyncq %s failed; the queue has stopped working", task.get_name(), exc_info=error
-        )
-        if self._broken is None:
-            self._broken = error
-            self._activity.set()
-
-    async def _reclaim_expired(self) -> int:
-        now = self.clock.now()
-        error = _LeaseExpired(LEASE_EXPIRED)
-
-        def decide(job: ExpiredJob) -> float | None:
-            retry = self._destinations.policy_for(job.destination).retry
-            return retry.decide(
-                attempt=job.attempts,
-                error=error,
-                first_attempt_at=job.first_started_at or now,
-                now=now,
-            )
-
-        reclaimed = await self._journal.reclaim_expired(now, decide)
-        self._job_died([job.id for job, retry_at in reclaimed if retry_at is None])
-        return len(reclaimed)
 
     async def _reload_destinations(self) -> None:
         self._destinations.load(await self._journal.load_destinations())
 
-    def _destination_changed(self, state: DestinationState) -> None:
-        save = asyncio.create_task(
-            self._journal.save_destinations([self._destinations.record(state)])
-        )
-        self._hooks.add(save)
-        save.add_done_callback(self._hooks.discard)
+    def _reclaimed(self, dead: list[int]) -> None:
+        self._notify_dispatcher()
+        self._job_died(dead)
+
+    # -- supervision ------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], part: str) -> asyncio.Task[None]:
+        """Start a background part; if it fails, the queue fails (see `_fail`)."""
+        task = asyncio.create_task(coro, name=f"asyncq {part}")
+        task.add_done_callback(functools.partial(self._part_ended, part))
+        return task
+
+    def _hook(self, coro: Coroutine[Any, Any, None], part: str) -> None:
+        """A short background job (a hook, a state write), awaited at stop."""
+        task = self._spawn(coro, part)
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
+    def _part_ended(self, part: str, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._fail(part, error)
+
+    def _fail(self, part: str, error: BaseException) -> None:
+        """A part died: log it once, fail every waiting caller now, make every
+        later call raise `QueueFailed`, and start no more jobs."""
+        if self._failure is not None:
+            return
+        self._failure = QueueFailed(part, error)
+        log.error("asyncq %s failed; the queue has stopped working", part, exc_info=error)
+        if self._waiters is not None:
+            self._waiters.fail(lambda: QueueFailed(part, error))
+        if self._engine is not None:
+            self._engine.halt()
+
+    # -- stopping -------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Let running jobs finish (up to `shutdown_timeout`), hand back the rest, close."""
-        if not self._open:
-            return
-        try:
-            if self._dispatcher is not None and self._pool is not None:
-                await self._stop_workers(self._dispatcher, self._pool)
-        finally:
-            self._open = False
-            self._dispatcher = self._pool = self._workers = None
-            await self._journal.close()
+        """Let running jobs finish (up to `shutdown_timeout`, then `SHUTDOWN_GRACE`),
+        hand back the rest, exit the lifespan, close the journal.
 
-    async def _stop_workers(self, dispatcher: Dispatcher, pool: WorkerPool) -> None:
-        claimer, outcomes, leases = self._background
-        dispatcher.close()
-        # Let a claim in flight land, so its jobs are handed back, not orphaned.
-        await asyncio.wait({claimer}, timeout=self.shutdown_timeout)
-        pool.release(dispatcher.drain())
-        assert self._workers is not None
-        done, _ = await asyncio.wait({self._workers}, timeout=self.shutdown_timeout)
-        if not done:
-            log.warning("jobs still running after %gs: cutting them off", self.shutdown_timeout)
-            self._workers.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._workers
-        for task in (claimer, outcomes, leases):
-            task.cancel()
-        errors = []
-        for task in (claimer, outcomes, leases):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the final flush
-                errors.append(exc)
-        await pool.flush()
-        if self._hooks:
-            await asyncio.wait(set(self._hooks), timeout=self.shutdown_timeout)
+        Raises `QueueFailed` if a part of the engine had failed, or what the
+        lifespan raised on exit, once everything is closed."""
+        if not self._open or self._stopping:
+            return
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_timeout
+        end = loop.time()  # if the caller's own timeout cuts the wait short: no grace
+        errors: list[BaseException] = []
+        try:
+            if self._engine is not None:
+                await self._engine.let_workers_finish(deadline, self.shutdown_timeout)
+            end = max(deadline, loop.time()) + SHUTDOWN_GRACE
+        finally:
+            # Also when the caller's timeout cancelled the wait above: what still
+            # runs is cut off and handed back, and the journal is closed.
+            await self._close(end, errors)
+        if self._failure is not None:
+            raise QueueFailed(self._failure.part, self._failure.cause)
         if errors:
             raise errors[0]
 
-    async def _keep_leases(self) -> None:
-        assert self._dispatcher is not None
-        interval = self.lease / 3
-        while True:
-            await self.clock.sleep(interval)
-            now = self.clock.now()
-            # Renew first: after a long pause, this process's own live jobs must
-            # not look expired to the reclaim below.
-            await self._journal.renew(self._owner, now + self.lease)
-            if await self._reclaim_expired():
-                self._dispatcher.notify()
-            if self.keep_finished is not None:
-                await self._journal.prune_finished(now - self.keep_finished)
-
-    def _require_open(self) -> None:
-        if not self._open:
-            raise QueueNotRunning()
-        if self._broken is not None:
-            raise self._broken
-
-    async def _wait_idle(self) -> None:
-        """Wait until nothing can run now: no job running or unwritten, no buffered
-        job whose destination can take a call, nothing left to claim (see `testing`)."""
-        self._require_open()
-        dispatcher, pool = self._dispatcher, self._pool
-        if dispatcher is None or pool is None:
-            raise RuntimeError("a producer queue (concurrency=0) runs no jobs")
-        while True:
-            self._activity.clear()
-            self._require_open()
-            if pool.in_flight or pool.has_unwritten or dispatcher.has_work_now():
-                await self._activity.wait()
-                continue
-            # This process holds no running claim now, so an expired lease is
-            # another process's: take it back here rather than wait for the timer.
-            await self._reclaim_expired()
-            if await dispatcher.claim_now():
-                continue
-            if not (pool.in_flight or pool.has_unwritten or dispatcher.has_work_now()):
-                return
-
-
-class _LeaseExpired(Exception):
-    """The worker running the job stopped renewing its lease."""
-
-
-def _run_at(now: float, delay: float | None, at: float | None) -> float:
-    if delay is not None and at is not None:
-        raise ValueError("give delay= or at=, not both")
-    if delay is not None:
-        if delay < 0:
-            raise ValueError("delay must be >= 0 seconds")
-        return now + delay
-    return now if at is None else float(at)
+    async def _close(self, end: float, errors: list[BaseException]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if self._engine is not None:
+                errors += await self._engine.close(end, SHUTDOWN_GRACE)
+            if self._hooks:
+                await asyncio.wait(set(self._hooks), timeout=max(0.0, end - loop.time()))
+                for hook in self._hooks:
+                    hook.cancel()
+        finally:
+            self._open = False
+            self._engine = None
+            if self._waiters is not None:
+                self._waiters.fail(QueueNotRunning)
+            try:
+                if self._resources is not None:
+                    resources, self._resources = self._resources, None
+                    await resources.aclose()
+            except Exception as exc:  # raised by stop() once all is closed
+                log.exception("asyncq: the lifespan failed on exit")
+                errors.append(exc)
+            finally:
+                await self._journal.close()

@@ -1,6 +1,7 @@
 """Durable storage of jobs: the interface and the SQLite implementation."""
 
 from ._base import (
+    LEASE_EXPIRED,
     Booked,
     Claim,
     ClaimedJob,
@@ -22,6 +23,7 @@ from ._base import (
 from ._sqlite import SqliteJournal
 
 __all__ = [
+    "LEASE_EXPIRED",
     "Booked",
     "Claim",
     "ClaimLimits",

@@ -14,6 +14,12 @@ from typing import Any, NamedTuple, Protocol
 from .._policy import Rate
 from .._records import JobInfo, JobState
 
+#: The error recorded for an attempt whose worker stopped renewing its lease.
+LEASE_EXPIRED = (
+    "LeaseExpired: the worker running this job stopped renewing its lease "
+    "(killed, or its event loop was blocked)"
+)
+
 
 class NewJob(NamedTuple):
     """A job to insert. `payload` is JSON text already checked by the codec."""

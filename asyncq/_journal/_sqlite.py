@@ -52,8 +52,6 @@ from ._thread import ConnectionThread
 
 log = logging.getLogger("asyncq.journal")
 
-#: The error recorded for an attempt whose worker stopped renewing its lease.
-LEASE_EXPIRED = sql.LEASE_EXPIRED
 T = TypeVar("T")
 
 MIN_SQLITE = (3, 35, 0)

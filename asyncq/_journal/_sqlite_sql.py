@@ -8,6 +8,7 @@ the destinations it moved (RETURNING), for the counts that stats() reads.
 from __future__ import annotations
 
 from .._records import JobState
+from ._base import LEASE_EXPIRED as LEASE_EXPIRED
 
 # Stored states. `scheduled` is a pending job whose time has not come; it is
 # promoted to `pending` when due, so the claim's index holds only ready jobs
@@ -223,10 +224,6 @@ FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND jobs.state = 'dead'
 RETURNING jobs.destination, jobs.state
 """
-LEASE_EXPIRED = (
-    "LeaseExpired: the worker running this job stopped renewing its lease "
-    "(killed, or its event loop was blocked)"
-)
 COLUMNS = (
     "id, task, state, destination, priority, payload, key, attempts, created_at, run_at, "
     "started_at, finished_at, result, last_error, snoozes, history"

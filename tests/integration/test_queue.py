@@ -18,6 +18,7 @@ from asyncq import (
     JournalCorrupt,
     PayloadError,
     Queue,
+    QueueFailed,
     QueueNotRunning,
     Retry,
     UnknownTask,
@@ -484,13 +485,15 @@ async def test_a_part_of_the_engine_that_dies_makes_the_queue_say_so(
     await queue.start()
     monkeypatch.setattr(queue._journal, "claim", damaged)
     await step.submit()  # wakes the dispatcher, whose claim fails
-    with pytest.raises(JournalCorrupt, match="malformed"):
+    with pytest.raises(QueueFailed, match="malformed") as failed:
         await run_until_idle(queue)
-    with pytest.raises(JournalCorrupt):
+    assert failed.value.part == "dispatcher"
+    assert isinstance(failed.value.__cause__, JournalCorrupt)
+    with pytest.raises(QueueFailed):
         await step.submit()
-    with pytest.raises(JournalCorrupt):  # and again when the queue stops
+    with pytest.raises(QueueFailed):  # and again when the queue stops
         await queue.stop()
-    assert "asyncq-dispatcher failed" in caplog.text
+    assert caplog.text.count("asyncq dispatcher failed") == 1
 
 
 async def test_a_payload_broken_in_the_journal_kills_that_job_only(

@@ -1,0 +1,133 @@
+"""The periodic chores of a queue that runs jobs: renew this process's leases,
+take back expired ones, prune finished jobs. And the rule every background part
+follows on a journal fault: a transient one is waited out, anything else stops
+the queue (the Queue's supervisor then tells every caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ._clock import Clock
+from ._destinations import Destinations
+from ._errors import JournalError, LeaseExpired
+from ._journal import LEASE_EXPIRED, ExpiredJob, Journal
+
+log = logging.getLogger("asyncq")
+
+#: Waits between retries of a transient journal fault, in real seconds (not the
+#: queue's clock, which a test may hold still): 50 ms, doubling up to 2 s.
+FIRST_BACKOFF, MAX_BACKOFF = 0.05, 2.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` is a journal fault that may clear by itself (a full disk)."""
+    if not isinstance(exc, JournalError):
+        return False
+    # The journal sets `transient`; until it does so for a full disk, the message
+    # says it (the lead's journal change makes this consistent).
+    return exc.transient or "database or disk is full" in exc.reason
+
+
+class Backoff:
+    """Waits out a transient journal fault for one background part, in real time.
+
+    The first failure of a streak is logged as a warning, the recovery once."""
+
+    def __init__(self, part: str) -> None:
+        self.part = part
+        self._delay = FIRST_BACKOFF
+        self._failures = 0
+
+    async def failed(self, exc: BaseException) -> None:
+        """Log (once per streak) and wait before the next try; re-raise `exc`
+        if it is not transient."""
+        if not is_transient(exc):
+            raise exc
+        if not self._failures:
+            log.warning("asyncq %s: %s; retrying until it clears", self.part, exc)
+        self._failures += 1
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, MAX_BACKOFF)
+
+    def succeeded(self) -> None:
+        if self._failures:
+            log.info("asyncq %s: the journal works again (%d retries)", self.part, self._failures)
+        self._delay, self._failures = FIRST_BACKOFF, 0
+
+
+class Upkeep:
+    """Every `lease / 3` seconds of the queue's clock: renew, reclaim, prune.
+
+    `on_reclaimed(dead_ids, any_reclaimed)` runs after a reclaim wrote something.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        clock: Clock,
+        destinations: Destinations,
+        *,
+        owner: str,
+        lease: float,
+        keep_finished: float | None,
+        on_reclaimed: Callable[[list[int]], None],
+    ) -> None:
+        self._journal = journal
+        self._clock = clock
+        self._destinations = destinations
+        self._owner = owner
+        self._lease = lease
+        self._keep_finished = keep_finished
+        self._on_reclaimed = on_reclaimed
+
+    async def reclaim_expired(self) -> int:
+        """Take back jobs whose lease ran out; the number taken back.
+
+        A crashed attempt counts, and the policy's wait and stop decide its future,
+        but not its `retry=` predicate: a crash says nothing about whether the
+        call can succeed (a `retry_if_exception_type(ConnectionError)` policy
+        must not bury a job because its worker was killed).
+        """
+        now = self._clock.now()
+        error = LeaseExpired(LEASE_EXPIRED)
+        policy_for = self._destinations.policy_for
+
+        def decide(job: ExpiredJob) -> float | None:
+            return policy_for(job.destination).retry.decide(
+                attempt=job.attempts,
+                error=error,
+                first_attempt_at=job.first_started_at or now,
+                now=now,
+                ignore_predicate=True,
+            )
+
+        reclaimed = await self._journal.reclaim_expired(now, decide)
+        if reclaimed:
+            self._on_reclaimed([job.id for job, retry_at in reclaimed if retry_at is None])
+        return len(reclaimed)
+
+    async def run(self) -> None:
+        """Do the chores every `lease / 3` seconds, until cancelled."""
+        backoff = Backoff("lease keeper")
+        while True:
+            await self._clock.sleep(self._lease / 3)
+            while True:
+                try:
+                    await self._chores()
+                except JournalError as exc:
+                    await backoff.failed(exc)
+                else:
+                    backoff.succeeded()
+                    break
+
+    async def _chores(self) -> None:
+        now = self._clock.now()
+        # Renew first: after a long pause, this process's own live jobs must
+        # not look expired to the reclaim below.
+        await self._journal.renew(self._owner, now + self._lease)
+        await self.reclaim_expired()
+        if self._keep_finished is not None:
+            await self._journal.prune_finished(now - self._keep_finished)

@@ -47,3 +47,15 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert "python -m pytest -q" in ci
     assert 'pip install -e ".[dev]"' in readme
     assert 'pip install --quiet -e ".[dev]"' in ci
+
+
+def test_the_readmes_refer_only_to_files_in_the_repository() -> None:
+    for readme in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
+        text = readme.read_text()
+        named = set(re.findall(r"[\w./-]+/[\w.-]+\.(?:py|md|txt|png|toml)\b", text))
+        missing = [
+            name
+            for name in named
+            if not any((base / name).exists() for base in (ROOT, readme.parent, ROOT / "asyncq"))
+        ]
+        assert missing == [], readme

@@ -50,7 +50,7 @@ def jobs_module(tmp_path: Path) -> Iterator[types.ModuleType]:
 
 def run_snippet(marker: str) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": "snippet"}
-    exec(compile(readme_block(marker), f"README:{marker}", "exec"), namespace)  # noqa: S102
+    exec(compile(readme_block(marker), f"README:{marker}", "exec"), namespace)
     return namespace
 
 

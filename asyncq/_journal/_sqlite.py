@@ -462,7 +462,10 @@ class SqliteJournal:
             ).fetchone()
             return None if due is None else float(due)
 
-        return await self._read(next_run_at)
+        # The dispatcher asks this whenever it goes idle: on the writer's own thread
+        # it costs less than a hop to the read connection's (measured: one producer
+        # awaiting each submit ran 12 % slower with it there).
+        return await self._run(next_run_at)
 
     def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
         """SQLite cannot tell one process of another's commit: polling it is."""

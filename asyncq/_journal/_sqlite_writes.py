@@ -193,9 +193,12 @@ Deltas = Counter[tuple[str, str]]
 
 
 def moved(deltas: Deltas, rows: list[Any], old: str | None, new: str | None = None) -> int:
-    """Count the rows a statement moved out of state `old` (None: inserted) into
-    `new` (None: the row's second column, or deleted when it has none and `old`
-    is given). Each row starts with the job's destination. Returns how many."""
+    """Count the rows a statement moved: out of state `old` into `new` (None: the
+    state in the row's second column), or, with `old` None, deleted from the state
+    in the row's second column. Each row starts with the job's destination.
+    Returns how many rows moved."""
+    if not rows:
+        return 0
     for row, count in Counter(rows).items():
         destination = row[0]
         if old is not None:

@@ -70,6 +70,9 @@ async def run_worker(queue: Queue, concurrency: int | None) -> int:
             failing.cancel()
     except QueueFailed:
         return 1  # logged when it happened
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     return 0
 
 

@@ -138,7 +138,7 @@ async def test_a_full_disk_is_waited_out_and_no_outcome_is_lost(
 ) -> None:
     jobs = 20
     path = str(small_disk.root / "jobs.db")
-    queue = Queue(path, concurrency=jobs, clock=clock, keep_finished=0.0)
+    queue = Queue(path, concurrency=jobs, clock=clock, keep_finished=5.0)  # pruning runs too
     started = 0
     all_started = asyncio.Event()
     go = asyncio.Event()

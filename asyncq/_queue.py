@@ -440,6 +440,11 @@ class Queue:
             raise RuntimeError("a producer queue (concurrency=0) runs no jobs")
         await self._engine.wait_idle(self._require_open)
 
+    async def _until_failed(self) -> None:
+        """Return once a part of the engine has failed (or the queue stopped)."""
+        if self._waiters is not None:
+            await self._waiters.failed.wait()
+
     def _outcomes_written(self, ids: list[int], failed: list[Failed]) -> None:
         assert self._waiters is not None
         self._waiters.finished(ids)

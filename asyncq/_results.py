@@ -32,6 +32,8 @@ class Waiters:
         #: Set whenever something finishes or a claim ends: idle detection looks again.
         self.activity = asyncio.Event()
         self._error: Callable[[], BaseException] | None = None
+        #: Set once every waiter has been failed (the engine broke, or the queue stopped).
+        self.failed = asyncio.Event()
 
     def finished(self, ids: list[int]) -> None:
         """These jobs' outcomes are written: wake their waiters."""
@@ -53,6 +55,7 @@ class Waiters:
                 future.exception()  # marked as seen: a waiter that timed out reads none
         self._finished.clear()
         self.activity.set()
+        self.failed.set()
 
     async def result(
         self,

@@ -7,12 +7,19 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from ._errors import QueueFailed
 from ._queue import Queue
+
+log = logging.getLogger("asyncq")
+# Seconds tasks left over after `stop()` get to end before the worker exits anyway
+# (the queue already gave handlers their `SHUTDOWN_GRACE`).
+_LEFTOVER_GRACE = 0.1
 
 
 def load_queue(spec: str) -> Queue:
@@ -28,21 +35,77 @@ def load_queue(spec: str) -> Queue:
     return queue
 
 
-async def run_worker(queue: Queue, concurrency: int | None) -> None:
-    """Run `queue`'s workers until SIGTERM or SIGINT, then shut down gracefully."""
+async def run_worker(queue: Queue, concurrency: int | None) -> int:
+    """Run `queue`'s workers until SIGTERM or SIGINT, then shut down gracefully
+    (bounded by the queue's `shutdown_timeout` plus `SHUTDOWN_GRACE`, 1 s). A second
+    signal exits at once, with status 128 + its number: the jobs this process
+    held run again elsewhere once their leases expire, as after a crash.
+
+    Returns the exit status: 0 after a graceful stop, 1 if the queue failed."""
     if concurrency is not None:
         queue.concurrency = concurrency
     elif queue.concurrency == 0:
         queue.concurrency = 64  # the module's queue is a producer; a worker must run jobs
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.error(
+                "%s again: exiting now; held jobs run again when their leases expire", sig.name
+            )
+            _exit_now(128 + sig)
+        log.info("%s: stopping gracefully (send it again to exit at once)", sig.name)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with queue:
-        logging.getLogger("asyncq").info(
-            "worker running %s with concurrency %d", queue.path, queue.concurrency
-        )
-        await stop.wait()
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        async with queue:
+            log.info("worker running %s with concurrency %d", queue.path, queue.concurrency)
+            stopping = asyncio.ensure_future(stop.wait())
+            failing = asyncio.ensure_future(queue._until_failed())
+            await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            failing.cancel()
+    except QueueFailed:
+        return 1  # logged when it happened
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _exit_now(status: int) -> None:
+    """Exit without running anything more: no handler, no cleanup."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _run_worker(queue: Queue, concurrency: int | None) -> int:
+    """`asyncio.run(run_worker(...))`, except that a handler that ignored its
+    cancellation cannot keep the process alive: `stop()` has already given it
+    `SHUTDOWN_GRACE` and handed its job back, so tasks left over get a moment
+    (`_LEFTOVER_GRACE`) to end, and the loop closes without them."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(run_worker(queue, concurrency))
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=_LEFTOVER_GRACE))
+            stuck = [task for task in left if not task.done()]
+            if stuck:
+                log.warning("%d task(s) still running after the queue stopped: left", len(stuck))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 async def _stats(path: str) -> None:
@@ -97,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "worker":
-        asyncio.run(run_worker(load_queue(args.queue), args.concurrency))
-    elif args.command == "stats":
+        return _run_worker(load_queue(args.queue), args.concurrency)
+    if args.command == "stats":
         asyncio.run(_stats(args.path))
     elif args.command == "dead":
         asyncio.run(_dead(args.path, args.destination, args.limit))

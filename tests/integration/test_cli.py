@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from asyncq import JobState, Queue, Retry
-from asyncq.cli import main
+from asyncq import JobState, JournalCorrupt, Queue, Retry
+from asyncq.cli import main, run_worker
 from asyncq.testing import run_until_idle
 
 
@@ -45,3 +45,17 @@ async def test_dead_letters_are_listed_and_redriven_from_the_command_line(
 def test_redrive_without_ids_or_destination_is_refused(db_path: str) -> None:
     with pytest.raises(SystemExit):
         main(["redrive", db_path])
+
+
+async def test_a_worker_whose_queue_fails_exits_with_an_error(
+    make_queue: Callable[..., Queue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue()
+
+    async def damaged(*args: object, **kwargs: object) -> list[object]:
+        raise JournalCorrupt(queue.path, "database disk image is malformed")
+
+    monkeypatch.setattr(queue._journal, "claim", damaged)  # the dispatcher's first claim
+    async with asyncio.timeout(10):  # rather than wait for a signal forever
+        assert await run_worker(queue, concurrency=2) == 1
+    assert queue._journal._db is None  # type: ignore[attr-defined]

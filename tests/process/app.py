@@ -10,6 +10,7 @@ ASYNCQ_TEST_LEASE        seconds a claim lasts unless renewed (default 30)
 ASYNCQ_TEST_PREFETCH     jobs claimed ahead (default: the engine's own)
 ASYNCQ_TEST_JOB_SECONDS  how long a run takes on average (default 0): each
                          takes between none and twice that, at random
+ASYNCQ_TEST_SHUTDOWN_TIMEOUT  seconds running jobs get to finish at stop (default 30)
 
 The handler records its run before it returns, with one `os.write` of a short
 line to a per-process file opened with O_APPEND: the line is in the file as soon
@@ -21,6 +22,7 @@ module too, with none of these set; it only uses `TASK_NAME` and `producer`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -57,19 +59,32 @@ async def record(i: int, seconds: float | None = None) -> None:
     _record_run(i)
 
 
+async def stubborn(i: int) -> None:
+    """A job that records its start, then runs forever, ignoring every cancellation."""
+    _record_run(i)
+    while True:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+
 TASK_NAME = "tests.process.app.record"
+STUBBORN_NAME = "tests.process.app.stubborn"
 
 queue = Queue(
     _env("ASYNCQ_TEST_JOURNAL", ":memory:"),
     concurrency=int(_env("ASYNCQ_TEST_CONCURRENCY", "8")),
     lease=float(_env("ASYNCQ_TEST_LEASE", "30")),
     prefetch=None if _prefetch is None else int(_prefetch),
+    shutdown_timeout=float(_env("ASYNCQ_TEST_SHUTDOWN_TIMEOUT", "30")),
 )
 queue.task(name=TASK_NAME)(record)
+queue.task(name=STUBBORN_NAME)(stubborn)
 
 
 def producer(path: str | os.PathLike[str]) -> Queue:
-    """A queue that only submits (concurrency=0) `record` jobs to the journal at `path`."""
+    """A queue that only submits (concurrency=0) `record` and `stubborn` jobs to the
+    journal at `path`."""
     submitter = Queue(path, concurrency=0)
     submitter.task(name=TASK_NAME)(record)
+    submitter.task(name=STUBBORN_NAME)(stubborn)
     return submitter

@@ -11,12 +11,14 @@ from ._errors import (
     JournalCorrupt,
     JournalError,
     LeaseExpired,
+    NotInJob,
     PayloadError,
     PermanentFailure,
     QueueFailed,
     QueueNotRunning,
     RetryAfter,
     UnknownTask,
+    WrongEventLoop,
 )
 from ._job import Job
 from ._journal import DestinationCounts, JournalStats
@@ -44,6 +46,7 @@ __all__ = [
     "JournalError",
     "JournalStats",
     "LeaseExpired",
+    "NotInJob",
     "PayloadError",
     "PermanentFailure",
     "Queue",
@@ -56,6 +59,7 @@ __all__ = [
     "Task",
     "TaskOptions",
     "UnknownTask",
+    "WrongEventLoop",
     "__version__",
     "current_job",
 ]

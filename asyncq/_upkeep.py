@@ -26,9 +26,7 @@ def is_transient(exc: BaseException) -> bool:
     """Whether `exc` is a journal fault that may clear by itself (a full disk)."""
     if not isinstance(exc, JournalError):
         return False
-    # The journal sets `transient`; until it does so for a full disk, the message
-    # says it (the lead's journal change makes this consistent).
-    return exc.transient or "database or disk is full" in exc.reason
+    return exc.transient
 
 
 class Backoff:

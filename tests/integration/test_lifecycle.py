@@ -15,6 +15,7 @@ import tenacity
 import asyncq
 import asyncq._queue
 from asyncq import JobState, JournalCorrupt, LeaseExpired, Queue, QueueFailed, Retry
+from asyncq._journal import Started
 from asyncq.testing import ManualClock, run_until_idle
 from tests.faults import SmallDisk
 
@@ -257,7 +258,6 @@ def run_twice(queue: Queue, guard: float = 10) -> list[int]:
     return [asyncio.run(use(1)), asyncio.run(use(2))]
 
 
-@pytest.mark.xfail(strict=True, reason="the journal's Event is made in __init__: the lead fixes")
 def test_a_queue_runs_again_in_a_new_event_loop(db_path: str) -> None:
     queue = Queue(db_path, concurrency=2, poll_interval=0.01)
     try:
@@ -342,9 +342,12 @@ async def test_a_crashed_attempt_is_retried_whatever_the_retry_predicate(
 
     async with queue:
         job = await queue.submit(step, 7, delay=1)
-        # Another process claims the job and dies without renewing its lease.
-        claimed = await queue._journal.claim("dead-host:1:x", 10, clock.now() + 31, clock.now() + 1)
+        # Another process claims the job, starts it and dies without renewing its lease.
+        now = clock.now() + 1
+        claimed = (await queue._journal.claim("dead-host:1:x", 10, now + 30, now)).jobs
         assert [c.id for c in claimed] == [job.id]
+        started = [Started(job.id, claimed[0].token, now)]
+        await queue._journal.record_outcomes("dead-host:1:x", now, started=started)
         clock.advance(40)
         await run_until_idle(queue)
         info = await queue.get(job.id)

@@ -199,7 +199,8 @@ FIRST_AT_PRIORITY = """
 SELECT min(run_at) FROM jobs WHERE state = 'pending' AND destination = ? AND priority = ?
 """
 ADD_TO_COUNT = """
-INSERT INTO counts (destination, state, n) VALUES (?, ?, ?)
+INSERT INTO counts (destination, state, n)
+SELECT c.value ->> 0, c.value ->> 1, c.value ->> 2 FROM json_each(?) AS c WHERE true
 ON CONFLICT (destination, state) DO UPDATE SET n = n + excluded.n
 """
 PRUNE_WINDOW = 20_000

@@ -87,7 +87,7 @@ FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token =
 # the planner from driving the update from the owner index (a scan of every
 # running job per row); it must look each row up by id. An attempt whose start was
 # not written yet (the job ran between two turns) is counted with its outcome,
-# whose [id, token, result, microseconds from its start to :now] gives the start.
+# whose [id, token, result, started_at] gives the start.
 START = """
 UPDATE jobs SET started_at = o.value ->> 2, attempts = attempts + 1,
        first_started_at = coalesce(first_started_at, o.value ->> 2)
@@ -99,8 +99,8 @@ COMPLETE = """
 UPDATE jobs SET state = 'succeeded', result = o.value ->> 2, finished_at = :now,
        owner = NULL, lease_until = NULL,
        attempts = attempts + (started_at IS NULL),
-       started_at = coalesce(started_at, :now - (o.value ->> 3) / 1e6),
-       first_started_at = coalesce(first_started_at, started_at, :now - (o.value ->> 3) / 1e6)
+       started_at = coalesce(started_at, o.value ->> 3),
+       first_started_at = coalesce(first_started_at, started_at, o.value ->> 3)
 FROM json_each(:batch) AS o
 WHERE jobs.id = o.value ->> 0 AND +jobs.claim_token = o.value ->> 1
   AND +jobs.owner = :owner AND +jobs.state = 'running'

@@ -486,6 +486,9 @@ class Queue:
         self._waiters = Waiters()
         self._failure = None
         self._hooks = set()
+        # The journal's own writer task is supervised too: if it dies, every
+        # waiting caller learns it now, not at its next call.
+        self._journal.on_failure(functools.partial(self._fail, "journal writer"))
         await self._journal.open()
         resources = AsyncExitStack()
         engine = None

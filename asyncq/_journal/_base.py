@@ -334,6 +334,12 @@ class Journal(Protocol):
         """Whether another process wrote since the last call (cheap; for polling)."""
         ...
 
+    def on_failure(self, callback: Callable[[BaseException], None] | None) -> None:
+        """Call `callback` (on the event loop) at once if the journal stops working
+        on its own (its writer task died): the queue then fails every waiting caller
+        instead of leaving them to find out at their next call."""
+        ...
+
     def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
         """Call `callback` (on the event loop) when the journal learns that another
         process wrote: the push beside `changed_elsewhere()`'s polling, for backends

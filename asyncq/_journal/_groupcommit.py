@@ -103,6 +103,8 @@ class GroupCommit(Generic[C]):
         description: str,
         lock_timeout: Callable[[BaseException], bool],
     ) -> None:
+        #: Called at once if the writer task ends on its own (see `_ended`).
+        self.on_stopped: Callable[[BaseException], None] | None = None
         self._execute = execute
         self._description = description
         self._lock_timeout = lock_timeout
@@ -226,6 +228,8 @@ class GroupCommit(Generic[C]):
         if self._committing is not None:
             self._committing.fail(failure)
         self._turn.fail(failure)
+        if self.on_stopped is not None:
+            self.on_stopped(failure)
 
     async def _commit(self, turn: Turn[C]) -> None:
         delay = 0.01

@@ -467,6 +467,9 @@ class SqliteJournal:
         # awaiting each submit ran 12 % slower with it there).
         return await self._run(next_run_at)
 
+    def on_failure(self, callback: Callable[[BaseException], None] | None) -> None:
+        self._writer.on_stopped = callback
+
     def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
         """SQLite cannot tell one process of another's commit: polling it is."""
 

@@ -395,3 +395,32 @@ async def test_any_exception_is_stored_readably_and_the_queue_goes_on(
         assert info.last_error.startswith(stored)
         assert info.history[0][2].startswith(stored)
         assert await (await works.submit()).result(timeout=10) == "fine"
+
+
+async def test_a_journal_writer_that_dies_fails_every_waiting_caller_at_once(
+    make_queue: MakeQueue,
+) -> None:
+    # A waiter that is not told would look at the journal again only in an hour.
+    queue = make_queue(poll_interval=3600)
+    started = asyncio.Event()
+    go = asyncio.Event()
+
+    @queue.task
+    async def step() -> str:
+        started.set()
+        await go.wait()
+        return "done"
+
+    async with asyncio.timeout(10):
+        await queue.start()
+        job = await step.submit()
+        await started.wait()
+        result = asyncio.ensure_future(job.result())
+        writer = queue._journal._writer._task  # type: ignore[attr-defined]
+        writer.cancel()  # what any bug that ends the writer's task would do
+        with pytest.raises(QueueFailed) as failed:
+            await result
+        assert failed.value.part == "journal writer"
+        go.set()
+        with pytest.raises(QueueFailed):
+            await queue.stop()

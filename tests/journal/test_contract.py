@@ -530,3 +530,12 @@ def test_the_contract_suite_calls_every_method_of_the_interface() -> None:
     methods = [name for name, value in vars(Journal).items() if callable(value)]
     missing = [name for name in methods if not name.startswith("_") and f".{name}(" not in source]
     assert missing == []
+
+
+async def test_a_failure_hook_is_not_called_while_the_journal_works(journal: Journal) -> None:
+    failures: list[BaseException] = []
+    journal.on_failure(failures.append)
+    await journal.insert_many([new()], NOW)
+    await claim(journal)
+    assert failures == []
+    journal.on_failure(None)

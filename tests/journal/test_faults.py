@@ -107,6 +107,8 @@ async def test_a_dead_writer_fails_every_waiting_caller_at_once_and_later_calls_
     def slow(conn: sqlite3.Connection) -> None:
         pass
 
+    told: list[BaseException] = []
+    journal.on_failure(told.append)
     waiting = asyncio.ensure_future(journal.insert_many([job()], NOW))
     first = journal._enqueue_call(slow)
     writer = journal._writer._task
@@ -114,6 +116,7 @@ async def test_a_dead_writer_fails_every_waiting_caller_at_once_and_later_calls_
     writer.cancel()  # what any bug that ends the task would do
     results = await asyncio.gather(waiting, first, return_exceptions=True)
     assert all(isinstance(r, JournalError) for r in results), results
+    assert len(told) == 1  # the owner of the journal is told at once, too
     with pytest.raises(JournalError, match="writer stopped"):
         await journal.insert_many([job()], NOW)
 

@@ -62,9 +62,10 @@ async def record(i: int, seconds: float | None = None) -> None:
 async def stubborn(i: int) -> None:
     """A job that records its start, then runs forever, ignoring every cancellation."""
     _record_run(i)
+    never = asyncio.Event()  # nothing sets it: the job waits until cancelled, and goes on
     while True:
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(3600)
+            await never.wait()
 
 
 TASK_NAME = "tests.process.app.record"

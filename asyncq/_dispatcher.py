@@ -10,7 +10,6 @@ tries again. A claim that failed was rolled back, so no job is lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -18,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ._backoff import Backoff
 from ._clock import Clock
 from ._destinations import Destinations
 from ._errors import JournalError
@@ -30,8 +30,6 @@ log = logging.getLogger("asyncq.dispatcher")
 T = TypeVar("T")
 
 # Back-off (real seconds) after a transient journal fault, doubling up to the last.
-_BACKOFF_FIRST = 0.05
-_BACKOFF_MAX = 2.0
 # How much work, in seconds at the recent pace, an adaptive prefetch holds.
 _PREFETCH_SECONDS = 0.05
 
@@ -76,9 +74,9 @@ class Dispatcher(Lanes):
         # Circuit states that today's policies do not allow, corrected at load: to write.
         self._corrections = destinations.take_corrections()
         self._fault: str | None = None  # the journal call that failed, until it works
-        self._fault_since = 0.0  # real time the fault began
-        self._backoff = _BACKOFF_FIRST
         self._closing = asyncio.Event()
+        # Transient journal faults are waited out in real time, cut short by close.
+        self._backoff = Backoff("dispatcher", logger=log, cut_short=self._closing)
         self._pushed = False  # the journal told of another process's write
         journal.on_change_elsewhere(self._told_of_change_elsewhere)
 
@@ -115,9 +113,7 @@ class Dispatcher(Lanes):
             try:
                 await self._turn()
             except JournalError as exc:
-                if not exc.transient:
-                    raise
-                await self._back_off()
+                await self._backoff.failed(exc)
 
     async def _turn(self) -> None:
         if self._corrections:
@@ -144,25 +140,12 @@ class Dispatcher(Lanes):
             result = await call
         except JournalError as exc:
             if exc.transient and self._fault is None:
-                self._fault, self._fault_since = name, time.monotonic()
-                log.warning("dispatcher: %s; retrying until it clears", exc)
+                self._fault = name
             raise
         if self._fault == name:
-            log.warning(
-                "journal %s works again after %.1f s; the dispatcher carries on",
-                self._journal.description,
-                time.monotonic() - self._fault_since,
-            )
             self._fault = None
-            self._backoff = _BACKOFF_FIRST
+            self._backoff.succeeded()
         return result
-
-    async def _back_off(self) -> None:
-        """Wait after a transient fault: real time (the queue's clock may be a test's
-        clock that does not move), cut short by `close`."""
-        delay, self._backoff = self._backoff, min(2 * self._backoff, _BACKOFF_MAX)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), delay)
 
     def _adapt_prefetch(self) -> None:
         """Hold about `_PREFETCH_SECONDS` of work, within the prefetch bounds.

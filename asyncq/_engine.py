@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from ._backoff import Backoff, is_transient
 from ._clock import Clock
 from ._destinations import Destinations, DestinationState
 from ._dispatcher import Dispatcher
@@ -20,7 +21,7 @@ from ._journal import Failed, Journal
 from ._pool import WorkerPool
 from ._results import Waiters, wait_idle
 from ._tasks import TaskRegistry
-from ._upkeep import Backoff, Upkeep, is_transient
+from ._upkeep import Upkeep
 
 log = logging.getLogger("asyncq")
 

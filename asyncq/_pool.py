@@ -21,6 +21,7 @@ import anyio
 with contextlib.suppress(ImportError):
     import anyio._backends._asyncio
 
+from ._backoff import Backoff
 from ._clock import Clock
 from ._codec import encode_result
 from ._context import lifespan_state, running_job
@@ -30,7 +31,6 @@ from ._dispatcher import Dispatcher
 from ._errors import CircuitOpen, JournalError, PermanentFailure, RetryAfter
 from ._journal import ClaimedJob, Failed, Journal, Released, Started, Succeeded
 from ._tasks import TaskRegistry
-from ._upkeep import Backoff
 
 log = logging.getLogger("asyncq.pool")
 

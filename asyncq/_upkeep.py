@@ -1,59 +1,19 @@
 """The periodic chores of a queue that runs jobs: renew this process's leases,
-take back expired ones, prune finished jobs. And the rule every background part
-follows on a journal fault: a transient one is waited out, anything else stops
-the queue (the Queue's supervisor then tells every caller).
-"""
+take back expired ones, prune finished jobs (transient journal faults waited out,
+see `_backoff.py`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
+from ._backoff import Backoff
 from ._clock import Clock
 from ._destinations import Destinations
 from ._errors import JournalError, LeaseExpired
 from ._journal import LEASE_EXPIRED, ExpiredJob, Journal
 
 log = logging.getLogger("asyncq")
-
-#: Waits between retries of a transient journal fault, in real seconds (not the
-#: queue's clock, which a test may hold still): 50 ms, doubling up to 2 s.
-FIRST_BACKOFF, MAX_BACKOFF = 0.05, 2.0
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether `exc` is a journal fault that may clear by itself (a full disk)."""
-    if not isinstance(exc, JournalError):
-        return False
-    return exc.transient
-
-
-class Backoff:
-    """Waits out a transient journal fault for one background part, in real time.
-
-    The first failure of a streak is logged as a warning, the recovery once."""
-
-    def __init__(self, part: str) -> None:
-        self.part = part
-        self._delay = FIRST_BACKOFF
-        self._failures = 0
-
-    async def failed(self, exc: BaseException) -> None:
-        """Log (once per streak) and wait before the next try; re-raise `exc`
-        if it is not transient."""
-        if not is_transient(exc):
-            raise exc
-        if not self._failures:
-            log.warning("asyncq %s: %s; retrying until it clears", self.part, exc)
-        self._failures += 1
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, MAX_BACKOFF)
-
-    def succeeded(self) -> None:
-        if self._failures:
-            log.info("asyncq %s: the journal works again (%d retries)", self.part, self._failures)
-        self._delay, self._failures = FIRST_BACKOFF, 0
 
 
 class Upkeep:

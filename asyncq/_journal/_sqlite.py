@@ -22,10 +22,11 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from .._codec import is_utf8, storable_text
-from .._errors import JournalCorrupt, JournalError
+from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
 from . import _sqlite_reads as reads
+from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
 from ._base import (
@@ -46,7 +47,6 @@ from ._base import (
     Succeeded,
 )
 from ._groupcommit import GroupCommit, Turn
-from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._sqlite_file import Identity, check_identity, identity, prepare_file
 from ._thread import ConnectionThread
 
@@ -54,12 +54,7 @@ log = logging.getLogger("asyncq.journal")
 
 T = TypeVar("T")
 
-MIN_SQLITE = (3, 35, 0)
 _MIN_SHARE = 16  # jobs a claim takes at least from each destination that has them
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 8, 11, 26
-# Faults that may clear by themselves: out of memory, I/O error, disk full, a lock
-# protocol race. The queue's background work retries these.
-_TRANSIENT = frozenset({5, 6, 7, 10, 13, 15})
 
 
 class SqliteJournal:
@@ -83,7 +78,7 @@ class SqliteJournal:
         self._reader: aiosqlite.Connection | None = None
         self._reader_thread: ConnectionThread | None = None
         self._writer: GroupCommit[sqlite3.Connection] = GroupCommit(
-            self._execute_turn, description=path, lock_timeout=_is_lock_timeout
+            self._execute_turn, description=path, lock_timeout=setup.is_lock_timeout
         )
         self._identity: Identity | None = None  # what the path named when opened
         # The counts the running transaction changes (only the connection's thread
@@ -102,12 +97,7 @@ class SqliteJournal:
     # -- lifecycle -------------------------------------------------------
 
     async def open(self) -> None:
-        if sqlite3.sqlite_version_info < MIN_SQLITE:
-            raise JournalError(
-                self.path,
-                f"SQLite {sqlite3.sqlite_version} is too old; asyncq needs "
-                f"{'.'.join(map(str, MIN_SQLITE))} or newer",
-            )
+        setup.check_sqlite_version(self.path)
         if self.path != ":memory:":
             prepare_file(self.path)
         try:
@@ -135,13 +125,8 @@ class SqliteJournal:
         except sqlite3.Error as exc:
             raise JournalError(self.path, f"cannot open: {exc}") from exc
         self._reader_thread = ConnectionThread(self._reader)
-
-        def prepare(conn: sqlite3.Connection) -> None:
-            conn.text_factory = reads.text_factory
-            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-            conn.execute("PRAGMA query_only = 1")
-
-        await self._reader_thread.run(prepare)
+        busy_ms = self._busy_timeout_ms
+        await self._reader_thread.run(lambda conn: setup.prepare_reader(conn, busy_ms))
 
     async def close(self) -> None:
         if self._db is None:
@@ -171,81 +156,19 @@ class SqliteJournal:
             except sqlite3.OperationalError as exc:
                 # Switching a new file to WAL while another connection does the same
                 # fails with SQLITE_BUSY at once, whatever the busy timeout.
-                code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-                if code not in (_SQLITE_BUSY, _SQLITE_LOCKED) or waited > self._busy_timeout_ms:
+                if not setup.is_lock_timeout(exc) or waited > self._busy_timeout_ms:
                     raise
             await asyncio.sleep(delay)
             waited += delay * 1000
             delay = min(delay * 2, 0.2)
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.text_factory = reads.text_factory
-        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-        # Check and migrate under the write lock: another process opening the same
-        # new file is then either done migrating or not started. Nothing is written
-        # before the checks pass, so a damaged file is reported and left as it was.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = self._check_schema(conn)
-            for migrate in MIGRATIONS[version:]:
-                migrate(conn)
-            # Written even when the version is current: a journal that cannot be
-            # written (a read-only file) is refused here, at start, not at the
-            # first submit or claim.
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        if self.path != ":memory:":
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise JournalError(self.path, f"cannot switch to WAL mode (got {mode!r})")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._data_version = setup.prepare(conn, self.path, self.synchronous, self._busy_timeout_ms)
         if self.path != ":memory:":
             self._identity = identity(self.path)
 
-    def _check_schema(self, conn: sqlite3.Connection) -> int:
-        """The journal's schema version, or an error saying why it is not one."""
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                self.path,
-                f"schema version {version} was written by a newer asyncq "
-                f"(this one knows up to {SCHEMA_VERSION})",
-            )
-        has_jobs = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
-        ).fetchone()
-        if version > 0 and not has_jobs:
-            raise JournalCorrupt(self.path, "has a schema version but no jobs table")
-        if (
-            version == 0
-            and conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            ).fetchone()
-        ):
-            raise JournalError(self.path, "is a SQLite database of something else, not asyncq's")
-        return version
-
     def _translate(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, JournalError):
-            return exc
-        if isinstance(exc, sqlite3.Error):
-            code = _sqlite_code(exc)
-            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-                return JournalCorrupt(self.path, f"damaged or not a database ({exc})")
-            if code == _SQLITE_READONLY:
-                return JournalError(
-                    self.path, f"cannot be written ({exc}): check the file's permissions"
-                )
-            if isinstance(exc, sqlite3.IntegrityError) and "jobs.key" in str(exc):
-                return JournalError(self.path, f"a live job already holds that key ({exc})")
-            return JournalError(self.path, str(exc), transient=code in _TRANSIENT)
-        return exc
+        return setup.translate(self.path, exc)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a read on the read connection: WAL readers never wait for the writer,
@@ -574,15 +497,3 @@ class SqliteJournal:
             return writes.moved(self._deltas, rows, None)
 
         return await self._enqueue_call(purge)
-
-
-def _is_lock_timeout(exc: BaseException) -> bool:
-    return _sqlite_code(exc.__cause__ if isinstance(exc, JournalError) else exc) in (
-        _SQLITE_BUSY,
-        _SQLITE_LOCKED,
-    )
-
-
-def _sqlite_code(exc: BaseException | None) -> int:
-    """The primary SQLite result code of an error (0 if it is not SQLite's)."""
-    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF

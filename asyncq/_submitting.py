@@ -1,0 +1,167 @@
+"""Writing jobs: the submit family of `Queue`, checked before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+
+from ._clock import Clock
+from ._codec import encode_payload, encode_payloads
+from ._job import Job
+from ._journal import Inserted, Journal, NewBatch, NewJob
+from ._tasks import Task, TaskRegistry
+from ._validate import MAX_PRIORITY, MIN_PRIORITY, check_key, check_name, check_priority, run_at
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._queue import Queue
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Submitting:
+    """The submit methods of `Queue` (a base class, so that the queue's module
+    holds its lifecycle and these their checks). `Queue` provides the state."""
+
+    _journal: Journal
+    _registry: TaskRegistry
+    _engine: Engine | None
+    clock: Clock
+    max_payload_bytes: int
+
+    def _require_open(self) -> None:
+        raise NotImplementedError
+
+    # Only the result type is checked here (option keywords cannot sit between
+    # P.args and P.kwargs); `task.options(...).submit(...)` checks the arguments too.
+    @overload
+    async def submit(
+        self,
+        task: Task[..., R],
+        /,
+        *args: Any,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        destination: str | None = None,
+        **kwargs: Any,
+    ) -> Job[R]: ...
+
+    @overload
+    async def submit(
+        self,
+        task: str,
+        /,
+        *args: Any,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        destination: str | None = None,
+        **kwargs: Any,
+    ) -> Job[Any]: ...
+
+    async def submit(
+        self,
+        task: Task[..., Any] | str,
+        /,
+        *args: Any,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        destination: str | None = None,
+        **kwargs: Any,
+    ) -> Job[Any]:
+        """Write one job; returns once it is durable.
+
+        `delay` (seconds) or `at` (seconds since the epoch) hold it back, at most
+        100 years; a higher `priority` (an int, 32-bit) runs first; `key` returns
+        the live job with that key instead of writing a second one; `destination`
+        overrides the task's. A bad option raises `TypeError` or `ValueError`, and
+        nothing is written.
+        """
+        resolved = self._registry.resolve(task)
+        payload = resolved.payload_from_call(args, kwargs)
+        return await self._submit_payload(
+            resolved,
+            payload,
+            delay=delay,
+            at=at,
+            priority=priority,
+            key=key,
+            destination=destination,
+        )
+
+    async def _submit_payload(
+        self,
+        task: Task[..., R],
+        payload: dict[str, Any],
+        *,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        key: str | None = None,
+        destination: str | None = None,
+    ) -> Job[R]:
+        now = self.clock.now()
+        when = now if delay is None and at is None else run_at(now, delay, at)
+        if priority.__class__ is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            priority = check_priority(priority)
+        if key is not None:
+            check_key(key)
+        job = NewJob(
+            task.name,
+            encode_payload(task.name, payload, self.max_payload_bytes),
+            task.destination if destination is None else check_name(destination, "destination"),
+            priority,
+            when,
+            key,
+        )
+        (inserted,) = await self._insert([job], now)
+        return Job(cast("Queue", self), inserted.id, created=inserted.created)
+
+    async def submit_many(
+        self,
+        task: Task[..., Any] | str,
+        payloads: Sequence[dict[str, Any]],
+        *,
+        delay: float | None = None,
+        at: float | None = None,
+        priority: int = 0,
+        destination: str | None = None,
+    ) -> list[Job[Any]]:
+        """Write many jobs, one keyword dict each, in one transaction: all or none.
+        The options are checked as `submit` checks them."""
+        resolved = self._registry.resolve(task)
+        now = self.clock.now()
+        when = run_at(now, delay, at)
+        priority = check_priority(priority)
+        name = resolved.name
+        dest = (
+            resolved.destination if destination is None else check_name(destination, "destination")
+        )
+        self._require_open()
+        check = resolved.check_payload
+        for payload in payloads:
+            check(payload)
+        limit = self.max_payload_bytes
+        # One encoder call for the whole list; the journal checks each payload's size.
+        text = encode_payloads(name, payloads, limit)
+        batch = NewBatch(name, text, len(payloads), dest, priority, when, limit)
+        ids = await self._journal.insert_batch(batch, now)
+        self._notify_dispatcher()
+        queue = cast("Queue", self)
+        return [Job(queue, job_id) for job_id in ids]
+
+    async def _insert(self, jobs: list[NewJob], now: float) -> list[Inserted]:
+        self._require_open()
+        inserted = await self._journal.insert_many(jobs, now)
+        self._notify_dispatcher()
+        return inserted
+
+    def _notify_dispatcher(self) -> None:
+        if self._engine is not None:
+            self._engine.dispatcher.notify()

@@ -23,8 +23,9 @@ from asyncq import (
     Retry,
     RetryAfter,
 )
-from asyncq._journal import Booked, Claim, SqliteJournal, Started
+from asyncq._journal import Booked, Claim, SqliteJournal
 from asyncq.testing import ManualClock, run_until_idle
+from tests.crashes import claim_start_and_die
 from tests.pacing import drive, most_in_any_window
 
 MakeQueue = Callable[..., Queue]
@@ -393,11 +394,8 @@ async def test_a_job_that_keeps_killing_its_worker_ends_in_the_dead_letters(
         for attempt in range(2):
             # A process claims it, starts it and dies without a word (simulated:
             # the start is written, no outcome ever is).
-            now = clock.now() + 1
-            claimed = (await queue._journal.claim(f"dead:{attempt}", 10, now + 30, now)).jobs
-            assert [c.id for c in claimed] == [job.id]
-            started = [Started(job.id, claimed[0].token, now)]
-            await queue._journal.record_outcomes(f"dead:{attempt}", now, started=started)
+            taken = await claim_start_and_die(queue._journal, f"dead:{attempt}", clock.now() + 1)
+            assert taken == [job.id]
             clock.advance(32)
             await run_until_idle(queue)
         info = await queue.get(job.id)

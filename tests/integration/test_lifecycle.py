@@ -15,8 +15,8 @@ import tenacity
 import asyncq
 import asyncq._queue
 from asyncq import JobState, JournalCorrupt, LeaseExpired, Queue, QueueFailed, Retry
-from asyncq._journal import Started
 from asyncq.testing import ManualClock, run_until_idle
+from tests.crashes import claim_start_and_die
 from tests.faults import SmallDisk
 
 MakeQueue = Callable[..., Queue]
@@ -343,11 +343,8 @@ async def test_a_crashed_attempt_is_retried_whatever_the_retry_predicate(
     async with queue:
         job = await queue.submit(step, 7, delay=1)
         # Another process claims the job, starts it and dies without renewing its lease.
-        now = clock.now() + 1
-        claimed = (await queue._journal.claim("dead-host:1:x", 10, now + 30, now)).jobs
-        assert [c.id for c in claimed] == [job.id]
-        started = [Started(job.id, claimed[0].token, now)]
-        await queue._journal.record_outcomes("dead-host:1:x", now, started=started)
+        taken = await claim_start_and_die(queue._journal, "dead-host:1:x", clock.now() + 1)
+        assert taken == [job.id]
         clock.advance(40)
         await run_until_idle(queue)
         info = await queue.get(job.id)

@@ -23,8 +23,8 @@ from asyncq import (
     Retry,
     UnknownTask,
 )
-from asyncq._journal import Started
 from asyncq.testing import ManualClock, run_until_idle
+from tests.crashes import claim_start_and_die
 
 MakeQueue = Callable[..., Queue]
 
@@ -354,11 +354,8 @@ async def test_an_expired_lease_is_taken_back_and_run(
     async with queue:
         job = await queue.submit(step, 7, delay=1)
         # Another process claims the job, starts it and dies without renewing its lease.
-        now = clock.now() + 1
-        claimed = (await queue._journal.claim("dead-host:1:x", 10, now + 30, now)).jobs
-        assert [c.id for c in claimed] == [job.id]
-        started = [Started(job.id, claimed[0].token, now)]
-        await queue._journal.record_outcomes("dead-host:1:x", now, started=started)
+        taken = await claim_start_and_die(queue._journal, "dead-host:1:x", clock.now() + 1)
+        assert taken == [job.id]
         clock.advance(20)
         await run_until_idle(queue)
         assert ran == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import reprlib
 from collections.abc import Callable, Sequence
@@ -116,7 +117,10 @@ def encode_payloads(task: str, payloads: Sequence[dict[str, Any]], max_bytes: in
     except _UNENCODABLE as whole:
         _name_the_bad_one(task, payloads, max_bytes)
         raise PayloadError(task, f"payloads are not JSON-serialisable ({whole})") from None
-    faithful = all(type(v) in _SCALARS for p in payloads for v in p.values())
+    # The types of every top-level value, iterated in C: a Python loop over them
+    # cost 2 % of a no-op job. Anything nested is checked one payload at a time.
+    values = itertools.chain.from_iterable(map(dict.values, payloads))
+    faithful = _SCALARS.issuperset(map(type, values))
     if not faithful or not is_utf8(text):
         _name_the_bad_one(task, payloads, max_bytes)
     return text

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -91,6 +90,7 @@ class Dispatcher(Lanes):
 
     def notify(self) -> None:
         """New work may be ready (a local submit, a reclaimed lease, a poll)."""
+        self._news += 1
         self._maybe_more = True
         self._ready_untaken = False
         self._wakeup.set()
@@ -195,6 +195,7 @@ class Dispatcher(Lanes):
         limits = ClaimLimits(
             room=room_for, rate=rate_for, clock=self._clock.now, horizon=HORIZON_MIN
         )
+        news = self._news
         self._claiming = True
         try:
             claim = await self._journal_call(
@@ -208,6 +209,7 @@ class Dispatcher(Lanes):
             state = self._destinations.state(name)
             state.full_at = full_at
             state.slots.extend(times)
+        before = {name: len(lane) for name, lane in self._lanes.items()}
         self._add(claim.jobs)
         # Jobs claimed to be refused (their circuit is open): refuse them now, not
         # when a worker happens by.
@@ -215,16 +217,22 @@ class Dispatcher(Lanes):
             state = self._destinations.state(name)
             if name in self._lanes and state.circuit_open(now):
                 self._refuse(name, state)
-        if len(claim.jobs) < room:
-            self._maybe_more = False
+        if len(claim.jobs) < room and self._news == news:
+            self._maybe_more = False  # and no news came while the claim was out
         # Lanes that this claim filled to their cap (more may wait in the journal):
         # claim again once one is half empty (workers may have emptied it already).
-        taken = Counter(job.destination for job in claim.jobs)
-        self._capped = set()
-        for name in {*lanes, *taken} - held - refusing:
-            if lanes.get(name, 0) + taken[name] >= lane_cap(name, prefetch):
-                self._capped.add(name)
-                self._regained_room(name, len(self._lanes.get(name, ())))
+        self._capped = {}
+        for name in {*lanes, *self._lanes} - held - refusing:
+            cap = lane_cap(name, prefetch)
+            length = len(self._lanes.get(name, ()))
+            taken = length - before.get(name, 0)
+            if lanes.get(name, 0) + taken < cap:
+                continue
+            if 2 * length <= cap:
+                self._maybe_more = True
+                self._wakeup.set()
+            else:
+                self._capped[name] = cap // 2
         return len(claim.jobs)
 
     async def _take_tokens(self) -> None:

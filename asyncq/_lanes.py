@@ -52,8 +52,10 @@ class Lanes:
         # waits for the booking (it left the runnable lanes), False to book ahead.
         self._wanting: dict[str, bool] = {}
         self._maybe_more = True  # False once a claim came back short; reset by news
-        # Lanes at their cap after the last claim: once one has room again, claim.
-        self._capped: set[str] = set()
+        self._news = 0  # counts `notify` calls: a claim's short answer predates later news
+        # Lanes at their cap after the last claim, each with the length at which it
+        # has room again (half its cap): then claim.
+        self._capped: dict[str, int] = {}
         self._claiming = False
         self._closed = False
         #: Called when a claim or a booking ends, a lane is set aside until a time,
@@ -129,8 +131,8 @@ class Lanes:
                 runnable.append(name)
             else:
                 del self._lanes[name]
-            if name in self._capped:
-                self._regained_room(name, len(lane))
+            if name in self._capped and len(lane) <= self._capped[name]:
+                self._regained_room(name)
             self._buffered -= 1
             if self._buffered < self._low_water and self._maybe_more:
                 self._wakeup.set()
@@ -144,17 +146,16 @@ class Lanes:
             return
         lane = self._lanes.pop(name)
         self._buffered -= len(lane)
-        self._capped.discard(name)
+        self._capped.pop(name, None)
         self.on_refused([item[2] for item in lane], CircuitOpen(name, state.circuit_until))
         if self._buffered < self._low_water and self._maybe_more:
             self._wakeup.set()
 
-    def _regained_room(self, name: str, held: int) -> None:
-        """A lane that was at its cap shrank: once it is half empty, claim for it."""
-        if 2 * held <= self._destinations.lane_cap(name, self._prefetch):
-            self._capped.discard(name)
-            self._maybe_more = True
-            self._wakeup.set()
+    def _regained_room(self, name: str) -> None:
+        """A lane that was at its cap is half empty: claim for it."""
+        del self._capped[name]
+        self._maybe_more = True
+        self._wakeup.set()
 
     async def next_job(self) -> ClaimedJob | None:
         """Wait for a job; None when the dispatcher is closed."""

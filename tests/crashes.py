@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asyncq._journal import Journal, Started
+from asyncq._journal import Journal, Started, micros
 
 
 async def claim_start_and_die(
@@ -11,6 +11,6 @@ async def claim_start_and_die(
     """`owner` claims what is ready at `now` under a `lease`, writes its handlers'
     starts, and is never heard of again. The ids it took."""
     claimed = (await journal.claim(owner, 10, now + lease, now)).jobs
-    started = [Started(job.id, job.token, now) for job in claimed]
+    started = [Started(job.id, job.token, micros(now)) for job in claimed]
     await journal.record_outcomes(owner, now, started=started)
     return [job.id for job in claimed]

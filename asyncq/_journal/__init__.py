@@ -19,6 +19,7 @@ from ._base import (
     RetryDecision,
     Started,
     Succeeded,
+    micros,
 )
 from ._sqlite import SqliteJournal
 
@@ -42,4 +43,5 @@ __all__ = [
     "SqliteJournal",
     "Started",
     "Succeeded",
+    "micros",
 ]

@@ -69,6 +69,7 @@ class ClaimedJob:
     snoozes: int = 0  # RetryAfter answers so far
     token: int = 0  # names this claim in the outcomes
     started_at: float | None = None  # set by the worker when the handler starts
+    started_us: int | None = None  # the same, as `micros(started_at)`
     start_written: bool = False  # the start went to the journal with earlier outcomes
 
 
@@ -128,7 +129,14 @@ RetryDecision = Callable[[ExpiredJob], "float | None"]
 
 # Outcomes name the claim they answer (`token`, with the owner): a process whose
 # lease expired and whose job was claimed again cannot overwrite the newer run.
-# Times are the handler's own: an attempt runs from its handler's start.
+# Times are the handler's own: an attempt runs from its handler's start. A start
+# travels as whole microseconds of the queue's clock (`micros`): a float's shortest
+# repr, which a JSON batch would spend on every job, cost 4 % of a no-op job.
+
+
+def micros(seconds: float) -> int:
+    """A time in seconds as whole microseconds, rounded (times are >= 0)."""
+    return int(seconds * 1_000_000 + 0.5)
 
 
 class Started(NamedTuple):
@@ -138,14 +146,15 @@ class Started(NamedTuple):
 
     id: int
     token: int
-    at: float
+    at_us: int  # see `micros`
 
 
 class Succeeded(NamedTuple):
     id: int
     token: int
     result: str  # JSON text
-    started_at: float
+    started_us: int  # see `micros`
+    destination: str  # the job's, so that a journal can count without reading it back
 
 
 class Failed(NamedTuple):
@@ -154,7 +163,7 @@ class Failed(NamedTuple):
     error: str
     retry_at: float | None  # None: dead
     snoozed: int = 0  # 1: a RetryAfter, which gives the attempt back
-    started_at: float | None = None  # None: no handler ran (the attempt is charged now)
+    started_us: int | None = None  # None: no handler ran (the attempt is charged now)
 
 
 class Released(NamedTuple):

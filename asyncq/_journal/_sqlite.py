@@ -17,7 +17,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
 
@@ -53,6 +53,10 @@ from ._thread import ConnectionThread
 log = logging.getLogger("asyncq.journal")
 
 T = TypeVar("T")
+
+# A row of CLAIMED is the job's fields up to `snoozes`, in order; mypy cannot see
+# the row's length, and says that `token=` may clash.
+_claimed_job = cast(Callable[..., ClaimedJob], ClaimedJob)
 
 _MIN_SHARE = 16  # jobs a claim takes at least from each destination that has them
 
@@ -283,8 +287,12 @@ class SqliteJournal:
                 rates = {d: r for d in taken_from if (r := limits.rate(d)) is not None}
                 if rates:
                     booked = writes.book(conn, taken_from, rates, limits.clock, limits.horizon)
-            (rows,) = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
-            jobs = [ClaimedJob(*row) for row in json.loads(rows)]
+            try:
+                (rows,) = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
+            except sqlite3.OperationalError:  # a payload is not JSON (see CLAIMED_SAFE)
+                (rows,) = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
+            # The token is the claim's, the same for every job: not sent per row.
+            jobs = [_claimed_job(*row, token=token) for row in json.loads(rows)]
             if not is_utf8(rows):
                 reads.isolate_broken_text(jobs)
             return Claim(jobs, booked)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,6 +17,8 @@ from .._policy import Rate
 from . import _sqlite_sql as sql
 from ._base import Booked, Inserted, NewBatch, NewJob
 from ._groupcommit import Outcomes
+
+_destination = operator.attrgetter("destination")
 
 log = logging.getLogger("asyncq.journal")
 
@@ -170,9 +173,14 @@ def write_outcomes(
     if outcomes.started:
         conn.execute(sql.START, {"batch": json.dumps(outcomes.started), "owner": owner})
     if outcomes.complete:
-        batch = json.dumps(outcomes.complete)
-        rows = conn.execute(sql.COMPLETE, {"batch": batch, "owner": owner, "now": now}).fetchall()
-        moved(deltas, rows, "running", "succeeded")
+        params = {"batch": json.dumps(outcomes.complete), "owner": owner, "now": now}
+        if conn.execute(sql.COMPLETE, params).rowcount == len(outcomes.complete):
+            for destination, count in Counter(map(_destination, outcomes.complete)).items():
+                deltas[destination, "running"] -= count
+                deltas[destination, "succeeded"] += count
+        else:
+            rows = conn.execute(sql.COMPLETED, params).fetchall()
+            moved(deltas, rows, "running", "succeeded")
     if outcomes.fail:
         params = {"batch": json.dumps(outcomes.fail), "owner": owner, "now": now}
         moved(deltas, conn.execute(sql.FAIL, params).fetchall(), "running")

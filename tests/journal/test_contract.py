@@ -20,6 +20,7 @@ from asyncq._journal import (
     Released,
     Started,
     Succeeded,
+    micros,
 )
 
 NOW = 1_800_000_000.0
@@ -42,11 +43,11 @@ async def claim(
 
 def ok(job: ClaimedJob, result: str = "null", started: float = NOW) -> Succeeded:
     """The outcome of a claimed job whose handler returned `result` (JSON)."""
-    return Succeeded(job.id, job.token, result, started)
+    return Succeeded(job.id, job.token, result, micros(started), job.destination)
 
 
 def fail(job: ClaimedJob, error: str, retry_at: float | None, started: float = NOW) -> Failed:
-    return Failed(job.id, job.token, error, retry_at, 0, started)
+    return Failed(job.id, job.token, error, retry_at, 0, micros(started))
 
 
 async def test_ids_increase_in_submission_order(journal: Journal) -> None:
@@ -103,7 +104,7 @@ async def test_complete_stores_the_result(journal: Journal) -> None:
 async def test_a_stale_ack_does_not_overwrite_a_newer_attempt(journal: Journal) -> None:
     await journal.insert_many([new()], NOW)
     (first,) = await claim(journal, "a")
-    await journal.record_outcomes("a", NOW, started=[Started(first.id, first.token, NOW)])
+    await journal.record_outcomes("a", NOW, started=[Started(first.id, first.token, micros(NOW))])
     assert len(await journal.reclaim_expired(NOW + LEASE + 1)) == 1
     (second,) = await claim(journal, "b", now=NOW + LEASE + 1)
     assert second.attempts == 2
@@ -116,7 +117,7 @@ async def test_a_stale_ack_does_not_overwrite_a_newer_attempt(journal: Journal) 
 async def test_renewed_leases_are_not_reclaimed(journal: Journal) -> None:
     await journal.insert_many([new(0), new(1)], NOW)
     (mine,) = await claim(journal, "a", limit=1)
-    await journal.record_outcomes("a", NOW, started=[Started(mine.id, mine.token, NOW)])
+    await journal.record_outcomes("a", NOW, started=[Started(mine.id, mine.token, micros(NOW))])
     await claim(journal, "b", limit=1)
     assert await journal.renew("a", NOW + 2 * LEASE) == 1
     assert len(await journal.reclaim_expired(NOW + LEASE + 1)) == 1  # only b's
@@ -130,7 +131,9 @@ async def test_a_crashed_attempt_that_had_started_counts_and_says_why(journal: J
     (inserted,) = await journal.insert_many([new()], NOW)
     (job,) = await claim(journal)
     assert job.attempts == 1  # the number this attempt gets if its handler starts
-    await journal.record_outcomes("a", NOW + 2, started=[Started(job.id, job.token, NOW + 1)])
+    await journal.record_outcomes(
+        "a", NOW + 2, started=[Started(job.id, job.token, micros(NOW + 1))]
+    )
     ((expired, retry_at),) = await journal.reclaim_expired(NOW + LEASE + 1)
     assert (expired.id, expired.attempts, expired.started) == (job.id, 1, True)
     assert retry_at == NOW + LEASE + 1
@@ -170,7 +173,9 @@ async def test_a_claim_lost_before_its_start_is_not_charged_until_its_third_loss
 async def test_an_attempt_counts_once_from_its_handlers_start(journal: Journal) -> None:
     first, second = await journal.insert_many([new(0), new(1)], NOW)
     done, failed = await claim(journal)
-    await journal.record_outcomes("a", NOW + 6, started=[Started(done.id, done.token, NOW + 5)])
+    await journal.record_outcomes(
+        "a", NOW + 6, started=[Started(done.id, done.token, micros(NOW + 5))]
+    )
     await journal.record_outcomes(
         "a",
         NOW + 7,
@@ -391,6 +396,34 @@ async def assert_stats_agree_with_the_jobs(journal: Journal, ids: list[int], now
         for name, c in stats.destinations.items()
     }
     assert {k: v for k, v in seen.items() if v} == expected
+
+
+async def test_an_ack_batch_with_a_stale_outcome_counts_only_what_moved(
+    journal: Journal,
+) -> None:
+    inserted = await journal.insert_many(
+        [new(0), NewJob("t", "{}", "crm", 0, NOW), NewJob("t", "{}", "crm", 0, NOW)], NOW
+    )
+    ids = [r.id for r in inserted]
+    first, crm_lost, crm_kept = await claim(journal, "a")
+    await journal.record_outcomes("a", NOW, started=[Started(crm_lost.id, crm_lost.token, 0)])
+    assert await journal.renew("a", NOW) == 3  # a's lease runs out ...
+    assert len(await journal.reclaim_expired(NOW + 1)) == 3
+    retaken = {job.id: job for job in await claim(journal, "b", now=NOW + 1)}  # ... b claims
+    assert set(retaken) == set(ids)
+    # One outcome of b's batch names a's old claim of its job (a's token): stale. It
+    # must neither move the job nor count; the other two must both count.
+    stale = ok(crm_lost, "2")
+    await journal.record_outcomes(
+        "b", NOW + 2, succeeded=[ok(retaken[first.id], "1"), stale, ok(retaken[crm_kept.id], "3")]
+    )
+    info = await journal.get(crm_lost.id)
+    assert info is not None
+    assert info.state is JobState.RUNNING
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + 2)
+    stats = await journal.stats(NOW + 2)
+    assert stats.destinations["crm"].succeeded == 1
+    assert stats.destinations["default"].succeeded == 1
 
 
 async def test_stats_follow_every_move_a_job_can_make(journal: Journal) -> None:

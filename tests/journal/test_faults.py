@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from asyncq import JournalError
-from asyncq._journal import Failed, NewJob, SqliteJournal, Succeeded
+from asyncq._journal import Failed, NewJob, SqliteJournal, Succeeded, micros
 from tests.faults import SmallDisk
 
 NOW = 1_800_000_000.0
@@ -69,7 +69,7 @@ async def test_errors_and_results_with_lone_surrogates_are_stored_readably(
     await journal.record_outcomes(
         "a",
         NOW,
-        succeeded=[Succeeded(ok.id, ok.token, '"\\udcff"', NOW)],
+        succeeded=[Succeeded(ok.id, ok.token, '"\\udcff"', micros(NOW), ok.destination)],
         failed=[Failed(failing.id, failing.token, "ValueError: bad \udcff name", None)],
     )
     done, dead = await journal.get(first.id), await journal.get(second.id)

@@ -90,7 +90,6 @@ class Dispatcher(Lanes):
 
     def notify(self) -> None:
         """New work may be ready (a local submit, a reclaimed lease, a poll)."""
-        self._news += 1
         self._maybe_more = True
         self._ready_untaken = False
         self._wakeup.set()
@@ -195,7 +194,6 @@ class Dispatcher(Lanes):
         limits = ClaimLimits(
             room=room_for, rate=rate_for, clock=self._clock.now, horizon=HORIZON_MIN
         )
-        news = self._news
         self._claiming = True
         try:
             claim = await self._journal_call(
@@ -217,8 +215,10 @@ class Dispatcher(Lanes):
             state = self._destinations.state(name)
             if name in self._lanes and state.circuit_open(now):
                 self._refuse(name, state)
-        if len(claim.jobs) < room and self._news == news:
-            self._maybe_more = False  # and no news came while the claim was out
+        if len(claim.jobs) < room:
+            # News that came while the claim was out came from writes in its turn or
+            # before, which it saw: a later turn's callers wake after this one.
+            self._maybe_more = False
         # Lanes that this claim filled to their cap (more may wait in the journal):
         # claim again once one is half empty (workers may have emptied it already).
         self._capped = {}

@@ -52,7 +52,6 @@ class Lanes:
         # waits for the booking (it left the runnable lanes), False to book ahead.
         self._wanting: dict[str, bool] = {}
         self._maybe_more = True  # False once a claim came back short; reset by news
-        self._news = 0  # counts `notify` calls: a claim's short answer predates later news
         # Lanes at their cap after the last claim, each with the length at which it
         # has room again (half its cap): then claim.
         self._capped: dict[str, int] = {}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .._errors import JournalError
-from ._base import Failed, Inserted, NewBatch, NewJob, Released, Started, Succeeded
+from ._base import Inserted, NewBatch, NewJob
 
 log = logging.getLogger("asyncq.journal")
 
@@ -31,13 +31,12 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class Outcomes:
-    """The outcomes of one owner's jobs that a turn writes."""
+    """The outcomes of one owner's jobs that a turn writes: one batch per `record`
+    call, in the form the backend gave it (the SQLite journal encodes its
+    batches before they reach the writer: see `SqliteJournal.record_outcomes`)."""
 
     now: float = 0.0
-    started: list[Started] = field(default_factory=list)
-    complete: list[Succeeded] = field(default_factory=list)
-    fail: list[Failed] = field(default_factory=list)
-    release: list[Released] = field(default_factory=list)
+    batches: list[Any] = field(default_factory=list)
 
 
 Call = Callable[[C], Any]
@@ -164,22 +163,12 @@ class GroupCommit(Generic[C]):
         self._turn.inserts.append((batch, now, future))
         return future
 
-    def record(
-        self,
-        owner: str,
-        now: float,
-        started: Sequence[Started],
-        succeeded: Sequence[Succeeded],
-        failed: Sequence[Failed],
-        released: Sequence[Released],
-    ) -> asyncio.Future[None]:
+    def record(self, owner: str, now: float, batch: object) -> asyncio.Future[None]:
+        """Write `owner`'s outcomes `batch` (the backend's own form) in the next turn."""
         future: asyncio.Future[None] = self._new_future()
         outcomes = self._turn.outcomes.setdefault(owner, Outcomes())
         outcomes.now = max(outcomes.now, now)
-        outcomes.started.extend(started)
-        outcomes.complete.extend(succeeded)
-        outcomes.fail.extend(failed)
-        outcomes.release.extend(released)
+        outcomes.batches.append(batch)
         self._turn.outcome_waiters.append(future)
         return future
 

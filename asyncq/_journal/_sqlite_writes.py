@@ -9,14 +9,14 @@ import operator
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from .._errors import PayloadError
 from .._limiter import schedule_calls
 from .._policy import Rate
 from . import _sqlite_sql as sql
-from ._base import Booked, Inserted, NewBatch, NewJob
-from ._groupcommit import Outcomes
+from ._base import Booked, Failed, Inserted, NewBatch, NewJob, Released, Started, Succeeded
 
 _destination = operator.attrgetter("destination")
 
@@ -166,26 +166,55 @@ def insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float, deltas: Delt
     return Inserted(cursor.lastrowid, True)
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedOutcomes:
+    """One `record_outcomes` call's outcomes as the JSON its statements take,
+    encoded on the event loop's thread: Python work inside a transaction holds the
+    GIL while the turn waits for it."""
+
+    started: str | None
+    complete: str | None
+    complete_count: int
+    complete_by_destination: Counter[str]
+    fail: str | None
+    release: str | None
+
+
+def encode_outcomes(
+    started: Sequence[Started],
+    succeeded: Sequence[Succeeded],
+    failed: Sequence[Failed],
+    released: Sequence[Released],
+) -> EncodedOutcomes:
+    return EncodedOutcomes(
+        json.dumps(started) if started else None,
+        json.dumps(succeeded) if succeeded else None,
+        len(succeeded),
+        Counter(map(_destination, succeeded)),
+        json.dumps(failed) if failed else None,
+        json.dumps(released) if released else None,
+    )
+
+
 def write_outcomes(
-    conn: sqlite3.Connection, owner: str, outcomes: Outcomes, deltas: Deltas
+    conn: sqlite3.Connection, owner: str, now: float, batch: EncodedOutcomes, deltas: Deltas
 ) -> None:
-    now = outcomes.now
-    if outcomes.started:
-        conn.execute(sql.START, {"batch": json.dumps(outcomes.started), "owner": owner})
-    if outcomes.complete:
-        params = {"batch": json.dumps(outcomes.complete), "owner": owner, "now": now}
-        if conn.execute(sql.COMPLETE, params).rowcount == len(outcomes.complete):
-            for destination, count in Counter(map(_destination, outcomes.complete)).items():
+    if batch.started:
+        conn.execute(sql.START, {"batch": batch.started, "owner": owner})
+    if batch.complete:
+        params = {"batch": batch.complete, "owner": owner, "now": now}
+        if conn.execute(sql.COMPLETE, params).rowcount == batch.complete_count:
+            for destination, count in batch.complete_by_destination.items():
                 deltas[destination, "running"] -= count
                 deltas[destination, "succeeded"] += count
         else:
             rows = conn.execute(sql.COMPLETED, params).fetchall()
             moved(deltas, rows, "running", "succeeded")
-    if outcomes.fail:
-        params = {"batch": json.dumps(outcomes.fail), "owner": owner, "now": now}
+    if batch.fail:
+        params = {"batch": batch.fail, "owner": owner, "now": now}
         moved(deltas, conn.execute(sql.FAIL, params).fetchall(), "running")
-    if outcomes.release:
-        params = {"batch": json.dumps(outcomes.release), "owner": owner}
+    if batch.release:
+        params = {"batch": batch.release, "owner": owner}
         moved(deltas, conn.execute(sql.RELEASE, params).fetchall(), "running", "pending")
 
 

@@ -13,16 +13,19 @@ class JobState(enum.StrEnum):
     ========== ============================================= =====================================
     state      how a job enters it                           how it leaves it
     ========== ============================================= =====================================
+    blocked    submitted `after=` parents not all succeeded  pending (the last parent succeeded),
+                                                             cancelled (a parent failed)
     pending    submitted; a retry is scheduled; a lease      claimed (running), cancelled
                expired; released at shutdown; redriven
-    running    claimed by a worker process under a lease     succeeded, dead, pending (retry,
-                                                             release, expired lease)
+    running    claimed by a worker process under a lease     succeeded, dead, cancelled, pending
+                                                             (retry, release, expired lease)
     succeeded  the handler returned                          never
     dead       the handler failed for good                   redriven (pending)
-    cancelled  `queue.cancel` before it started              never
+    cancelled  `queue.cancel`, or a parent failed            redriven parent (blocked)
     ========== ============================================= =====================================
     """
 
+    BLOCKED = "blocked"
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

@@ -196,6 +196,7 @@ class DestinationCounts:
 
     ready: int = 0  # pending and due now
     scheduled: int = 0  # pending, due later: delayed or waiting to retry
+    blocked: int = 0  # waiting for parent jobs
     claimed: int = 0
     running: int = 0
     succeeded: int = 0  # kept until pruned (`keep_finished`)
@@ -233,6 +234,10 @@ class JournalStats:
     @property
     def pending(self) -> int:
         return self._total("pending")
+
+    @property
+    def blocked(self) -> int:
+        return self._total("blocked")
 
     @property
     def claimed(self) -> int:

@@ -143,10 +143,49 @@ def _migrate_to_3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 4: workflow. A job may wait for parent jobs (`deps`): it is `blocked`
+# while `waiting` (its parents not yet succeeded) is above 0, and becomes ready in
+# the transaction that records its last parent's success. A blocked job's key is
+# live. A running job can be asked to stop (`cancel_requested`), which its owner
+# sees at its next poll. `cancelled_by` names the parent whose failure cancelled
+# a job, so that redriving the parent can bring it back. `periodic` holds the
+# last tick each periodic schedule made a job for: a tick is made once, whatever
+# the number of processes, and never again after its job finished.
+_V4 = """
+ALTER TABLE jobs ADD COLUMN parents INTEGER NOT NULL DEFAULT 0;   -- how many parents it has
+ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;   -- of those, not yet succeeded
+ALTER TABLE jobs ADD COLUMN on_parent_failure TEXT NOT NULL DEFAULT 'cancel';  -- or 'run'
+ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN cancelled_by INTEGER;                 -- the parent that failed
+DROP INDEX jobs_live_key;
+CREATE UNIQUE INDEX jobs_live_key ON jobs (key)
+    WHERE key IS NOT NULL AND state IN ('pending', 'scheduled', 'running', 'blocked');
+CREATE INDEX jobs_blocked ON jobs (id) WHERE state = 'blocked';
+CREATE INDEX jobs_cancel_requested ON jobs (owner) WHERE cancel_requested = 1;
+CREATE TABLE deps (
+    parent INTEGER NOT NULL,
+    child  INTEGER NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE INDEX deps_child ON deps (child);
+CREATE TABLE periodic (
+    name      TEXT PRIMARY KEY,
+    last_tick REAL NOT NULL,     -- seconds since the epoch of the last tick made
+    job_id    INTEGER            -- the job made for it
+) WITHOUT ROWID;
+"""
+
+
+def _migrate_to_4(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V4):
+        conn.execute(statement)
+
+
 #: MIGRATIONS[n] brings a journal from version n to n + 1.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
+    _migrate_to_4,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

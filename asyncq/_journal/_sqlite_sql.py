@@ -14,6 +14,7 @@ from ._base import LEASE_EXPIRED as LEASE_EXPIRED
 # promoted to `pending` when due, so the claim's index holds only ready jobs
 # and a claim never walks past delayed ones. Callers see both as PENDING.
 PUBLIC_STATE = {
+    "blocked": JobState.BLOCKED,
     "pending": JobState.PENDING,
     "scheduled": JobState.PENDING,
     "running": JobState.RUNNING,
@@ -47,7 +48,9 @@ INSERT_ONE = """
 INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at)
 VALUES (?, ?, ?, ?, ?, ?, CASE WHEN ? <= ? THEN 'pending' ELSE 'scheduled' END, ?)
 """
-FIND_LIVE_KEY = "SELECT id FROM jobs WHERE key = ? AND state IN ('pending', 'scheduled', 'running')"
+FIND_LIVE_KEY = (
+    "SELECT id FROM jobs WHERE key = ? AND state IN ('pending', 'scheduled', 'running', 'blocked')"
+)
 PROMOTE_DUE = """
 UPDATE jobs SET state = 'pending' WHERE state = 'scheduled' AND run_at <= ? RETURNING destination
 """

@@ -255,7 +255,7 @@ def keys_free(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
     the same key, the older goes."""
     rows = conn.execute(
         "SELECT id, key, EXISTS (SELECT 1 FROM jobs AS live WHERE live.key = dead.key "
-        "AND live.state IN ('pending', 'scheduled', 'running')) "
+        "AND live.state IN ('pending', 'scheduled', 'running', 'blocked')) "
         "FROM jobs AS dead WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
         (json.dumps(ids),),
     ).fetchall()

@@ -198,7 +198,12 @@ class Destinations:
     def booking_rate_for(self, name: str) -> Rate | None:
         """The rate of the bucket that `name`'s calls are booked in, shared by every
         process (see `booking_rate`), if it is paced. Safe from any thread."""
-        rate = self.policy_for(name).rate
+        state = self._states.get(name)
+        if state is not None:  # no pattern matching: a claim asks for every destination
+            return state.booking_rate
+        return self._booking_rate(self.policy_for(name).rate)
+
+    def _booking_rate(self, rate: Rate | None) -> Rate | None:
         if rate is None:
             return None
         booked = self._booking_rates.get(rate)
@@ -236,15 +241,16 @@ class Destinations:
         if state is None:
             policy = self.policy_for(name)
             rate = policy.rate
-            state = self._states[name] = DestinationState(name, policy)
+            state = DestinationState(name, policy)
             if rate is not None:
                 state.bucket = Bucket(rate, self._clock)
                 state.horizon = booking_horizon(rate)
-                state.booking_rate = self.booking_rate_for(name)
+                state.booking_rate = self._booking_rate(rate)
                 state.start_within = start_within(rate)
             record = self._records.get(name)
             if record is not None:
                 self._apply(state, record)
+            self._states[name] = state  # complete before another thread can see it
         return state
 
     # -- what outlives the process ------------------------------------------

@@ -117,10 +117,12 @@ class ClaimLimits:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """Jobs taken by one claim, and the calls booked for the paced ones."""
+    """Jobs taken by one claim, how many from each destination, and the calls
+    booked for the paced ones."""
 
     jobs: list[ClaimedJob]
     booked: dict[str, Booked] = field(default_factory=dict)
+    taken: dict[str, int] = field(default_factory=dict)
 
 
 #: Decides when an expired job runs again (seconds since the epoch), or None: dead.

@@ -243,7 +243,7 @@ class SqliteJournal:
     ) -> Claim:
         token = next(self._tokens)
 
-        def claim(conn: sqlite3.Connection) -> tuple[str, dict[str, Booked]]:
+        def claim(conn: sqlite3.Connection) -> tuple[str, dict[str, Booked], dict[str, int]]:
             deltas = self._deltas
             writes.moved(
                 deltas, conn.execute(sql.PROMOTE_DUE, (now,)).fetchall(), "scheduled", "pending"
@@ -281,7 +281,7 @@ class SqliteJournal:
                 deltas[destination, "pending"] -= taken
                 deltas[destination, "running"] += taken
             if remaining == limit:
-                return "[]", {}
+                return "[]", {}, {}
             booked: dict[str, Booked] = {}
             if limits is not None:
                 # Book the calls of paced jobs in the claim's own transaction.
@@ -292,17 +292,17 @@ class SqliteJournal:
                 (rows,) = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
             except sqlite3.OperationalError:  # a payload is not JSON (see CLAIMED_SAFE)
                 (rows,) = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
-            return rows, booked
+            return rows, booked, taken_from
 
         # The rows become jobs here, on the event loop's thread, not inside the
         # transaction: Python work there holds the GIL while the turn waits for it,
         # and at 20,000 jobs/s turns that long doubled the submit latency.
-        rows, booked = await self._enqueue_call(claim)
+        rows, booked, taken = await self._enqueue_call(claim)
         # The token is the claim's, the same for every job: not sent per row.
         jobs = [_claimed_job(*row, token=token) for row in json.loads(rows)]
         if not is_utf8(rows):
             reads.isolate_broken_text(jobs)
-        return Claim(jobs, booked)
+        return Claim(jobs, booked, taken)
 
     async def record_outcomes(
         self,

@@ -34,7 +34,7 @@ from ._clock import Clock
 from ._codec import encode_payload
 from ._engine import Spawn
 from ._journal import Journal, NewJob
-from ._tasks import Task
+from ._tasks import Task, TaskRegistry
 from ._validate import check_name, check_priority
 
 log = logging.getLogger("asyncq")
@@ -121,6 +121,19 @@ class Schedule:
     def job(self, tick: float) -> NewJob:
         """The tick's job, due at the tick."""
         return NewJob(self.task, self.payload, self.destination, self.priority, tick)
+
+
+def registered_task(registry: TaskRegistry, task: object) -> Task[..., Any]:
+    """`task` (a `Task` or a task name) as registered in `registry`: a schedule's
+    jobs are run by name, so a task of another queue would not be found."""
+    if isinstance(task, str):
+        return registry.resolve(task)
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a Task or a task name, not {type(task).__name__}")
+    registered = registry.get(task.name)
+    if registered is None or registered.fn is not task.fn:
+        raise ValueError(f"task {task.name!r} is not registered with this queue")
+    return task
 
 
 def build_schedule(

@@ -22,7 +22,7 @@ from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
 from ._journal import Failed, Journal, JournalStats, SqliteJournal
-from ._periodic import PeriodicJobs, build_schedule
+from ._periodic import PeriodicJobs, build_schedule, registered_task
 from ._policy import Circuit, Rate, Retry
 from ._records import JobInfo, JobState
 from ._results import Waiters
@@ -526,18 +526,9 @@ class Queue(Submitting):
         """
         if self._open:
             raise RuntimeError("declare periodic jobs before the queue starts")
-        if isinstance(task, str):
-            resolved = self._registry.resolve(task)
-        elif isinstance(task, Task):
-            registered = self._registry.get(task.name)
-            if registered is None or registered.fn is not task.fn:
-                raise ValueError(f"task {task.name!r} is not registered with this queue")
-            resolved = task
-        else:
-            raise TypeError(f"task must be a Task or a task name, not {type(task).__name__}")
         self._periodic.add(
             build_schedule(
-                resolved,
+                registered_task(self._registry, task),
                 cron=cron,
                 every=every,
                 kwargs=kwargs,

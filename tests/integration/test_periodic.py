@@ -7,9 +7,13 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -372,3 +376,23 @@ async def test_the_task_must_be_this_queues_and_a_name_is_one_schedule(
     async with queue:
         with pytest.raises(RuntimeError, match="before the queue starts"):
             queue.periodic(digest, every=60, name="late")
+
+
+def test_the_readmes_periodic_example_is_examples_periodic_and_runs(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    example = root / "examples" / "periodic.py"
+    assert f"```python\n{example.read_text()}```" in (root / "README.md").read_text()
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, str(example)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    sre = [line for line in done.stdout.splitlines() if line.endswith("the digest for sre")]
+    assert len(sre) >= 2, done.stdout  # a tick a second for 2.5 s
+    assert len(set(sre)) == len(sre)  # each job once
+    assert list(tmp_path.iterdir()) == []

@@ -22,6 +22,7 @@ from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
 from ._journal import Failed, Journal, JournalStats, SqliteJournal
+from ._periodic import PeriodicJobs, build_schedule, registered_task
 from ._policy import Circuit, Rate, Retry
 from ._records import JobInfo, JobState
 from ._results import Waiters
@@ -108,6 +109,7 @@ class Queue(Submitting):
         self.clock: Clock = clock or SystemClock()
         self._journal: Journal = journal or SqliteJournal(self.path, synchronous=synchronous)
         self._registry = TaskRegistry()
+        self._periodic = PeriodicJobs()
         self._destinations = Destinations(self.clock)
         #: Called once for each job that exhausts its retry policy (after the death is written).
         self.on_dead = on_dead
@@ -386,6 +388,7 @@ class Queue(Submitting):
         if engine is not None:
             self._engine = engine
             engine.start(self._spawn)
+            self._periodic.start(self._journal, self.clock, self._spawn, self._notify_dispatcher)
 
     def _new_engine(self, upkeep: Upkeep, state: Mapping[str, Any]) -> Engine:
         assert self._waiters is not None
@@ -476,6 +479,7 @@ class Queue(Submitting):
     async def _close(self, end: float, errors: list[BaseException]) -> None:
         loop = asyncio.get_running_loop()
         try:
+            await self._periodic.stop()
             if self._engine is not None:
                 errors += await self._engine.close(end, SHUTDOWN_GRACE)
             if self._hooks:
@@ -496,3 +500,47 @@ class Queue(Submitting):
                 errors.append(exc)
             finally:
                 await self._journal.close()
+
+    # -- periodic jobs ----------------------------------------------------------
+
+    def periodic(
+        self,
+        task: Task[..., Any] | str,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        destination: str | None = None,
+        priority: int = 0,
+        tz: str = "UTC",
+        name: str | None = None,
+    ) -> None:
+        """Submit a job of `task` with `kwargs` at every tick of a schedule: `cron`
+        (a cron expression, read in time zone `tz`) or `every` (seconds; ticks at
+        multiples of it since the epoch). Exactly one job per tick, whatever the
+        number of processes; after downtime, one catch-up job for the latest tick.
+        Every queue that runs jobs runs the schedules; declare them before `start`.
+
+        `name` (default: the task's name) identifies the schedule in the journal;
+        two schedules of one task need their own names.
+        """
+        if self._open:
+            raise RuntimeError("declare periodic jobs before the queue starts")
+        self._periodic.add(
+            build_schedule(
+                registered_task(self._registry, task),
+                cron=cron,
+                every=every,
+                kwargs=kwargs,
+                destination=destination,
+                priority=priority,
+                tz=tz,
+                name=name,
+                max_payload_bytes=self.max_payload_bytes,
+            )
+        )
+
+    async def _periodic_settled(self) -> None:
+        """Wait until every tick due at the clock's time has been made (for
+        `asyncq.testing.run_until_idle`)."""
+        await self._periodic.settled()

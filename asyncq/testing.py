@@ -53,10 +53,12 @@ class ManualClock:
 
 
 async def run_until_idle(queue: Queue, timeout: float = 30.0) -> None:
-    """Wait until the queue has nothing ready to run, running, or unwritten.
+    """Wait until the queue has nothing ready to run, running, or unwritten, and
+    every periodic tick due at the clock's time has made its job.
 
     Jobs scheduled later (a delay, a retry) are left waiting: advance the clock
     and call this again. `timeout` is real seconds, a guard against a test that hangs.
     """
     async with asyncio.timeout(timeout):
+        await queue._periodic_settled()
         await queue._wait_idle()

@@ -412,3 +412,19 @@ class Journal(Protocol):
     ) -> int:
         """Delete dead jobs."""
         ...
+
+    # -- periodic ticks ------------------------------------------------------
+
+    async def make_tick(self, name: str, tick: float, job: NewJob, now: float) -> int | None:
+        """Make schedule `name`'s `tick` (seconds since the epoch) once: in one
+        transaction, record it as the schedule's last tick and insert `job`, but
+        only if it is later than the last tick recorded. The new job's id, or None
+        if this tick (or a later one) was made already, by any process.
+
+        The record outlives the job (pruning a finished job leaves it), so a tick
+        is never made twice."""
+        ...
+
+    async def last_ticks(self) -> dict[str, float]:
+        """The last tick each periodic schedule made, by schedule name."""
+        ...

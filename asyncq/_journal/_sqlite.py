@@ -511,3 +511,23 @@ class SqliteJournal:
             return writes.moved(self._deltas, rows, None)
 
         return await self._enqueue_call(purge)
+
+    # -- periodic ticks ----------------------------------------------------
+
+    async def make_tick(self, name: str, tick: float, job: NewJob, now: float) -> int | None:
+        def make(conn: sqlite3.Connection) -> int | None:
+            if conn.execute(sql.ADVANCE_TICK, (name, tick)).fetchone() is None:
+                return None  # made already, here or by another process
+            # The job is counted like any insert of the turn (`self._deltas`).
+            inserted = writes.insert_keyed(conn, job, now, self._deltas)
+            conn.execute(sql.TICK_JOB, (inserted.id, name))
+            return inserted.id
+
+        return await self._enqueue_call(make)
+
+    async def last_ticks(self) -> dict[str, float]:
+        def read(conn: sqlite3.Connection) -> dict[str, float]:
+            rows = conn.execute("SELECT name, last_tick FROM periodic").fetchall()
+            return {name: float(tick) for name, tick in rows}
+
+        return await self._read(read)

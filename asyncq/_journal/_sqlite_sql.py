@@ -243,3 +243,12 @@ COLUMNS = (
     "id, task, state, destination, priority, payload, key, attempts, created_at, run_at, "
     "started_at, finished_at, result, last_error, snoozes, history"
 )
+# A periodic schedule's tick: the row moves forward only, so of two processes
+# racing for one tick, only the first returns a row (and inserts the job).
+ADVANCE_TICK = """
+INSERT INTO periodic (name, last_tick) VALUES (?1, ?2)
+ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick, job_id = NULL
+WHERE excluded.last_tick > periodic.last_tick
+RETURNING name
+"""
+TICK_JOB = "UPDATE periodic SET job_id = ? WHERE name = ?"

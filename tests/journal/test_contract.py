@@ -572,3 +572,65 @@ async def test_a_failure_hook_is_not_called_while_the_journal_works(journal: Jou
     await claim(journal)
     assert failures == []
     journal.on_failure(None)
+
+
+def tick_job(tick: float, destination: str = "default") -> NewJob:
+    return NewJob("t", '{"tick":1}', destination, 0, tick)
+
+
+async def test_a_tick_is_made_once_even_after_its_job_finished_and_was_pruned(
+    journal: Journal,
+) -> None:
+    assert await journal.last_ticks() == {}
+    made = await journal.make_tick("digest", NOW, tick_job(NOW, "crm"), NOW)
+    assert made is not None
+    assert await journal.make_tick("digest", NOW, tick_job(NOW, "crm"), NOW + 1) is None
+    assert await journal.make_tick("digest", NOW - 60, tick_job(NOW - 60), NOW + 1) is None
+    assert await journal.last_ticks() == {"digest": NOW}
+    await assert_stats_agree_with_the_jobs(journal, [made], NOW)
+    info = await journal.get(made)
+    assert info is not None
+    assert (info.task, info.destination, info.run_at, info.payload) == (
+        "t",
+        "crm",
+        NOW,
+        {"tick": 1},
+    )
+
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(job)])
+    assert await journal.prune_finished(NOW + 1) == 1
+    assert await journal.get(made) is None
+    assert await journal.make_tick("digest", NOW, tick_job(NOW, "crm"), NOW + 2) is None
+    later = await journal.make_tick("digest", NOW + 300, tick_job(NOW + 300), NOW + 300)
+    assert later is not None
+    assert later != made
+    # Schedules are independent of each other.
+    other = await journal.make_tick("refresh", NOW, tick_job(NOW), NOW + 300)
+    assert other is not None
+    assert await journal.last_ticks() == {"digest": NOW + 300, "refresh": NOW}
+    await assert_stats_agree_with_the_jobs(journal, [made, later, other], NOW + 300)
+
+
+async def test_processes_racing_for_ticks_make_one_job_per_tick(journal: Journal) -> None:
+    others = [type(journal)(journal.description) for _ in range(2)]  # type: ignore[call-arg]
+    for other in others:
+        await other.open()
+    try:
+        journals = [journal, *others, journal]  # twice the same one: one turn, two calls
+        made: list[int] = []
+        for n in range(20):
+            tick = NOW + 60 * n
+            results = await asyncio.gather(
+                *(j.make_tick("every-minute", tick, tick_job(tick), tick) for j in journals)
+            )
+            ids = [r for r in results if r is not None]
+            assert len(ids) == 1, (n, results)
+            made += ids
+    finally:
+        for other in others:
+            await other.close()
+    assert await journal.last_ticks() == {"every-minute": NOW + 60 * 19}
+    runs = sorted([info.run_at for i in made if (info := await journal.get(i)) is not None])
+    assert runs == [NOW + 60 * n for n in range(20)]
+    await assert_stats_agree_with_the_jobs(journal, made, NOW + 60 * 19)

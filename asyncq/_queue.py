@@ -316,6 +316,12 @@ class Queue(Submitting):
         self._waiters.finished(ids)
         self._job_died([f.id for f in failed if f.retry_at is None])
 
+    def _children_settled(self, cancelled: list[int]) -> None:
+        """Blocked jobs became ready or were cancelled (a parent ended, see `after=`)."""
+        self._notify_dispatcher()
+        if cancelled and self._waiters is not None:
+            self._waiters.finished(cancelled)
+
     def _require_open(self) -> None:
         if not self._open:
             raise QueueNotRunning()
@@ -355,6 +361,7 @@ class Queue(Submitting):
         # The journal's own writer task is supervised too: if it dies, every
         # waiting caller learns it now, not at its next call.
         self._journal.on_failure(functools.partial(self._fail, "journal writer"))
+        self._journal.on_children_settled(self._children_settled)
         await self._journal.open()
         resources = AsyncExitStack()
         engine = None

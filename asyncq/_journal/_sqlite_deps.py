@@ -30,7 +30,7 @@ from ._sqlite_reads import decoded
 from ._sqlite_writes import Deltas, EncodedOutcomes
 
 #: States in which a parent has not ended yet (a child waits for it).
-_LIVE = "('blocked', 'pending', 'scheduled', 'running')"
+_LIVE = "('pending', 'scheduled', 'running', 'blocked')"  # as in the index jobs_live_key
 
 # One seek on the partial index `jobs_blocked`: the gate that plain jobs pay.
 ANY_BLOCKED = "SELECT 1 FROM jobs WHERE state = 'blocked' LIMIT 1"

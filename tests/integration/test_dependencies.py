@@ -44,11 +44,13 @@ async def test_a_diamond_runs_in_order_and_the_last_job_reads_its_parents_result
         return name.upper()
 
     async with queue:
+        await queue.pause("default")
         a = await step.submit("a")
         b = await queue.submit(step, "b", after=[a])
         c = await step.options(after=[a.id]).submit("c")
         d = await queue.submit(step, "d", after=[b, c])
         assert (await d.info()).state is JobState.BLOCKED
+        await queue.resume("default")
         assert await d.result(timeout=10) == "D"
         stats = await queue.stats()
     assert order[0] == "a"
@@ -73,8 +75,10 @@ async def test_a_child_of_a_succeeded_parent_is_ready_at_once_and_a_plain_job_ha
     async with queue:
         parent = await job.submit(1)
         await run_until_idle(queue)
+        await queue.pause("default")
         child = await job.options(after=[parent]).submit(2)
         assert (await child.info()).state is JobState.PENDING
+        await queue.resume("default")
         await run_until_idle(queue)
     assert parents_seen == [{}, {parent.id: 10}]
     assert rows(db_path, "SELECT parents, waiting FROM jobs WHERE id = ?", child.id) == [(1, 0)]
@@ -285,9 +289,9 @@ async def test_bad_dependency_options_are_refused_naming_them(
 
     async with queue:
         await step.submit()
-        with pytest.raises(error, match="after|on_parent_failure"):
+        with pytest.raises(error, match=r"after|on_parent_failure"):
             await queue.submit(step, after=after, on_parent_failure=mode)
-        with pytest.raises(error, match="after|on_parent_failure"):
+        with pytest.raises(error, match=r"after|on_parent_failure"):
             await step.submit_many([{}], after=after, on_parent_failure=mode)
     assert rows(db_path, "SELECT count(*) FROM jobs") == [(1,)]
 

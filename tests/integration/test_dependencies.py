@@ -4,6 +4,7 @@ the controlled clock: no test here waits on wall-clock time."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from asyncq import (
     Retry,
     current_job,
 )
+from asyncq.cli import main
 from asyncq.testing import ManualClock, run_until_idle
 
 MakeQueue = Callable[..., Queue]
@@ -505,3 +507,20 @@ async def test_a_retried_parent_unblocks_its_child_only_when_it_succeeds(
         await run_until_idle(queue)
         assert await child.result(timeout=5) == {str(parent.id): "ok"}
     assert attempts == [1, 2]
+
+
+async def test_the_stats_command_shows_blocked_jobs(
+    make_queue: MakeQueue, db_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = make_queue(concurrency=0)
+
+    @queue.task(name="post", destination="crm")
+    async def post() -> None: ...
+
+    async with queue:
+        parent = await post.submit()
+        await post.submit_many([{}, {}], after=[parent])
+
+    await asyncio.to_thread(main, ["stats", db_path])
+    shown = json.loads(capsys.readouterr().out)["destinations"]
+    assert (shown["crm"]["ready"], shown["crm"]["blocked"]) == (1, 2)

@@ -188,7 +188,8 @@ class Queue(Submitting):
     ) -> int:
         """Send dead jobs again, attempts reset: by id, or all of a destination.
         `spacing` (seconds) puts that much time between their new start times.
-        Returns how many were sent."""
+        The jobs their deaths cancelled (`after=`) come back, blocked again.
+        Returns how many dead jobs were sent."""
         self._require_open()
         if ids is None and destination is None:
             raise ValueError("redrive needs ids or destination=")
@@ -280,7 +281,8 @@ class Queue(Submitting):
         return info
 
     async def cancel(self, job_id: int) -> bool:
-        """Cancel a job that has not started. True if it is now cancelled."""
+        """Cancel a job that has not started (pending or blocked), and the jobs that
+        wait for it as their `on_parent_failure` says. True if it is now cancelled."""
         self._require_open()
         state = await self._journal.cancel(job_id, self.clock.now())
         if state is None:

@@ -343,7 +343,8 @@ class Journal(Protocol):
         ...
 
     async def cancel(self, job_id: int, now: float) -> JobState | None:
-        """Cancel a pending job; the job's state afterwards (None: no such job)."""
+        """Cancel a pending or blocked job, and the jobs that wait for it as their
+        `on_parent_failure` says; the job's state afterwards (None: no such job)."""
         ...
 
     async def get(self, job_id: int) -> JobInfo | None: ...
@@ -419,7 +420,8 @@ class Journal(Protocol):
         now: float,
         spacing: float = 0.0,
     ) -> int:
-        """Dead jobs back to pending with attempts reset, `spacing` seconds apart."""
+        """Dead jobs back to pending with attempts reset, `spacing` seconds apart; the
+        jobs their deaths cancelled come back blocked. Returns how many dead jobs went."""
         ...
 
     async def purge(

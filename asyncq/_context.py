@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._journal import ClaimedJob
 
 _NO_STATE: Mapping[str, Any] = MappingProxyType({})
+_NO_PARENTS: Mapping[int, Any] = MappingProxyType({})
 
 #: The job the current worker runs now (set by the pool, once per job).
 running_job: ContextVar[ClaimedJob] = ContextVar("asyncq_running_job")
@@ -34,7 +35,8 @@ class JobContext:
     """The job a handler is running for.
 
     `attempt` is this attempt's number (1 on the first run); `parents` maps each
-    parent job's id to its result (empty until jobs can depend on others);
+    parent job's id (`after=`) to its result (None for a parent that did not
+    succeed, with `on_parent_failure="run"`; empty for a job without parents);
     `state` is the mapping the queue's `lifespan` yielded (empty without one).
     """
 
@@ -57,7 +59,7 @@ def current_job() -> JobContext:
         task=job.task,
         destination=job.destination,
         attempt=job.attempts,
-        parents={},
+        parents=_NO_PARENTS if job.parents is None else MappingProxyType(job.parents),
         state=lifespan_state.get(),
     )
 

@@ -190,7 +190,8 @@ class Queue(Submitting):
     ) -> int:
         """Send dead jobs again, attempts reset: by id, or all of a destination.
         `spacing` (seconds) puts that much time between their new start times.
-        Returns how many were sent."""
+        The jobs their deaths cancelled (`after=`) come back, blocked again.
+        Returns how many dead jobs were sent."""
         self._require_open()
         if ids is None and destination is None:
             raise ValueError("redrive needs ids or destination=")
@@ -282,7 +283,8 @@ class Queue(Submitting):
         return info
 
     async def cancel(self, job_id: int) -> bool:
-        """Cancel a job that has not started. True if it is now cancelled."""
+        """Cancel a job that has not started (pending or blocked), and the jobs that
+        wait for it as their `on_parent_failure` says. True if it is now cancelled."""
         self._require_open()
         state = await self._journal.cancel(job_id, self.clock.now())
         if state is None:
@@ -317,6 +319,12 @@ class Queue(Submitting):
         assert self._waiters is not None
         self._waiters.finished(ids)
         self._job_died([f.id for f in failed if f.retry_at is None])
+
+    def _children_settled(self, cancelled: list[int]) -> None:
+        """Blocked jobs became ready or were cancelled (a parent ended, see `after=`)."""
+        self._notify_dispatcher()
+        if cancelled and self._waiters is not None:
+            self._waiters.finished(cancelled)
 
     def _require_open(self) -> None:
         if not self._open:
@@ -357,6 +365,7 @@ class Queue(Submitting):
         # The journal's own writer task is supervised too: if it dies, every
         # waiting caller learns it now, not at its next call.
         self._journal.on_failure(functools.partial(self._fail, "journal writer"))
+        self._journal.on_children_settled(self._children_settled)
         await self._journal.open()
         resources = AsyncExitStack()
         engine = None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from ._clock import Clock
 from ._codec import encode_payload, encode_payloads
+from ._dependencies import After, OnParentFailure, check_on_parent_failure, parent_ids
 from ._job import Job
 from ._journal import Inserted, Journal, NewBatch, NewJob
 from ._tasks import Task, TaskRegistry
@@ -46,6 +47,8 @@ class Submitting:
         priority: int = 0,
         key: str | None = None,
         destination: str | None = None,
+        after: After | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
         **kwargs: Any,
     ) -> Job[R]: ...
 
@@ -60,6 +63,8 @@ class Submitting:
         priority: int = 0,
         key: str | None = None,
         destination: str | None = None,
+        after: After | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
         **kwargs: Any,
     ) -> Job[Any]: ...
 
@@ -73,6 +78,8 @@ class Submitting:
         priority: int = 0,
         key: str | None = None,
         destination: str | None = None,
+        after: After | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
         **kwargs: Any,
     ) -> Job[Any]:
         """Write one job; returns once it is durable.
@@ -82,6 +89,11 @@ class Submitting:
         the live job with that key instead of writing a second one; `destination`
         overrides the task's. A bad option raises `TypeError` or `ValueError`, and
         nothing is written.
+
+        `after` (jobs or job ids) makes the job wait, `blocked`, until every parent
+        succeeded; a parent that ends dead or cancelled cancels it (and the jobs
+        that wait for it), or with `on_parent_failure="run"` counts as done. The
+        parents must exist already (`JobNotFound` otherwise), so no cycle can be built.
         """
         resolved = self._registry.resolve(task)
         payload = resolved.payload_from_call(args, kwargs)
@@ -93,6 +105,8 @@ class Submitting:
             priority=priority,
             key=key,
             destination=destination,
+            after=after,
+            on_parent_failure=on_parent_failure,
         )
 
     async def _submit_payload(
@@ -105,6 +119,8 @@ class Submitting:
         priority: int = 0,
         key: str | None = None,
         destination: str | None = None,
+        after: After | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
     ) -> Job[R]:
         now = self.clock.now()
         when = now if delay is None and at is None else run_at(now, delay, at)
@@ -112,6 +128,9 @@ class Submitting:
             priority = check_priority(priority)
         if key is not None:
             check_key(key)
+        parents = () if after is None else parent_ids(after)
+        if on_parent_failure != "cancel":
+            on_parent_failure = check_on_parent_failure(on_parent_failure)
         job = NewJob(
             task.name,
             encode_payload(task.name, payload, self.max_payload_bytes),
@@ -119,6 +138,8 @@ class Submitting:
             priority,
             when,
             key,
+            parents,
+            on_parent_failure,
         )
         (inserted,) = await self._insert([job], now)
         return Job(cast("Queue", self), inserted.id, created=inserted.created)
@@ -132,13 +153,18 @@ class Submitting:
         at: float | None = None,
         priority: int = 0,
         destination: str | None = None,
+        after: After | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
     ) -> list[Job[Any]]:
         """Write many jobs, one keyword dict each, in one transaction: all or none.
-        The options are checked as `submit` checks them."""
+        The options are checked as `submit` checks them; every job gets the parents
+        `after` (a fan-out of many children is one call)."""
         resolved = self._registry.resolve(task)
         now = self.clock.now()
         when = run_at(now, delay, at)
         priority = check_priority(priority)
+        parents = parent_ids(after)
+        mode = check_on_parent_failure(on_parent_failure)
         name = resolved.name
         dest = (
             resolved.destination if destination is None else check_name(destination, "destination")
@@ -150,7 +176,7 @@ class Submitting:
         limit = self.max_payload_bytes
         # One encoder call for the whole list; the journal checks each payload's size.
         text = encode_payloads(name, payloads, limit)
-        batch = NewBatch(name, text, len(payloads), dest, priority, when, limit)
+        batch = NewBatch(name, text, len(payloads), dest, priority, when, limit, parents, mode)
         ids = await self._journal.insert_batch(batch, now)
         self._notify_dispatcher()
         queue = cast("Queue", self)

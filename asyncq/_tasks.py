@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from ._errors import PayloadError, UnknownTask
 
 if TYPE_CHECKING:
+    from ._dependencies import After, OnParentFailure
     from ._job import Job
     from ._queue import Queue
 
@@ -65,6 +66,8 @@ class Task(Generic[P, R]):
         at: float | None = None,
         priority: int = 0,
         destination: str | None = None,
+        after: After | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
     ) -> TaskOptions[P, R]:
         """Options for the next submits, kept apart from the handler's arguments:
         `task.options(key="k", delay=5).submit(key="a handler argument")`.
@@ -72,7 +75,14 @@ class Task(Generic[P, R]):
         The same options as `Queue.submit`; they are checked when a job is submitted.
         """
         return TaskOptions(
-            self, key=key, delay=delay, at=at, priority=priority, destination=destination
+            self,
+            key=key,
+            delay=delay,
+            at=at,
+            priority=priority,
+            destination=destination,
+            after=after,
+            on_parent_failure=on_parent_failure,
         )
 
     async def submit_many(
@@ -83,10 +93,19 @@ class Task(Generic[P, R]):
         at: float | None = None,
         priority: int = 0,
         destination: str | None = None,
+        after: After | None = None,
+        on_parent_failure: OnParentFailure = "cancel",
     ) -> list[Job[R]]:
         """Write many jobs (one keyword dict each) in one transaction."""
         return await self.queue.submit_many(
-            self, payloads, delay=delay, at=at, priority=priority, destination=destination
+            self,
+            payloads,
+            delay=delay,
+            at=at,
+            priority=priority,
+            destination=destination,
+            after=after,
+            on_parent_failure=on_parent_failure,
         )
 
     def payload_from_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +151,8 @@ class TaskOptions(Generic[P, R]):
     at: float | None = None
     priority: int = 0
     destination: str | None = None
-    # `after=` (dependencies) will be one more field here, passed through the same way.
+    after: After | None = None
+    on_parent_failure: OnParentFailure = "cancel"
 
     async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Write one job with these options; returns once it is durable."""
@@ -145,6 +165,8 @@ class TaskOptions(Generic[P, R]):
             priority=self.priority,
             key=self.key,
             destination=self.destination,
+            after=self.after,
+            on_parent_failure=self.on_parent_failure,
         )
 
     async def submit_many(self, payloads: Sequence[dict[str, Any]]) -> list[Job[R]]:
@@ -161,6 +183,8 @@ class TaskOptions(Generic[P, R]):
             at=self.at,
             priority=self.priority,
             destination=self.destination,
+            after=self.after,
+            on_parent_failure=self.on_parent_failure,
         )
 
 

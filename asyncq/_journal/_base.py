@@ -30,6 +30,8 @@ class NewJob(NamedTuple):
     priority: int
     run_at: float
     key: str | None = None
+    after: tuple[int, ...] = ()  # parent job ids (see `_sqlite_deps`)
+    on_parent_failure: str = "cancel"  # or "run"
 
 
 class NewBatch(NamedTuple):
@@ -46,6 +48,8 @@ class NewBatch(NamedTuple):
     priority: int
     run_at: float
     max_payload_bytes: int
+    after: tuple[int, ...] = ()  # parent job ids, the same for every job of the batch
+    on_parent_failure: str = "cancel"  # or "run"
 
 
 class Inserted(NamedTuple):
@@ -71,6 +75,7 @@ class ClaimedJob:
     started_at: float | None = None  # set by the worker when the handler starts
     started_us: int | None = None  # the same, as `micros(started_at)`
     start_written: bool = False  # the start went to the journal with earlier outcomes
+    parents: dict[int, Any] | None = None  # parent id -> its result; None: no parents
 
 
 class ExpiredJob(NamedTuple):
@@ -275,7 +280,11 @@ class Journal(Protocol):
     async def close(self) -> None: ...
 
     async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
-        """Insert jobs atomically; a live job with the same key is returned instead."""
+        """Insert jobs atomically; a live job with the same key is returned instead.
+
+        A job with parents (`after`) is `blocked` until they all succeeded; a parent
+        id that is not in the journal raises `JobNotFound` and nothing is written.
+        """
         ...
 
     async def insert_batch(self, batch: NewBatch, now: float) -> Sequence[int]:
@@ -283,7 +292,8 @@ class Journal(Protocol):
         necessarily consecutive).
 
         Raises `PayloadError` naming the task and the payload's index, and writes
-        nothing, if a payload is not an object or is over `max_payload_bytes`.
+        nothing, if a payload is not an object or is over `max_payload_bytes`;
+        `JobNotFound` for a parent (`after`) that is not in the journal.
         """
         ...
 
@@ -335,7 +345,8 @@ class Journal(Protocol):
         ...
 
     async def cancel(self, job_id: int, now: float) -> JobState | None:
-        """Cancel a pending job; the job's state afterwards (None: no such job)."""
+        """Cancel a pending or blocked job, and the jobs that wait for it as their
+        `on_parent_failure` says; the job's state afterwards (None: no such job)."""
         ...
 
     async def get(self, job_id: int) -> JobInfo | None: ...
@@ -361,6 +372,13 @@ class Journal(Protocol):
         process wrote: the push beside `changed_elsewhere()`'s polling, for backends
         that can be told (PostgreSQL's LISTEN/NOTIFY). A backend that cannot never
         calls it; the dispatcher's poll covers both."""
+        ...
+
+    def on_children_settled(self, callback: Callable[[list[int]], None] | None) -> None:
+        """Call `callback` (on the event loop) after a write of this journal in which
+        parents' outcomes made blocked jobs ready or cancelled them, with the ids of
+        the jobs cancelled (perhaps none): the queue wakes their waiters and its
+        dispatcher."""
         ...
 
     async def stats(self, now: float) -> JournalStats: ...
@@ -404,7 +422,8 @@ class Journal(Protocol):
         now: float,
         spacing: float = 0.0,
     ) -> int:
-        """Dead jobs back to pending with attempts reset, `spacing` seconds apart."""
+        """Dead jobs back to pending with attempts reset, `spacing` seconds apart; the
+        jobs their deaths cancelled come back blocked. Returns how many dead jobs went."""
         ...
 
     async def purge(

@@ -25,6 +25,7 @@ from .._codec import is_utf8, storable_text
 from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
+from . import _sqlite_deps as deps
 from . import _sqlite_reads as reads
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
@@ -88,6 +89,10 @@ class SqliteJournal:
         # The counts the running transaction changes (only the connection's thread
         # touches it, inside a transaction).
         self._deltas: writes.Deltas = Counter()
+        # The jobs the running transaction cancelled because a parent ended (see
+        # `_sqlite_deps`), and who wants to hear of children settled.
+        self._children_cancelled: list[int] = []
+        self._on_children_settled: Callable[[list[int]], None] | None = None
         self._prune_after = 0  # pruning walks the ids from here
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
@@ -196,7 +201,9 @@ class SqliteJournal:
         return self._writer.call(fn)
 
     async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
-        return await self._run(lambda conn: self._transaction(conn, turn))
+        results = await self._run(lambda conn: self._transaction(conn, turn))
+        self._tell_children_settled()
+        return results
 
     def _transaction(self, conn: sqlite3.Connection, turn: Turn[sqlite3.Connection]) -> list[Any]:
         """One turn of the writer, run on the connection thread."""
@@ -206,12 +213,16 @@ class SqliteJournal:
             check_identity(self.path, self._identity)
         conn.execute("BEGIN IMMEDIATE")
         deltas = self._deltas = Counter()
+        self._children_cancelled = []
         try:
             # Inserts first, so a claim in the same turn can take the jobs just written.
-            results = writes.insert_all(conn, turn.inserts, deltas)
+            results = deps.insert_all(conn, turn.inserts, deltas)
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
                     writes.write_outcomes(conn, owner, outcomes.now, batch, deltas)
+                    self._children_cancelled += deps.settle_outcomes(
+                        conn, outcomes.now, batch, deltas
+                    )
             results.extend(call(conn) for call, _ in turn.calls)
             writes.save_counts(conn, deltas)
             conn.execute("COMMIT")
@@ -243,7 +254,9 @@ class SqliteJournal:
     ) -> Claim:
         token = next(self._tokens)
 
-        def claim(conn: sqlite3.Connection) -> tuple[str, dict[str, Booked], dict[str, int]]:
+        def claim(
+            conn: sqlite3.Connection,
+        ) -> tuple[str, dict[str, Booked], dict[str, int], str | None]:
             deltas = self._deltas
             writes.moved(
                 deltas, conn.execute(sql.PROMOTE_DUE, (now,)).fetchall(), "scheduled", "pending"
@@ -281,7 +294,7 @@ class SqliteJournal:
                 deltas[destination, "pending"] -= taken
                 deltas[destination, "running"] += taken
             if remaining == limit:
-                return "[]", {}, {}
+                return "[]", {}, {}, None
             booked: dict[str, Booked] = {}
             if limits is not None:
                 # Book the calls of paced jobs in the claim's own transaction.
@@ -289,17 +302,20 @@ class SqliteJournal:
                 if rates:
                     booked = writes.book(conn, taken_from, rates, limits.clock, limits.horizon)
             try:
-                (rows,) = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
+                rows, linked = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
             except sqlite3.OperationalError:  # a payload is not JSON (see CLAIMED_SAFE)
-                (rows,) = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
-            return rows, booked, taken_from
+                rows, linked = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
+            parents = deps.parent_results(conn, owner, token) if linked else None
+            return rows, booked, taken_from, parents
 
         # The rows become jobs here, on the event loop's thread, not inside the
         # transaction: Python work there holds the GIL while the turn waits for it,
         # and at 20,000 jobs/s turns that long doubled the submit latency.
-        rows, booked, taken = await self._enqueue_call(claim)
+        rows, booked, taken, parents = await self._enqueue_call(claim)
         # The token is the claim's, the same for every job: not sent per row.
         jobs = [_claimed_job(*row, token=token) for row in json.loads(rows)]
+        if parents is not None:
+            deps.attach_parents(jobs, parents)
         if not is_utf8(rows):
             reads.isolate_broken_text(jobs)
         return Claim(jobs, booked, taken)
@@ -359,6 +375,8 @@ class SqliteJournal:
                 ]
                 params = {"batch": json.dumps(batch), "now": now}
                 writes.moved(deltas, conn.execute(sql.CRASHED, params).fetchall(), "running")
+                dead = [job.id for job, at in zip(charged, decisions, strict=True) if at is None]
+                self._settle(conn, [], dead, now)
             return [(job, now) for job in lost] + list(zip(charged, decisions, strict=True))
 
         return await self._enqueue_call(reclaim)
@@ -371,12 +389,13 @@ class SqliteJournal:
             if row is None:
                 return None
             state, destination = row
-            if state not in ("pending", "scheduled"):
+            if state not in ("pending", "scheduled", "blocked"):
                 return sql.PUBLIC_STATE[state]
             conn.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
             )
             writes.moved(self._deltas, [(destination,)], state, "cancelled")
+            self._settle(conn, [], [job_id], now)
             return JobState.CANCELLED
 
         return await self._enqueue_call(cancel)
@@ -431,6 +450,8 @@ class SqliteJournal:
                     break
                 rows = conn.execute(sql.PRUNE, (start, end, before)).fetchall()
                 writes.moved(self._deltas, rows, None)
+                if rows:
+                    deps.forget_deleted(conn, start + 1, end)
                 deleted += len(rows)
                 if len(rows) < sql.PRUNE_WINDOW // 2 or not self._prune_after:
                     break  # past the old finished jobs, or the walk went round
@@ -494,7 +515,9 @@ class SqliteJournal:
             chosen = writes.keys_free(conn, reads.select_dead(conn, ids, destination, None))
             batch = json.dumps([[job_id, now + i * spacing] for i, job_id in enumerate(chosen)])
             rows = conn.execute(sql.REDRIVE, {"batch": batch, "now": now}).fetchall()
-            return writes.moved(self._deltas, rows, "dead")
+            count = writes.moved(self._deltas, rows, "dead")
+            deps.bring_back(conn, chosen, self._deltas)
+            return count
 
         return await self._enqueue_call(redrive)
 
@@ -508,6 +531,8 @@ class SqliteJournal:
                 "RETURNING destination, state",
                 (json.dumps(chosen),),
             ).fetchall()
+            if chosen:
+                deps.forget_deleted(conn, chosen[0], chosen[-1])
             return writes.moved(self._deltas, rows, None)
 
         return await self._enqueue_call(purge)
@@ -531,3 +556,26 @@ class SqliteJournal:
             return {name: float(tick) for name, tick in rows}
 
         return await self._read(read)
+
+    # -- dependencies (see `_sqlite_deps`) ----------------------------------
+
+    def on_children_settled(self, callback: Callable[[list[int]], None] | None) -> None:
+        self._on_children_settled = callback
+
+    def _settle(
+        self, conn: sqlite3.Connection, succeeded: Sequence[int], failed: Sequence[int], now: float
+    ) -> None:
+        """`settle_children` inside a write of this journal, for every path that makes
+        jobs final; the jobs it cancels are told with the turn (see `_execute_turn`)."""
+        self._children_cancelled += deps.settle_children(conn, succeeded, failed, now, self._deltas)
+
+    def _tell_children_settled(self) -> None:
+        """After a commit: if blocked jobs moved (ready, or cancelled), say so."""
+        callback = self._on_children_settled
+        if callback is None:
+            return
+        if self._children_cancelled or any(
+            n < 0 and state == "blocked" for (_, state), n in self._deltas.items()
+        ):
+            cancelled, self._children_cancelled = self._children_cancelled, []
+            callback(cancelled)

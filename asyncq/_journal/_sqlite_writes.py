@@ -106,8 +106,17 @@ def insert_all(
     return results
 
 
-def insert_batch(conn: sqlite3.Connection, batch: NewBatch, now: float) -> range:
-    params = {
+def insert_batch(
+    conn: sqlite3.Connection,
+    batch: NewBatch,
+    now: float,
+    *,
+    statement: str = sql.INSERT_PAYLOADS,
+    columns: Mapping[str, object] | None = None,
+) -> range:
+    """Insert a batch with `statement` (its parameters: INSERT_PAYLOADS's, and
+    `columns`, which take precedence); the new ids."""
+    params: dict[str, object] = {
         "task": batch.task,
         "payloads": batch.payloads,
         "destination": batch.destination,
@@ -117,7 +126,9 @@ def insert_batch(conn: sqlite3.Connection, batch: NewBatch, now: float) -> range
         "now": now,
         "limit": batch.max_payload_bytes,
     }
-    cursor = conn.execute(sql.INSERT_PAYLOADS, params)
+    if columns:
+        params.update(columns)
+    cursor = conn.execute(statement, params)
     if cursor.rowcount != batch.job_count:
         refused = conn.execute(
             sql.REFUSED_PAYLOAD, {"payloads": batch.payloads, "limit": batch.max_payload_bytes}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from asyncq import JobState, PayloadError, Rate
+from asyncq import JobNotFound, JobState, PayloadError, Rate
 from asyncq._journal import (
     ClaimedJob,
     ClaimLimits,
@@ -18,6 +19,7 @@ from asyncq._journal import (
     NewBatch,
     NewJob,
     Released,
+    SqliteJournal,
     Started,
     Succeeded,
     micros,
@@ -386,6 +388,7 @@ async def assert_stats_agree_with_the_jobs(journal: Journal, ids: list[int], now
             for state, n in (
                 ("ready", c.ready),
                 ("scheduled", c.scheduled),
+                ("blocked", c.blocked),
                 ("in_flight", c.claimed + c.running),
                 ("succeeded", c.succeeded),
                 ("dead", c.dead),
@@ -634,3 +637,142 @@ async def test_processes_racing_for_ticks_make_one_job_per_tick(journal: Journal
     runs = sorted([info.run_at for i in made if (info := await journal.get(i)) is not None])
     assert runs == [NOW + 60 * n for n in range(20)]
     await assert_stats_agree_with_the_jobs(journal, made, NOW + 60 * 19)
+
+
+# -- dependencies (after=) -------------------------------------------------------
+
+
+def child(i: int, *after: int, mode: str = "cancel", run_at: float = NOW) -> NewJob:
+    return NewJob("t", f'{{"i":{i}}}', "default", 0, run_at, None, after, mode)
+
+
+async def state_of(journal: Journal, job_id: int) -> JobState:
+    info = await journal.get(job_id)
+    assert info is not None
+    return info.state
+
+
+async def test_a_child_is_blocked_until_its_last_parent_succeeds(journal: Journal) -> None:
+    settled: list[list[int]] = []
+    journal.on_children_settled(settled.append)
+    a, b = await journal.insert_many([new(0), new(1)], NOW)
+    (c,) = await journal.insert_many([child(2, a.id, b.id)], NOW)
+    assert await state_of(journal, c.id) is JobState.BLOCKED
+    assert (await journal.stats(NOW)).blocked == 1
+    first, second = await claim(journal)  # the blocked child is not claimed
+    await journal.record_outcomes("a", NOW, succeeded=[ok(first, '"A"')])
+    assert await state_of(journal, c.id) is JobState.BLOCKED
+    assert settled == []
+    await journal.record_outcomes("a", NOW, succeeded=[ok(second, '{"b":2}')])
+    assert await state_of(journal, c.id) is JobState.PENDING  # in the same write
+    assert settled == [[]]
+    (claimed,) = await claim(journal)
+    assert claimed.id == c.id
+    assert claimed.parents == {a.id: "A", b.id: {"b": 2}}
+    assert (await journal.stats(NOW)).blocked == 0
+    await assert_stats_agree_with_the_jobs(journal, [a.id, b.id, c.id], NOW)
+    journal.on_children_settled(None)
+
+
+async def test_a_plain_claim_carries_no_parents(journal: Journal) -> None:
+    await journal.insert_many([new(0)], NOW)
+    (job,) = await claim(journal)
+    assert job.parents is None
+
+
+async def test_a_child_of_succeeded_parents_is_ready_at_once(journal: Journal) -> None:
+    (a,) = await journal.insert_many([new(0)], NOW)
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(job, "1")])
+    (c,) = await journal.insert_many([child(1, a.id, run_at=NOW + 5)], NOW)
+    assert await state_of(journal, c.id) is JobState.PENDING
+    assert (await journal.stats(NOW)).scheduled == 1
+
+
+async def test_a_missing_parent_refuses_the_insert_and_writes_nothing(journal: Journal) -> None:
+    (a,) = await journal.insert_many([new(0)], NOW)
+    with pytest.raises(JobNotFound) as refused:
+        await journal.insert_many([child(1, a.id, 999)], NOW)
+    assert refused.value.job_id == 999
+    children = batch([{"x": 1}])._replace(after=(998,))
+    with pytest.raises(JobNotFound):
+        await journal.insert_batch(children, NOW)
+    assert (await journal.stats(NOW)).ready == 1
+    assert await journal.get(a.id + 1) is None
+
+
+async def test_a_batch_of_children_shares_its_parents(journal: Journal) -> None:
+    (a,) = await journal.insert_many([new(0)], NOW)
+    ids = await journal.insert_batch(
+        batch([{"c": i} for i in range(50)])._replace(after=(a.id,)), NOW
+    )
+    assert (await journal.stats(NOW)).blocked == 50
+    (parent,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(parent, "7")])
+    claimed = await claim(journal)
+    assert sorted(j.id for j in claimed) == list(ids)
+    assert all(j.parents == {a.id: 7} for j in claimed)
+
+
+async def test_a_dead_parent_cancels_the_subtree_and_says_which(journal: Journal) -> None:
+    settled: list[list[int]] = []
+    journal.on_children_settled(settled.append)
+    a, other = await journal.insert_many([new(0), new(1)], NOW)
+    (b,) = await journal.insert_many([child(2, a.id)], NOW)
+    (c,) = await journal.insert_many([child(3, b.id, other.id)], NOW)
+    (r,) = await journal.insert_many([child(4, b.id, mode="run")], NOW)
+    jobs = {j.id: j for j in await claim(journal)}
+    await journal.record_outcomes("a", NOW, failed=[fail(jobs[a.id], "E", None)])
+    assert settled == [[b.id, c.id]]
+    assert [await state_of(journal, j) for j in (b.id, c.id)] == [JobState.CANCELLED] * 2
+    assert await state_of(journal, r.id) is JobState.PENDING  # its mode is "run"
+    (ran,) = await claim(journal)
+    assert ran.parents == {b.id: None}
+    await assert_stats_agree_with_the_jobs(journal, [a.id, other.id, b.id, c.id, r.id], NOW)
+    journal.on_children_settled(None)
+
+
+async def test_a_parent_dead_after_a_crash_or_cancelled_ends_its_children(
+    journal: Journal,
+) -> None:
+    a, b = await journal.insert_many([new(0), new(1, run_at=NOW + 60)], NOW)
+    (ca,) = await journal.insert_many([child(2, a.id)], NOW)
+    (cb,) = await journal.insert_many([child(3, b.id)], NOW)
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, started=[Started(job.id, job.token, micros(NOW))])
+    reclaimed = await journal.reclaim_expired(NOW + LEASE + 1, lambda expired: None)
+    assert [at for _, at in reclaimed] == [None]  # dead
+    assert await state_of(journal, ca.id) is JobState.CANCELLED
+    assert await journal.cancel(b.id, NOW) is JobState.CANCELLED
+    assert await state_of(journal, cb.id) is JobState.CANCELLED
+
+
+async def test_redrive_brings_back_what_a_death_cancelled(journal: Journal) -> None:
+    (a,) = await journal.insert_many([new(0)], NOW)
+    (b,) = await journal.insert_many([child(1, a.id)], NOW)
+    (c,) = await journal.insert_many([child(2, b.id)], NOW)
+    (job,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, failed=[fail(job, "E", None)])
+    assert await journal.redrive(ids=[a.id], destination=None, now=NOW) == 1
+    assert [await state_of(journal, j) for j in (a.id, b.id, c.id)] == [
+        JobState.PENDING,
+        JobState.BLOCKED,
+        JobState.BLOCKED,
+    ]
+    await assert_stats_agree_with_the_jobs(journal, [a.id, b.id, c.id], NOW)
+    (again,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(again, "1")])
+    assert await state_of(journal, b.id) is JobState.PENDING
+
+
+async def test_pruning_a_child_forgets_its_dependencies(journal: Journal) -> None:
+    (a,) = await journal.insert_many([new(0)], NOW)
+    (b,) = await journal.insert_many([child(1, a.id)], NOW)
+    for _ in range(2):
+        (job,) = await claim(journal)
+        await journal.record_outcomes("a", NOW, succeeded=[ok(job, "1")])
+    assert await journal.prune_finished(NOW + 1) == 2
+    assert await journal.get(b.id) is None
+    if isinstance(journal, SqliteJournal):
+        with sqlite3.connect(journal.path) as conn:
+            assert conn.execute("SELECT count(*) FROM deps").fetchone() == (0,)

@@ -27,7 +27,7 @@ import os
 import random
 from pathlib import Path
 
-from asyncq import Queue
+from asyncq import Queue, current_job
 
 _env = os.environ.get
 _prefetch = _env("ASYNCQ_TEST_PREFETCH")
@@ -68,8 +68,16 @@ async def stubborn(i: int) -> None:
             await never.wait()
 
 
+async def echo_parents(i: int) -> dict[str, object]:
+    """A job of a workflow: records its run, returns `i` and its parents' results."""
+    await asyncio.sleep(random.uniform(0, 2 * _job_seconds))
+    _record_run(i)
+    return {"i": i, "parents": {str(k): v for k, v in current_job().parents.items()}}
+
+
 TASK_NAME = "tests.process.app.record"
 STUBBORN_NAME = "tests.process.app.stubborn"
+ECHO_NAME = "tests.process.app.echo_parents"
 
 queue = Queue(
     _env("ASYNCQ_TEST_JOURNAL", ":memory:"),
@@ -80,12 +88,14 @@ queue = Queue(
 )
 queue.task(name=TASK_NAME)(record)
 queue.task(name=STUBBORN_NAME)(stubborn)
+queue.task(name=ECHO_NAME)(echo_parents)
 
 
 def producer(path: str | os.PathLike[str]) -> Queue:
-    """A queue that only submits (concurrency=0) `record` and `stubborn` jobs to the
-    journal at `path`."""
+    """A queue that only submits (concurrency=0) `record`, `stubborn` and
+    `echo_parents` jobs to the journal at `path`."""
     submitter = Queue(path, concurrency=0)
     submitter.task(name=TASK_NAME)(record)
     submitter.task(name=STUBBORN_NAME)(stubborn)
+    submitter.task(name=ECHO_NAME)(echo_parents)
     return submitter

@@ -251,6 +251,7 @@ class WorkerPool:
         self._deadlines.finish(job_id)
         if current.cancelling():
             current.uncancel()
+        self._on_written([], [])  # no outcome, but news for whoever waits for idle
         return True
 
     def _bury(self, job: ClaimedJob, error: str) -> None:

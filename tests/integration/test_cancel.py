@@ -11,6 +11,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from asyncq import Job, JobCancelled, JobNotFound, JobState, Queue
 from asyncq._journal import SqliteJournal
 from asyncq._journal import _sqlite_cancel as sqlite_cancel
+from asyncq.cli import main
 from asyncq.testing import ManualClock, run_until_idle
 from tests.crashes import claim_start_and_die
 
@@ -33,7 +35,7 @@ def stored_states(path: str) -> dict[str, int]:
 def nothing_left_running(db_path: str) -> Iterator[None]:
     """After every test here, no job is left `running` in the journal."""
     yield
-    with contextlib.suppress(FileNotFoundError):
+    if Path(db_path).exists():
         assert stored_states(db_path).get("running", 0) == 0
 
 
@@ -349,3 +351,39 @@ async def test_jobs_cancelled_in_turn_wake_their_waiters(
             await asyncio.wait_for(waiting, 5)
         stats = (await queue.stats()).destinations["held"]
         assert (stats.blocked, stats.cancelled) == (0, 2)
+
+
+async def test_the_command_line_cancels_by_id_and_by_selection(
+    make_queue: MakeQueue, db_path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queue = make_queue(concurrency=0)
+
+    @queue.task(name="email", destination="mail")
+    async def email(i: int) -> None: ...
+
+    async with queue:
+        one, *campaign = await email.submit_many([{"i": i} for i in range(4)])
+        kept = await email.options(destination="other").submit(9)
+
+    # The command runs its own event loop: run it in a thread, as a shell would.
+    assert await asyncio.to_thread(main, ["cancel", db_path, str(one.id)]) == 0
+    assert f"cancelled job {one.id}" in capsys.readouterr().out
+    assert await asyncio.to_thread(main, ["cancel", db_path, str(one.id)]) == 1
+    assert "not cancelled: it is cancelled" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, ["cancel", db_path, "99999"]) == 1
+    assert "no job with id 99999" in capsys.readouterr().err
+    argv = ["cancel", db_path, "--destination", "mail", "--task", "email", "--state", "pending"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert "cancelled 3 job(s)" in capsys.readouterr().out
+
+    async with queue:
+        states = [(await queue.get(job.id)).state for job in [one, *campaign, kept]]
+    assert states == [JobState.CANCELLED] * 4 + [JobState.PENDING]
+
+
+@pytest.mark.parametrize("argv", [[], ["1", "--state", "pending"], ["--state", "succeeded"]])
+def test_the_command_line_refuses_a_cancel_without_one_target(
+    db_path: str, argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["cancel", db_path, *argv])

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -387,3 +391,31 @@ def test_the_command_line_refuses_a_cancel_without_one_target(
 ) -> None:
     with pytest.raises(SystemExit):
         main(["cancel", db_path, *argv])
+
+
+def test_the_readmes_cancelling_example_runs_as_written(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    (example,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+        if "queue.cancel(task=send_email" in block
+    ]
+    script = tmp_path / "cancelling.py"
+    script.write_text(example)
+    env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's asyncq
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.iterdir()) == [script]  # no journal left behind
+    assert done.stdout.splitlines() == [
+        "running job cancelled: True",
+        "its result: JobCancelled",
+        "campaign stopped: 50000 jobs cancelled",
+    ]

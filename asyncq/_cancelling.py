@@ -109,6 +109,9 @@ async def cancel_job(
         if outcome is None:
             raise JobNotFound(job_id)
         if outcome.cancelled:
+            if stop_here is not None:
+                # Running here under an expired lease (a stalled loop): stop it too.
+                stop_here(outcome.cancelled)
             waiters.finished(outcome.cancelled + outcome.settled)
             return True
         if outcome.state is not JobState.RUNNING:

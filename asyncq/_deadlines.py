@@ -24,6 +24,7 @@ class Deadlines:
     def start(self, key: int, task: asyncio.Task[object], seconds: float | None) -> None:
         """`task` runs job `key` from now for at most `seconds` (None: no limit)."""
         if seconds is None:
+            self._running[key] = (task, math.inf)  # no deadline; `task_of` still knows it
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
@@ -41,6 +42,11 @@ class Deadlines:
         if entry is not None and entry[0].cancelling():
             entry[0].uncancel()
         return True
+
+    def task_of(self, key: int) -> asyncio.Task[object] | None:
+        """The task running job `key` now, if any."""
+        entry = self._running.get(key)
+        return None if entry is None else entry[0]
 
     def _wake_at(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:

@@ -77,6 +77,9 @@ class Dispatcher(Lanes):
         # Transient journal faults are waited out in real time, cut short by close.
         self._backoff = Backoff("dispatcher", logger=log, cut_short=self._closing)
         self._pushed = False  # the journal told of another process's write
+        #: Called after news of another process's write was taken (a cancel request
+        #: may be among it: see `_cancelling.CancelWatch`).
+        self.on_news_elsewhere: Callable[[], None] = lambda: None
         journal.on_change_elsewhere(self._told_of_change_elsewhere)
 
     # -- the journal side --------------------------------------------------
@@ -306,6 +309,7 @@ class Dispatcher(Lanes):
             self._pushed = True  # not taken yet: again on the next turn
             raise
         self.recheck_all()
+        self.on_news_elsewhere()
 
     async def _wait_for_news(self) -> None:
         """Sleep until woken, the next parked lane or delayed job is due, or a poll."""

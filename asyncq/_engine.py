@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from ._backoff import Backoff, is_transient
+from ._cancelling import CancelWatch
 from ._clock import Clock
 from ._destinations import Destinations, DestinationState
 from ._dispatcher import Dispatcher
@@ -88,6 +89,11 @@ class Engine:
         )
         # Jobs an open circuit refuses are failed without a worker.
         self.dispatcher.on_refused = self.pool.fail_unstarted
+        # Cancel requests from other processes: looked for on news of their writes.
+        self.cancels = CancelWatch(
+            journal, clock, self.pool, owner=owner, poll_interval=poll_interval
+        )
+        self.dispatcher.on_news_elsewhere = self.cancels.news
         self._workers: asyncio.Task[None] | None = None
         self._claimer: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -100,6 +106,7 @@ class Engine:
             self._claimer,
             spawn(self.pool.write_outcomes(), "outcome writer"),
             spawn(self.upkeep.run(), "lease keeper"),
+            spawn(self.cancels.run(), "cancel watch"),
         ]
 
     def halt(self) -> None:

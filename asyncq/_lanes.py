@@ -270,3 +270,24 @@ class Lanes:
             heapq.heappush(lane, (-job.priority, next(self._order), job))
         self._buffered += len(jobs)
         self._feed_waiting_workers()
+
+    def remove(self, ids: set[int]) -> list[ClaimedJob]:
+        """Take the jobs with these ids out of the lanes (cancelled before they
+        started); the jobs taken. Walks every buffered job: for cancels, not per job."""
+        removed: list[ClaimedJob] = []
+        for name in list(self._lanes):
+            lane = self._lanes[name]
+            kept = [item for item in lane if item[2].id not in ids]
+            if len(kept) == len(lane):
+                continue
+            removed += (item[2] for item in lane if item[2].id in ids)
+            if kept:
+                heapq.heapify(kept)
+                self._lanes[name] = kept
+            else:
+                del self._lanes[name]  # `take` and `_unpark` skip a name with no lane
+                self._capped.pop(name, None)
+        self._buffered -= len(removed)
+        if removed and self._buffered < self._low_water and self._maybe_more:
+            self._wakeup.set()
+        return removed

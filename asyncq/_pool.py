@@ -29,7 +29,7 @@ from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
 from ._errors import CircuitOpen, JournalError, PermanentFailure, RetryAfter
-from ._journal import ClaimedJob, Failed, Journal, Released, Started, Succeeded
+from ._journal import Cancelled, ClaimedJob, Failed, Journal, Released, Started, Succeeded
 from ._tasks import TaskRegistry
 
 log = logging.getLogger("asyncq.pool")
@@ -88,6 +88,10 @@ class WorkerPool:
         self._done: list[Succeeded] = []
         self._failed: list[Failed] = []
         self._released: list[Released] = []
+        self._cancelled: list[Cancelled] = []
+        # Running jobs stopped by `cancel` (recorded already): their handlers were
+        # cancelled and may not have ended yet.
+        self._stopped: set[int] = set()
         self._have_outcomes = asyncio.Event()
         self._starts_unwritten = False  # a handler started since the last flush
         self._running: dict[int, ClaimedJob] = {}
@@ -102,9 +106,16 @@ class WorkerPool:
         return len(self._running)
 
     @property
+    def holds_jobs(self) -> bool:
+        """Jobs of this process are running or claimed and waiting to start."""
+        return bool(self._running) or self._dispatcher.buffered > 0
+
+    @property
     def has_unwritten(self) -> bool:
         """Outcomes are waiting to be written, or being written."""
-        return bool(self._done or self._failed or self._released or self._writing)
+        return bool(
+            self._done or self._failed or self._released or self._cancelled or self._writing
+        )
 
     async def run_workers(self) -> None:
         async with anyio.create_task_group() as workers:
@@ -177,7 +188,10 @@ class WorkerPool:
         try:
             value = await task.fn(**payload)
         except asyncio.CancelledError:
-            if self._deadlines.finish(job.id):
+            if self._stopped and self._was_stopped(job.id, current):
+                if current.cancelling():
+                    raise  # this worker is being cancelled as well (shutdown)
+            elif self._deadlines.finish(job.id):
                 self._overran(job, state, timeout)
             elif current.cancelling():
                 # This worker is being cancelled (shutdown deadline): the job goes
@@ -188,11 +202,15 @@ class WorkerPool:
             else:
                 self._failure(job, state, asyncio.CancelledError("cancelled inside the handler"))
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything at all
-            if self._deadlines.finish(job.id):  # it turned our cancellation into an error
+            if self._stopped and self._was_stopped(job.id, current):
+                pass  # its cancellation became an error: it was recorded cancelled
+            elif self._deadlines.finish(job.id):  # it turned our cancellation into an error
                 self._overran(job, state, timeout)
             else:
                 self._failure(job, state, exc)
         else:
+            if self._stopped and self._was_stopped(job.id, current):
+                return  # it swallowed its cancellation: it was recorded cancelled
             if self._deadlines.finish(job.id):  # it swallowed our cancellation
                 self._overran(job, state, timeout)
                 return
@@ -204,6 +222,37 @@ class WorkerPool:
                 self._circuit(state, failed=False)
         finally:
             del self._running[job.id]
+
+    def cancel(self, ids: list[int]) -> int:
+        """Stop these jobs if this process holds them, and record them cancelled now:
+        a running handler's coroutine gets `CancelledError` (whatever it does then,
+        the job stays cancelled), a job not started leaves the prefetch. The number
+        found; a job not here (finished, or another process's) is left alone."""
+        outcomes = [Cancelled(job.id, job.token, None) for job in self._dispatcher.remove(set(ids))]
+        for job_id in ids:
+            job = self._running.get(job_id)
+            task = self._deadlines.task_of(job_id)
+            if job is None or task is None or job_id in self._stopped:
+                continue
+            self._stopped.add(job_id)
+            outcomes.append(Cancelled(job_id, job.token, job.started_us))
+            task.cancel()
+        if outcomes:
+            self._cancelled += outcomes
+            self._have_outcomes.set()
+        return len(outcomes)
+
+    def _was_stopped(self, job_id: int, current: asyncio.Task[Any]) -> bool:
+        """Whether `cancel` stopped this job; if so, its cancellation is withdrawn
+        from the worker (and a timeout's with it: the job is cancelled, not overrun)."""
+        if job_id not in self._stopped:
+            return False
+        self._stopped.discard(job_id)
+        self._deadlines.finish(job_id)
+        if current.cancelling():
+            current.uncancel()
+        self._on_written([], [])  # no outcome, but news for whoever waits for idle
+        return True
 
     def _bury(self, job: ClaimedJob, error: str) -> None:
         """Dead at once, without a policy: no retry could ever run this job."""
@@ -290,22 +339,25 @@ class WorkerPool:
         done, self._done = self._done, []
         failed, self._failed = self._failed, []
         released, self._released = self._released, []
+        cancelled, self._cancelled = self._cancelled, []
         started = self._unwritten_starts()
-        if not (done or failed or released or started):
+        if not (done or failed or released or cancelled or started):
             return
         self._writing = True
         try:
-            await self._journal.record_outcomes(
+            settled = await self._journal.record_outcomes(
                 self._owner,
                 self._clock.now(),
                 started=started,
                 succeeded=done,
                 failed=failed,
                 released=released,
+                cancelled=cancelled,
             )
         except BaseException:
             # Put them back ahead of any that came meanwhile; nothing is dropped.
             self._done[:0], self._failed[:0], self._released[:0] = done, failed, released
+            self._cancelled[:0] = cancelled
             for start in started:
                 job = self._running.get(start.id)
                 if job is not None:
@@ -313,8 +365,9 @@ class WorkerPool:
             raise
         finally:
             self._writing = False
-        if done or failed:
-            self._on_written([o.id for o in done] + [o.id for o in failed], failed)
+        if done or failed or cancelled or settled:
+            finished = [o.id for o in done] + [o.id for o in failed]
+            self._on_written(finished + [o.id for o in cancelled] + settled, failed)
 
     def fail_unstarted(self, jobs: list[ClaimedJob], error: CircuitOpen) -> None:
         """Jobs refused without calling their handlers (their destination's circuit

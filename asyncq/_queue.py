@@ -15,6 +15,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
+from ._cancelling import cancel_job, cancel_selection, check_job_id, select
 from ._clock import Clock, SystemClock
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES
 from ._context import as_state
@@ -282,16 +283,72 @@ class Queue(Submitting):
             raise JobNotFound(job_id)
         return info
 
-    async def cancel(self, job_id: int) -> bool:
-        """Cancel a job that has not started (pending or blocked), and the jobs that
-        wait for it as their `on_parent_failure` says. True if it is now cancelled."""
+    # -- cancelling (see _cancelling.py) ----------------------------------------
+
+    @overload
+    async def cancel(self, job_id: int) -> bool: ...
+
+    @overload
+    async def cancel(
+        self,
+        *,
+        destination: str | None = None,
+        task: Task[Any, Any] | str | None = None,
+        state: JobState | str | None = None,
+    ) -> int: ...
+
+    async def cancel(
+        self,
+        job_id: int | None = None,
+        *,
+        destination: str | None = None,
+        task: Task[Any, Any] | str | None = None,
+        state: JobState | str | None = None,
+    ) -> bool | int:
+        """Cancel one job by id, or every job of a selection.
+
+        `cancel(job_id)`: a pending, scheduled or blocked job is cancelled at once; a
+        running one is stopped in whichever process runs it (its handler's coroutine
+        gets `CancelledError`), and the call waits until the job is final. True if
+        it ended cancelled; False if it had finished, or its handler finished first.
+        A handler that swallows its `CancelledError` is still recorded cancelled. If
+        the process running it died, the job is cancelled once its lease expires.
+        A job's children are settled with it. `JobNotFound` for an unknown id.
+
+        `cancel(destination=, task=, state=)` (at least one; `state` is "pending",
+        "blocked" or "running", default all three): one transaction, whatever the
+        number of jobs. Returns how many jobs were cancelled now plus how many
+        running ones were asked to stop (those end cancelled unless their handler
+        finishes first); it does not wait for them.
+        """
         self._require_open()
-        state = await self._journal.cancel(job_id, self.clock.now())
-        if state is None:
-            raise JobNotFound(job_id)
-        if state is JobState.CANCELLED and self._waiters is not None:
-            self._waiters.finished([job_id])
-        return state is JobState.CANCELLED
+        if job_id is not None:
+            if not (destination is None and task is None and state is None):
+                raise TypeError("cancel takes a job id or a selection, not both")
+            return await cancel_job(
+                self._journal,
+                check_job_id(job_id),
+                clock=self.clock,
+                waiters=self._require_waiters(),
+                owner=self._owner,
+                stop_here=self._stop_here(),
+                poll=self.poll_interval,
+            )
+        return await cancel_selection(
+            self._journal,
+            select(destination, task, state),
+            clock=self.clock,
+            waiters=self._require_waiters(),
+            owner=self._owner,
+            stop_here=self._stop_here(),
+        )
+
+    def _stop_here(self) -> Callable[[list[int]], object] | None:
+        return None if self._engine is None else self._engine.pool.cancel
+
+    def _require_waiters(self) -> Waiters:
+        assert self._waiters is not None
+        return self._waiters
 
     async def stats(self) -> JournalStats:
         """Jobs per destination and state, from the journal."""

@@ -87,6 +87,19 @@ class Waiters:
                 if finished.done():
                     self._finished.pop(job_id, None)
 
+    async def finished_or_after(self, job_id: int, seconds: float) -> None:
+        """Wait until this job's outcome is written by this process (`finished`), or
+        `seconds` pass (it may be written by another). Raises if the engine failed."""
+        if self._error is not None:
+            raise self._error()
+        finished = self._finished.get(job_id)
+        if finished is None:
+            finished = self._finished[job_id] = asyncio.get_running_loop().create_future()
+        with anyio.move_on_after(seconds):
+            await asyncio.shield(finished)
+        if finished.done():
+            self._finished.pop(job_id, None)
+
 
 async def wait_idle(
     dispatcher: Dispatcher,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from ._errors import QueueFailed
+from ._errors import JobNotFound, QueueFailed
 from ._queue import Queue
 
 log = logging.getLogger("asyncq")
@@ -132,6 +132,27 @@ async def _pause(path: str, name: str, paused: bool) -> None:
         print(f"{name}: {'paused' if paused else 'resumed'}")
 
 
+async def _cancel(path: str, job_id: int | None, selection: dict[str, str | None]) -> int:
+    """Cancel one job (waiting for a running one to end) or a selection; exit status
+    1 if the job was not found or had finished."""
+    async with Queue(path, concurrency=0) as queue:
+        if job_id is None:
+            count = await queue.cancel(**selection)
+            print(f"cancelled {count} job(s) (running ones: asked to stop)")
+            return 0
+        try:
+            cancelled = await queue.cancel(job_id)
+        except JobNotFound as exc:
+            print(f"asyncq: {exc}", file=sys.stderr)
+            return 1
+        if cancelled:
+            print(f"cancelled job {job_id}")
+            return 0
+        state = (await queue.get(job_id)).state.value
+        print(f"job {job_id} was not cancelled: it is {state}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asyncq", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = commands.add_parser(verb, help=f"{verb} calls to a destination, everywhere")
         command.add_argument("path", help="the journal file")
         command.add_argument("name", help="the destination")
+    cancel = commands.add_parser(
+        "cancel", help="cancel a job by id, or every job of a selection (one transaction)"
+    )
+    cancel.add_argument("path", help="the journal file")
+    cancel.add_argument("id", nargs="?", type=int, help="a job id (or select with the options)")
+    cancel.add_argument("-d", "--destination", help="jobs of this destination")
+    cancel.add_argument("-t", "--task", help="jobs of this task (its name)")
+    cancel.add_argument(
+        "-s", "--state", choices=["pending", "blocked", "running"], help="jobs in this state"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "worker":
@@ -169,6 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.ids and args.destination is None:
             parser.error("redrive needs job ids or --destination")
         asyncio.run(_redrive(args.path, args.ids, args.destination, args.spacing))
+    elif args.command == "cancel":
+        selection = {"destination": args.destination, "task": args.task, "state": args.state}
+        chosen = any(value is not None for value in selection.values())
+        if (args.id is None) == (not chosen):
+            parser.error("cancel needs a job id or a selection (--destination, --task, --state)")
+        return asyncio.run(_cancel(args.path, args.id, selection))
     elif args.command in ("pause", "resume"):
         asyncio.run(_pause(args.path, args.name, args.command == "pause"))
     return 0

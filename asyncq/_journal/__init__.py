@@ -3,6 +3,8 @@
 from ._base import (
     LEASE_EXPIRED,
     Booked,
+    Cancellation,
+    Cancelled,
     Claim,
     ClaimedJob,
     ClaimLimits,
@@ -26,6 +28,8 @@ from ._sqlite import SqliteJournal
 __all__ = [
     "LEASE_EXPIRED",
     "Booked",
+    "Cancellation",
+    "Cancelled",
     "Claim",
     "ClaimLimits",
     "ClaimedJob",

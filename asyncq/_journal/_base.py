@@ -180,6 +180,31 @@ class Released(NamedTuple):
     token: int
 
 
+class Cancelled(NamedTuple):
+    """A claimed job stopped by `queue.cancel`: its handler's coroutine was cancelled,
+    or it had not started (`started_us` None). Final: the job is cancelled, whatever
+    its handler does afterwards."""
+
+    id: int
+    token: int
+    started_us: int | None = None  # see `micros`; None: no handler ran
+
+
+class Cancellation(NamedTuple):
+    """What one cancel did, in one transaction."""
+
+    #: Jobs that were pending, scheduled or blocked (or running under an expired
+    #: lease): cancelled now.
+    cancelled: list[int]
+    #: Running jobs asked to stop, each with the owner that runs it: that process
+    #: cancels the handler and records `Cancelled`.
+    requested: list[tuple[int, str]]
+    #: Jobs cancelled in turn: the children of the cancelled jobs, and theirs.
+    settled: list[int]
+    #: For a cancel of one job: its state after the call.
+    state: JobState | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationRecord:
     """What must outlive a process about one destination. Times are seconds since the epoch."""
@@ -323,12 +348,17 @@ class Journal(Protocol):
         succeeded: Sequence[Succeeded] = (),
         failed: Sequence[Failed] = (),
         released: Sequence[Released] = (),
-    ) -> None:
+        cancelled: Sequence[Cancelled] = (),
+    ) -> list[int]:
         """Write what became of claimed jobs, in one transaction. A start counts the
         attempt (an outcome counts it too if its start was not written). A failure
         is rescheduled at its `retry_at`, or dead when that is None; a released job
-        goes back to pending and is not charged. Outcomes for a claim that `owner`
-        no longer holds are ignored."""
+        goes back to pending and is not charged; a cancelled one is final. Outcomes
+        for a claim that `owner` no longer holds are ignored.
+
+        A job asked to stop (`cancel`) that a failure or a release would send back
+        to wait is cancelled instead. Returns the ids of the jobs cancelled in turn
+        (those, and the children of every job cancelled here), for their waiters."""
         ...
 
     async def renew(self, owner: str, lease_until: float) -> int:
@@ -344,9 +374,11 @@ class Journal(Protocol):
         now, uncharged (see `ExpiredJob`)."""
         ...
 
-    async def cancel(self, job_id: int, now: float) -> JobState | None:
-        """Cancel a pending or blocked job, and the jobs that wait for it as their
-        `on_parent_failure` says; the job's state afterwards (None: no such job)."""
+    async def cancel(self, job_id: int, now: float) -> Cancellation | None:
+        """Cancel a job, in one transaction (None: no such job). A pending, scheduled
+        or blocked job is cancelled now, and so is a running one whose lease expired
+        (its owner is gone); a running one is asked to stop (see `cancel_requests`);
+        a finished one is left as it is. Its children are settled with it."""
         ...
 
     async def get(self, job_id: int) -> JobInfo | None: ...
@@ -446,4 +478,22 @@ class Journal(Protocol):
 
     async def last_ticks(self) -> dict[str, float]:
         """The last tick each periodic schedule made, by schedule name."""
+        ...
+
+    # -- cancellation ------------------------------------------------------
+
+    async def cancel_where(
+        self,
+        *,
+        destination: str | None,
+        task: str | None,
+        states: Sequence[JobState],
+        now: float,
+    ) -> Cancellation:
+        """`cancel` for every job of `destination` and `task` (None: any) in one of
+        `states` (PENDING, BLOCKED, RUNNING), in one transaction."""
+        ...
+
+    async def cancel_requests(self, owner: str) -> list[int]:
+        """The running jobs of `owner` that were asked to stop and are not cancelled yet."""
         ...

@@ -26,12 +26,15 @@ from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
 from . import _sqlite_deps as deps
+from . import _sqlite_cancel as cancelling
 from . import _sqlite_reads as reads
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
 from ._base import (
     Booked,
+    Cancellation,
+    Cancelled,
     Claim,
     ClaimedJob,
     ClaimLimits,
@@ -329,15 +332,17 @@ class SqliteJournal:
         succeeded: Sequence[Succeeded] = (),
         failed: Sequence[Failed] = (),
         released: Sequence[Released] = (),
-    ) -> None:
-        if not (started or succeeded or failed or released):
-            return
+        cancelled: Sequence[Cancelled] = (),
+    ) -> list[int]:
+        if not (started or succeeded or failed or released or cancelled):
+            return []
         # An error's text may hold anything a handler put in its message.
         failed = [
             f if f.error.isascii() else f._replace(error=storable_text(f.error)) for f in failed
         ]
-        batch = writes.encode_outcomes(started, succeeded, failed, released)
+        batch = writes.encode_outcomes(started, succeeded, failed, released, cancelled)
         await self._writer.record(owner, now, batch)
+        return batch.settled
 
     async def renew(self, owner: str, lease_until: float) -> int:
         return await self._enqueue_call(
@@ -348,6 +353,8 @@ class SqliteJournal:
         self, now: float, decide: RetryDecision | None = None
     ) -> list[tuple[ExpiredJob, float | None]]:
         def reclaim(conn: sqlite3.Connection) -> list[tuple[ExpiredJob, float | None]]:
+            # A job asked to stop is cancelled, not run again (its waiters poll).
+            cancelling.cancel_expired(conn, now, self._deltas)
             (rows,) = conn.execute(sql.EXPIRED, (now,)).fetchone()
             found = json.loads(rows)
             if not found:
@@ -380,25 +387,6 @@ class SqliteJournal:
             return [(job, now) for job in lost] + list(zip(charged, decisions, strict=True))
 
         return await self._enqueue_call(reclaim)
-
-    async def cancel(self, job_id: int, now: float) -> JobState | None:
-        def cancel(conn: sqlite3.Connection) -> JobState | None:
-            row = conn.execute(
-                "SELECT state, destination FROM jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            state, destination = row
-            if state not in ("pending", "scheduled", "blocked"):
-                return sql.PUBLIC_STATE[state]
-            conn.execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
-            )
-            writes.moved(self._deltas, [(destination,)], state, "cancelled")
-            self._settle(conn, [], [job_id], now)
-            return JobState.CANCELLED
-
-        return await self._enqueue_call(cancel)
 
     # -- reads ------------------------------------------------------------
 
@@ -579,3 +567,33 @@ class SqliteJournal:
         ):
             cancelled, self._children_cancelled = self._children_cancelled, []
             callback(cancelled)
+
+    # -- cancellation (see _sqlite_cancel.py) ------------------------------
+
+    async def cancel(self, job_id: int, now: float) -> Cancellation | None:
+        return await self._enqueue_call(
+            lambda conn: cancelling.cancel_one(conn, job_id, now, self._deltas)
+        )
+
+    async def cancel_where(
+        self,
+        *,
+        destination: str | None,
+        task: str | None,
+        states: Sequence[JobState],
+        now: float,
+    ) -> Cancellation:
+        return await self._enqueue_call(
+            lambda conn: cancelling.cancel_where(
+                conn,
+                destination=destination,
+                task=task,
+                states=states,
+                now=now,
+                deltas=self._deltas,
+            )
+        )
+
+    async def cancel_requests(self, owner: str) -> list[int]:
+        rows = await self._read(lambda conn: conn.execute(cancelling.REQUESTS, (owner,)).fetchall())
+        return [job_id for (job_id,) in rows]

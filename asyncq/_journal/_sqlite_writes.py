@@ -9,14 +9,25 @@ import operator
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from .._errors import PayloadError
 from .._limiter import schedule_calls
 from .._policy import Rate
+from . import _sqlite_cancel as cancelling
 from . import _sqlite_sql as sql
-from ._base import Booked, Failed, Inserted, NewBatch, NewJob, Released, Started, Succeeded
+from ._base import (
+    Booked,
+    Cancelled,
+    Failed,
+    Inserted,
+    NewBatch,
+    NewJob,
+    Released,
+    Started,
+    Succeeded,
+)
 
 _destination = operator.attrgetter("destination")
 
@@ -189,6 +200,9 @@ class EncodedOutcomes:
     complete_by_destination: Counter[str]
     fail: str | None
     release: str | None
+    cancel: str | None = None
+    #: Filled by the transaction that writes the batch: the jobs it cancelled in turn.
+    settled: list[int] = field(default_factory=list)
 
 
 def encode_outcomes(
@@ -196,6 +210,7 @@ def encode_outcomes(
     succeeded: Sequence[Succeeded],
     failed: Sequence[Failed],
     released: Sequence[Released],
+    cancelled: Sequence[Cancelled] = (),
 ) -> EncodedOutcomes:
     return EncodedOutcomes(
         json.dumps(started) if started else None,
@@ -204,6 +219,7 @@ def encode_outcomes(
         Counter(map(_destination, succeeded)),
         json.dumps(failed) if failed else None,
         json.dumps(released) if released else None,
+        json.dumps(cancelled) if cancelled else None,
     )
 
 
@@ -227,6 +243,13 @@ def write_outcomes(
     if batch.release:
         params = {"batch": batch.release, "owner": owner}
         moved(deltas, conn.execute(sql.RELEASE, params).fetchall(), "running", "pending")
+    # Cancellation (see _sqlite_cancel.py): recorded cancels, and requests that a
+    # failure or release above would otherwise send back to wait.
+    batch.settled.clear()  # a turn may be run again (a lock timeout)
+    if batch.cancel:
+        batch.settled.extend(cancelling.record_cancelled(conn, owner, now, batch.cancel, deltas))
+    if batch.fail or batch.release:
+        batch.settled.extend(cancelling.settle_requests(conn, now, deltas))
 
 
 #: Jobs moved in one transaction: (destination, state) -> change in count.

@@ -11,6 +11,8 @@ import pytest
 
 from asyncq import JobNotFound, JobState, PayloadError, Rate
 from asyncq._journal import (
+    Cancellation,
+    Cancelled,
     ClaimedJob,
     ClaimLimits,
     DestinationRecord,
@@ -238,11 +240,16 @@ async def test_a_key_repeated_within_one_batch_makes_one_job(journal: Journal) -
     assert second == (first.id, False)
 
 
-async def test_cancel_only_touches_jobs_that_have_not_started(journal: Journal) -> None:
+async def test_cancel_ends_a_waiting_job_and_asks_a_running_one_to_stop(journal: Journal) -> None:
     waiting, started = await journal.insert_many([new(0, run_at=NOW + 5), new(1)], NOW)
     await claim(journal)
-    assert await journal.cancel(waiting.id, NOW) is JobState.CANCELLED
-    assert await journal.cancel(started.id, NOW) is JobState.RUNNING
+    assert await journal.cancel(waiting.id, NOW) == Cancellation(
+        [waiting.id], [], [], JobState.CANCELLED
+    )
+    assert await journal.cancel(started.id, NOW) == Cancellation(
+        [], [(started.id, "a")], [], JobState.RUNNING
+    )
+    assert (await journal.get(started.id)).state is JobState.RUNNING  # type: ignore[union-attr]
     assert await journal.cancel(10_000, NOW) is None
 
 
@@ -393,6 +400,7 @@ async def assert_stats_agree_with_the_jobs(journal: Journal, ids: list[int], now
                 ("succeeded", c.succeeded),
                 ("dead", c.dead),
                 ("cancelled", c.cancelled),
+                ("blocked", c.blocked),
             )
             if n
         }
@@ -455,7 +463,7 @@ async def test_stats_follow_every_move_a_job_can_make(journal: Journal) -> None:
     await assert_stats_agree_with_the_jobs(journal, ids, NOW)
 
     cancelled = next(i for i in ids if i not in {done.id, retried.id, dead.id, released.id})
-    assert await journal.cancel(cancelled, NOW) is JobState.CANCELLED
+    assert (await journal.cancel(cancelled, NOW)).state is JobState.CANCELLED  # type: ignore[union-attr]
     crashed = await claim(journal, "b", limit=2)
     assert len(crashed) == 2
     await assert_stats_agree_with_the_jobs(journal, ids, NOW + 1)
@@ -776,3 +784,128 @@ async def test_pruning_a_child_forgets_its_dependencies(journal: Journal) -> Non
     if isinstance(journal, SqliteJournal):
         with sqlite3.connect(journal.path) as conn:
             assert conn.execute("SELECT count(*) FROM deps").fetchone() == (0,)
+
+
+async def test_a_cancel_of_a_finished_job_changes_nothing(journal: Journal) -> None:
+    (job,) = await journal.insert_many([new()], NOW)
+    (claimed,) = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(claimed, "7")])
+    assert await journal.cancel(job.id, NOW) == Cancellation([], [], [], JobState.SUCCEEDED)
+    info = await journal.get(job.id)
+    assert info is not None
+    assert (info.state, info.result) == (JobState.SUCCEEDED, 7)
+    await assert_stats_agree_with_the_jobs(journal, [job.id], NOW)
+
+
+async def test_an_owner_finds_its_cancel_requests_and_records_them_final(
+    journal: Journal,
+) -> None:
+    ids = [r.id for r in await journal.insert_many([new(i) for i in range(3)], NOW)]
+    mine, unstarted = await claim(journal, "a", limit=2)
+    (theirs,) = await claim(journal, "b")
+    await journal.record_outcomes("a", NOW, started=[Started(mine.id, mine.token, micros(NOW))])
+    for job in (mine, unstarted, theirs):
+        assert (await journal.cancel(job.id, NOW)).requested == [  # type: ignore[union-attr]
+            (job.id, "b" if job is theirs else "a")
+        ]
+    assert await journal.cancel_requests("a") == [mine.id, unstarted.id]
+    assert await journal.cancel_requests("b") == [theirs.id]
+    assert await state_of(journal, mine.id) is JobState.RUNNING  # until its owner acts
+
+    stale = Cancelled(theirs.id, theirs.token + 1000, None)  # a claim b no longer holds
+    finished = await journal.record_outcomes(
+        "a",
+        NOW + 1,
+        cancelled=[
+            Cancelled(mine.id, mine.token, micros(NOW)),
+            Cancelled(unstarted.id, unstarted.token),
+        ],
+    )
+    assert sorted(finished) == sorted([mine.id, unstarted.id])
+    assert await journal.record_outcomes("b", NOW + 1, cancelled=[stale]) == []
+    assert await state_of(journal, theirs.id) is JobState.RUNNING
+    assert await journal.cancel_requests("a") == []
+    for job_id, attempts in ((mine.id, 1), (unstarted.id, 0)):  # a start is an attempt
+        info = await journal.get(job_id)
+        assert info is not None
+        assert (info.state, info.attempts, info.finished_at) == (
+            JobState.CANCELLED,
+            attempts,
+            NOW + 1,
+        )
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + 1)
+
+
+async def test_a_requested_job_that_fails_or_is_released_is_cancelled_not_retried(
+    journal: Journal,
+) -> None:
+    ids = [r.id for r in await journal.insert_many([new(i) for i in range(4)], NOW)]
+    retried, released, died, succeeded = await claim(journal)
+    for job_id in ids:
+        await journal.cancel(job_id, NOW)
+    finished = await journal.record_outcomes(
+        "a",
+        NOW + 1,
+        failed=[fail(retried, "E", NOW + 10), fail(died, "E", None)],
+        released=[Released(released.id, released.token)],
+        succeeded=[ok(succeeded)],
+    )
+    assert sorted(finished) == sorted([retried.id, released.id])
+    assert [await state_of(journal, i) for i in ids] == [
+        JobState.CANCELLED,
+        JobState.CANCELLED,
+        JobState.DEAD,  # it died before the cancel reached it: first come
+        JobState.SUCCEEDED,
+    ]
+    assert await claim(journal, "b", now=NOW + 20) == []
+    assert await journal.cancel_requests("a") == []
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + 20)
+
+
+async def test_a_requested_job_whose_owner_died_is_cancelled_not_retried(
+    journal: Journal,
+) -> None:
+    ids = [r.id for r in await journal.insert_many([new(0), new(1)], NOW)]
+    asked, other = await claim(journal)
+    await journal.record_outcomes("a", NOW, started=[Started(asked.id, asked.token, micros(NOW))])
+    await journal.cancel(asked.id, NOW)
+    reclaimed = await journal.reclaim_expired(NOW + LEASE + 1)
+    assert [job.id for job, _ in reclaimed] == [other.id]  # the other runs again
+    assert await state_of(journal, asked.id) is JobState.CANCELLED
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW + LEASE + 1)
+
+
+async def test_a_cancel_after_the_owner_lease_expired_is_at_once(journal: Journal) -> None:
+    (job,) = await journal.insert_many([new()], NOW)
+    await claim(journal)
+    outcome = await journal.cancel(job.id, NOW + LEASE + 1)
+    assert outcome == Cancellation([job.id], [], [], JobState.CANCELLED)
+    await assert_stats_agree_with_the_jobs(journal, [job.id], NOW + LEASE + 1)
+
+
+async def test_cancel_where_takes_a_selection_in_one_transaction(journal: Journal) -> None:
+    (running,) = await journal.insert_many([NewJob("send", "{}", "mail", 0, NOW)], NOW)
+    await claim(journal)
+    jobs = [
+        NewJob("send", "{}", "mail", 0, NOW),
+        NewJob("send", "{}", "mail", 0, NOW + 60),  # scheduled: pending too
+        NewJob("other", "{}", "mail", 0, NOW),  # another task
+        NewJob("send", "{}", "crm", 0, NOW),  # another destination
+    ]
+    ids = [running.id] + [r.id for r in await journal.insert_many(jobs, NOW)]
+    commits = getattr(journal, "commits", None)
+    outcome = await journal.cancel_where(
+        destination="mail", task="send", states=[JobState.PENDING, JobState.RUNNING], now=NOW
+    )
+    if commits is not None:
+        assert journal.commits == commits + 1  # type: ignore[attr-defined]
+    assert sorted(outcome.cancelled) == [ids[1], ids[2]]
+    assert outcome.requested == [(ids[0], "a")]
+    assert await journal.cancel_requests("a") == [ids[0]]
+    states = [await state_of(journal, i) for i in ids]
+    assert states == [JobState.RUNNING, *[JobState.CANCELLED] * 2, *[JobState.PENDING] * 2]
+    only_running = await journal.cancel_where(
+        destination=None, task="other", states=[JobState.RUNNING], now=NOW
+    )
+    assert only_running == Cancellation([], [], [])
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)

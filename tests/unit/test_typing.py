@@ -39,6 +39,8 @@ async def main() -> None:
     add.options(priority="high")  # option-type
     typed: Job[str] = await add.submit(1)  # wrong-job-type
     fine: Job[Any] = await queue.submit("add", 1)
+    reveal_type(await queue.cancel(job.id))  # reveal-cancel-one
+    reveal_type(await queue.cancel(task=add, state="pending"))  # reveal-cancel-many
 """
 
 
@@ -76,6 +78,8 @@ def test_submit_and_result_are_typed_from_the_handler(tmp_path: Path) -> None:
     assert revealed("reveal-task-many") == "list[Job[int]]"
     assert revealed("reveal-queue") == "Job[int]"
     assert revealed("reveal-by-name") == "Job[Any]"
+    assert revealed("reveal-cancel-one") == "bool"
+    assert revealed("reveal-cancel-many") == "int"
     assert re.search(
         r'Argument "a" to "submit" of "Task" .* "str"; expected "int"', error("wrong-type")
     )

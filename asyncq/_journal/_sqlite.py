@@ -25,8 +25,8 @@ from .._codec import is_utf8, storable_text
 from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
-from . import _sqlite_deps as deps
 from . import _sqlite_cancel as cancelling
+from . import _sqlite_deps as deps
 from . import _sqlite_reads as reads
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql

@@ -751,7 +751,7 @@ async def test_a_parent_dead_after_a_crash_or_cancelled_ends_its_children(
     reclaimed = await journal.reclaim_expired(NOW + LEASE + 1, lambda expired: None)
     assert [at for _, at in reclaimed] == [None]  # dead
     assert await state_of(journal, ca.id) is JobState.CANCELLED
-    assert await journal.cancel(b.id, NOW) is JobState.CANCELLED
+    assert await journal.cancel(b.id, NOW) == Cancellation([b.id], [], [cb.id], JobState.CANCELLED)
     assert await state_of(journal, cb.id) is JobState.CANCELLED
 
 

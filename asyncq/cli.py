@@ -1,4 +1,4 @@
-"""The `asyncq` command: run workers, look at a journal."""
+"""The `asyncq` command: run workers, look at a journal, compact it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from ._errors import QueueFailed
+from ._errors import JournalError, QueueFailed
 from ._queue import Queue
+from ._vacuum import report, vacuum
 
 log = logging.getLogger("asyncq")
 # Seconds tasks left over after `stop()` get to end before the worker exits anyway
@@ -157,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = commands.add_parser(verb, help=f"{verb} calls to a destination, everywhere")
         command.add_argument("path", help="the journal file")
         command.add_argument("name", help="the destination")
+    vacuum = commands.add_parser(
+        "vacuum", help="compact a journal that no queue has open; print its size before and after"
+    )
+    vacuum.add_argument("path", help="the journal file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "worker":
@@ -171,6 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(_redrive(args.path, args.ids, args.destination, args.spacing))
     elif args.command in ("pause", "resume"):
         asyncio.run(_pause(args.path, args.name, args.command == "pause"))
+    elif args.command == "vacuum":
+        return _vacuum(args.path)
+    return 0
+
+
+def _vacuum(path: str) -> int:
+    try:
+        done = vacuum(path)
+    except JournalError as exc:
+        print(f"asyncq vacuum: {exc}", file=sys.stderr)
+        return 1
+    print(report(path, done))
     return 0
 
 

@@ -76,7 +76,11 @@ class SqliteJournal:
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        #: The WAL file's bound (see `_sqlite_retention.py`).
+        if isinstance(max_wal_bytes, bool) or not isinstance(max_wal_bytes, int):
+            raise TypeError("max_wal_bytes must be an int (bytes)")
+        if max_wal_bytes < 0:
+            raise ValueError("max_wal_bytes must be >= 0")
+        #: The WAL file's bound, bytes (see `_sqlite_retention.py`).
         self.max_wal_bytes = max_wal_bytes
         self.path = path
         self.description = path

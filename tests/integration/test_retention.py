@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from asyncq import JobNotFound, JobState, Queue, Retry
-from asyncq._journal import SqliteJournal
+from asyncq import (
+    JobNotFound,
+    JobState,
+    JournalCorrupt,
+    JournalError,
+    Queue,
+    QueueFailed,
+    Retry,
+)
+from asyncq._journal import Pruned, SqliteJournal
 from asyncq._retention import ROUND_EVERY
 from asyncq.testing import ManualClock, run_until_idle
 
@@ -191,3 +199,58 @@ def test_bad_retention_settings_are_refused_and_nothing_is_written(
     with pytest.raises(error, match=named):
         Queue(path, **options)  # type: ignore[arg-type]
     assert not path.exists()
+
+
+async def test_a_retention_task_that_dies_fails_the_queue_loudly(
+    make_queue: MakeQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue()
+
+    @queue.task
+    async def step() -> None:
+        pass
+
+    async def damaged() -> None:
+        raise JournalCorrupt(queue.path, "database disk image is malformed")
+
+    async with asyncio.timeout(10):
+        await queue.start()
+        await step.submit()
+        await run_until_idle(queue)
+        monkeypatch.setattr(queue._journal, "checkpoint", damaged)
+        clock.advance(ROUND_EVERY)
+        await queue._until_failed()
+        with pytest.raises(QueueFailed, match="malformed") as failed:
+            await queue.stats()
+        assert failed.value.part == "journal retention"
+        with pytest.raises(QueueFailed):
+            await queue.stop()
+
+
+async def test_a_transient_fault_in_a_round_is_waited_out(
+    make_queue: MakeQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue(keep_finished_jobs=0)
+
+    @queue.task
+    async def step() -> None:
+        pass
+
+    async with asyncio.timeout(10), queue:
+        job = await step.submit()
+        await run_until_idle(queue)
+        real = queue._journal.prune_finished
+        faults = 2
+
+        async def full_disk(before: float | None, keep: int | None = None) -> Pruned:
+            nonlocal faults
+            if faults:
+                faults -= 1
+                raise JournalError(queue.path, "database or disk is full", transient=True)
+            return await real(before, keep)
+
+        monkeypatch.setattr(queue._journal, "prune_finished", full_disk)
+        await one_round(queue, clock)  # it returns only once a round went through
+        assert faults == 0
+        with pytest.raises(JobNotFound):
+            await queue.get(job.id)

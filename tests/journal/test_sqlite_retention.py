@@ -111,3 +111,12 @@ async def test_the_wal_is_bounded_again_once_a_reader_lets_go(journal: SqliteJou
     await journal.checkpoint()
     assert wal_size(journal) <= bound
     assert len(await journal.insert_many([NewJob("t", "{}", "d", 0, NOW)], NOW)) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_a_bad_wal_bound_is_refused(tmp_path: Path, value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="max_wal_bytes"):
+        SqliteJournal(str(tmp_path / "j.db"), max_wal_bytes=value)  # type: ignore[arg-type]
+    assert not (tmp_path / "j.db").exists()

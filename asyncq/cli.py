@@ -158,10 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = commands.add_parser(verb, help=f"{verb} calls to a destination, everywhere")
         command.add_argument("path", help="the journal file")
         command.add_argument("name", help="the destination")
-    vacuum = commands.add_parser(
+    compact = commands.add_parser(
         "vacuum", help="compact a journal that no queue has open; print its size before and after"
     )
-    vacuum.add_argument("path", help="the journal file")
+    compact.add_argument("path", help="the journal file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "worker":

@@ -254,3 +254,22 @@ async def test_a_transient_fault_in_a_round_is_waited_out(
         assert faults == 0
         with pytest.raises(JobNotFound):
             await queue.get(job.id)
+
+
+def test_the_readme_example_of_retention_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Retention: a journal that stays small", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), names)
+    queue, busy, archive = (names[n] for n in ("queue", "busy", "archive"))
+    assert isinstance(queue, Queue)
+    assert (queue.keep_finished, queue.keep_finished_jobs) == (7 * 86400, 100_000)
+    assert isinstance(busy, Queue)
+    assert (busy.keep_finished, busy.keep_finished_jobs) == (86_400, 1_000_000)
+    assert isinstance(archive, Queue)
+    assert (archive.keep_finished, archive.keep_finished_jobs) == (None, None)
+    assert list(tmp_path.iterdir()) == []  # making a queue writes nothing

@@ -21,6 +21,7 @@ from ._dispatcher import Dispatcher
 from ._journal import Failed, Journal
 from ._pool import WorkerPool
 from ._results import Waiters, wait_idle
+from ._retention import Retention
 from ._tasks import TaskRegistry
 from ._upkeep import Upkeep
 
@@ -53,12 +54,14 @@ class Engine:
         reload: Callable[[], Awaitable[None]],
         on_written: Callable[[list[int], list[Failed]], None],
         hook: Callable[[Coroutine[Any, Any, None], str], None],
+        retention: Retention,
     ) -> None:
         self._journal = journal
         self._destinations = destinations
         self._waiters = waiters
         self._hook = hook
         self.upkeep = upkeep
+        self.retention = retention
         # Unless set, the prefetch follows the pace: 50 ms of work, from 256 up to 2048.
         low = prefetch or max(2 * concurrency, 256)
         high = prefetch or max(low, _MAX_ADAPTIVE_PREFETCH)
@@ -99,7 +102,8 @@ class Engine:
         self._background: list[asyncio.Task[None]] = []
 
     def start(self, spawn: Spawn) -> None:
-        """Start the workers, the dispatcher, the outcome writer and the lease keeper."""
+        """Start the workers, the dispatcher, the outcome writer, the lease keeper
+        and the journal's retention."""
         self._workers = spawn(self.pool.run_workers(), "workers")
         self._claimer = spawn(self.dispatcher.run(), "dispatcher")
         self._background = [
@@ -107,6 +111,7 @@ class Engine:
             spawn(self.pool.write_outcomes(), "outcome writer"),
             spawn(self.upkeep.run(), "lease keeper"),
             spawn(self.cancels.run(), "cancel watch"),
+            spawn(self.retention.run(), "journal retention"),
         ]
 
     def halt(self) -> None:

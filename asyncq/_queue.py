@@ -27,6 +27,12 @@ from ._periodic import PeriodicJobs, build_schedule, registered_task
 from ._policy import Circuit, Rate, Retry
 from ._records import JobInfo, JobState
 from ._results import Waiters
+from ._retention import (
+    DEFAULT_KEEP_FINISHED,
+    DEFAULT_KEEP_FINISHED_JOBS,
+    Retention,
+    check_retention,
+)
 from ._submitting import Submitting
 from ._tasks import DEFAULT_DESTINATION, Task, TaskRegistry, default_task_name
 from ._upkeep import Upkeep
@@ -90,9 +96,11 @@ class Queue(Submitting):
         clock: Clock | None = None,
         journal: Journal | None = None,
         on_dead: Callable[[JobInfo], Awaitable[None] | None] | None = None,
-        keep_finished: float | None = 7 * 86400.0,
+        keep_finished: float | None = DEFAULT_KEEP_FINISHED,
         lifespan: Lifespan | None = None,
+        keep_finished_jobs: int | None = DEFAULT_KEEP_FINISHED_JOBS,
     ) -> None:
+        check_retention(keep_finished, keep_finished_jobs)
         if concurrency < 0:
             raise ValueError("concurrency must be >= 0")
         if lease <= 0:
@@ -107,6 +115,8 @@ class Queue(Submitting):
         self.max_payload_bytes = max_payload_bytes
         #: Seconds succeeded and cancelled jobs stay in the journal (None: forever).
         self.keep_finished = keep_finished
+        #: At most this many succeeded and cancelled jobs stay, the newest (None: no bound).
+        self.keep_finished_jobs = keep_finished_jobs
         self.clock: Clock = clock or SystemClock()
         self._journal: Journal = journal or SqliteJournal(self.path, synchronous=synchronous)
         self._registry = TaskRegistry()
@@ -435,7 +445,6 @@ class Queue(Submitting):
                     self._destinations,
                     owner=self._owner,
                     lease=self.lease,
-                    keep_finished=self.keep_finished,
                     on_reclaimed=self._reclaimed,
                 )
                 await upkeep.reclaim_expired()
@@ -475,6 +484,12 @@ class Queue(Submitting):
             reload=self._reload_destinations,
             on_written=self._outcomes_written,
             hook=self._hook,
+            retention=Retention(
+                self._journal,
+                self.clock,
+                keep_finished=self.keep_finished,
+                keep_finished_jobs=self.keep_finished_jobs,
+            ),
         )
 
     async def _reload_destinations(self) -> None:

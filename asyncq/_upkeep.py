@@ -1,6 +1,6 @@
 """The periodic chores of a queue that runs jobs: renew this process's leases,
-take back expired ones, prune finished jobs (transient journal faults waited out,
-see `_backoff.py`)."""
+take back expired ones (transient journal faults waited out, see `_backoff.py`).
+Pruning and checkpoints are `_retention.py`'s."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ log = logging.getLogger("asyncq")
 
 
 class Upkeep:
-    """Every `lease / 3` seconds of the queue's clock: renew, reclaim, prune.
+    """Every `lease / 3` seconds of the queue's clock: renew, reclaim.
 
     `on_reclaimed(dead_ids, any_reclaimed)` runs after a reclaim wrote something.
     """
@@ -30,7 +30,6 @@ class Upkeep:
         *,
         owner: str,
         lease: float,
-        keep_finished: float | None,
         on_reclaimed: Callable[[list[int]], None],
     ) -> None:
         self._journal = journal
@@ -38,7 +37,6 @@ class Upkeep:
         self._destinations = destinations
         self._owner = owner
         self._lease = lease
-        self._keep_finished = keep_finished
         self._on_reclaimed = on_reclaimed
 
     async def reclaim_expired(self) -> int:
@@ -87,5 +85,3 @@ class Upkeep:
         # not look expired to the reclaim below.
         await self._journal.renew(self._owner, now + self._lease)
         await self.reclaim_expired()
-        if self._keep_finished is not None:
-            await self._journal.prune_finished(now - self._keep_finished)

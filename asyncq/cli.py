@@ -1,4 +1,4 @@
-"""The `asyncq` command: run workers, look at a journal."""
+"""The `asyncq` command: run workers, look at a journal, compact it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from ._errors import JobNotFound, QueueFailed
+from ._errors import JobNotFound, JournalError, QueueFailed
 from ._queue import Queue
+from ._vacuum import report, vacuum
 
 log = logging.getLogger("asyncq")
 # Seconds tasks left over after `stop()` get to end before the worker exits anyway
@@ -188,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cancel.add_argument(
         "-s", "--state", choices=["pending", "blocked", "running"], help="jobs in this state"
     )
+    compact = commands.add_parser(
+        "vacuum", help="compact a journal that no queue has open; print its size before and after"
+    )
+    compact.add_argument("path", help="the journal file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "worker":
@@ -208,6 +213,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_cancel(args.path, args.id, selection))
     elif args.command in ("pause", "resume"):
         asyncio.run(_pause(args.path, args.name, args.command == "pause"))
+    elif args.command == "vacuum":
+        return _vacuum(args.path)
+    return 0
+
+
+def _vacuum(path: str) -> int:
+    try:
+        done = vacuum(path)
+    except JournalError as exc:
+        print(f"asyncq vacuum: {exc}", file=sys.stderr)
+        return 1
+    print(report(path, done))
     return 0
 
 

@@ -173,6 +173,14 @@ class Failed(NamedTuple):
     started_us: int | None = None  # None: no handler ran (the attempt is charged now)
 
 
+class Pruned(NamedTuple):
+    """What one `prune_finished` call did: the jobs it deleted, and whether more
+    may be left (over the count, or the walk is among old jobs)."""
+
+    deleted: int
+    more: bool
+
+
 class Released(NamedTuple):
     """A claimed job handed back unstarted, or cut off at shutdown: no attempt is charged."""
 
@@ -415,9 +423,20 @@ class Journal(Protocol):
 
     async def stats(self, now: float) -> JournalStats: ...
 
-    async def prune_finished(self, before: float) -> int:
-        """Delete succeeded and cancelled jobs that finished before `before`; the
-        number deleted. Dead jobs stay until purged."""
+    async def prune_finished(self, before: float | None, keep: int | None = None) -> Pruned:
+        """Delete succeeded and cancelled jobs: those that finished before `before`,
+        and, while more than `keep` are kept, the oldest (lowest ids) of the rest.
+        None turns either bound off. Dead jobs stay until purged; a job with a child
+        that has not finished stays (the child reads its result).
+
+        One call does a bounded share of the work (a part of the table): call again
+        while `Pruned.more` says that more may be left."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Keep the store's own files bounded (SQLite: checkpoint the write-ahead
+        log, and truncate it once it is over its bound). Waits at most briefly for
+        other connections; a backend with nothing to do returns."""
         ...
 
     async def load_destinations(self) -> list[DestinationRecord]: ...

@@ -28,6 +28,7 @@ from .._records import JobInfo, JobState
 from . import _sqlite_cancel as cancelling
 from . import _sqlite_deps as deps
 from . import _sqlite_reads as reads
+from . import _sqlite_retention as retention
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
@@ -45,6 +46,7 @@ from ._base import (
     JournalStats,
     NewBatch,
     NewJob,
+    Pruned,
     Released,
     RetryDecision,
     Started,
@@ -74,9 +76,16 @@ class SqliteJournal:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 5.0,
+        max_wal_bytes: int = retention.MAX_WAL_BYTES,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
+        if isinstance(max_wal_bytes, bool) or not isinstance(max_wal_bytes, int):
+            raise TypeError("max_wal_bytes must be an int (bytes)")
+        if max_wal_bytes < 0:
+            raise ValueError("max_wal_bytes must be >= 0")
+        #: The WAL file's bound, bytes (see `_sqlite_retention.py`).
+        self.max_wal_bytes = max_wal_bytes
         self.path = path
         self.description = path
         self.synchronous = synchronous
@@ -96,7 +105,7 @@ class SqliteJournal:
         # `_sqlite_deps`), and who wants to hear of children settled.
         self._children_cancelled: list[int] = []
         self._on_children_settled: Callable[[list[int]], None] | None = None
-        self._prune_after = 0  # pruning walks the ids from here
+        self._pruner = retention.Pruner()
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
         self._data_version: int | None = None
@@ -178,6 +187,7 @@ class SqliteJournal:
         self._data_version = setup.prepare(conn, self.path, self.synchronous, self._busy_timeout_ms)
         if self.path != ":memory:":
             self._identity = identity(self.path)
+            retention.limit_wal(conn, self.max_wal_bytes)
 
     def _translate(self, exc: BaseException) -> BaseException:
         return setup.translate(self.path, exc)
@@ -426,27 +436,6 @@ class SqliteJournal:
     async def stats(self, now: float) -> JournalStats:
         return await self._read(lambda conn: reads.stats(conn, now))
 
-    async def prune_finished(self, before: float) -> int:
-        def prune(conn: sqlite3.Connection) -> int:
-            deleted = 0
-            for _ in range(sql.PRUNE_BATCHES):
-                start = self._prune_after
-                end, size = conn.execute(sql.PRUNE_WINDOW_END, (start, sql.PRUNE_WINDOW)).fetchone()
-                # The last window wraps the walk around to the lowest ids.
-                self._prune_after = 0 if size < sql.PRUNE_WINDOW else end
-                if not size:
-                    break
-                rows = conn.execute(sql.PRUNE, (start, end, before)).fetchall()
-                writes.moved(self._deltas, rows, None)
-                if rows:
-                    deps.forget_deleted(conn, start + 1, end)
-                deleted += len(rows)
-                if len(rows) < sql.PRUNE_WINDOW // 2 or not self._prune_after:
-                    break  # past the old finished jobs, or the walk went round
-            return deleted
-
-        return await self._enqueue_call(prune)
-
     async def load_destinations(self) -> list[DestinationRecord]:
         def load(conn: sqlite3.Connection) -> list[DestinationRecord]:
             rows = conn.execute(
@@ -597,3 +586,19 @@ class SqliteJournal:
     async def cancel_requests(self, owner: str) -> list[int]:
         rows = await self._read(lambda conn: conn.execute(cancelling.REQUESTS, (owner,)).fetchall())
         return [job_id for (job_id,) in rows]
+
+    # -- retention (see `_sqlite_retention.py`) ----------------------------
+
+    async def prune_finished(self, before: float | None, keep: int | None = None) -> Pruned:
+        # One window per call, in a writer turn: a turn's share stays bounded.
+        return await self._enqueue_call(
+            lambda conn: self._pruner.prune(conn, self._deltas, before, keep)
+        )
+
+    async def checkpoint(self) -> None:
+        if self.path == ":memory:":
+            return
+        max_wal, busy_ms = self.max_wal_bytes, self._busy_timeout_ms
+        # On the writer's thread between its turns: a checkpoint cannot run inside
+        # a transaction, and the writer's own connection never holds a snapshot.
+        await self._run(lambda conn: retention.checkpoint(conn, self.path, max_wal, busy_ms))

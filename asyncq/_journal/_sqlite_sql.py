@@ -189,15 +189,39 @@ CHARGE_AFTER_LOSSES = 2  # the third loss of an unstarted claim is charged
 # table and wrapping around: without an index on finish times, which every ack would
 # pay to maintain, each scan stays bounded, and rows that stay (dead letters,
 # far-delayed jobs) never stop the walk. Finished rows are in no index, so deleting
-# them is cheap.
+# them is cheap. (The walk is in `_sqlite_retention.py`.)
 PRUNE_WINDOW_END = """
 SELECT max(id), count(*) FROM (SELECT id FROM jobs WHERE id > ? ORDER BY id LIMIT ?)
 """
-PRUNE = """
-DELETE FROM jobs WHERE id > ? AND id <= ?
-AND state IN ('succeeded', 'cancelled') AND finished_at < ?
-RETURNING destination, state
+# A finished parent stays while a child of it has not finished: the child reads
+# the parent's result when it runs. (A dead or cancelled child has finished.)
+_NO_LIVE_CHILD = """
+NOT EXISTS (SELECT 1 FROM deps JOIN jobs AS child ON child.id = deps.child
+            WHERE deps.parent = jobs.id
+            AND child.state NOT IN ('succeeded', 'dead', 'cancelled'))
 """
+# Finished before the cutoff (`keep_finished`), within a window.
+PRUNE_OLD = f"""
+DELETE FROM jobs WHERE id > :start AND id <= :end
+AND state IN ('succeeded', 'cancelled') AND finished_at < :before AND {_NO_LIVE_CHILD}
+RETURNING id, destination, state
+"""
+# Over the count (`keep_finished_jobs`): the lowest ids of a window go first.
+PRUNE_OLDEST = f"""
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs WHERE id > :start AND id <= :end
+    AND state IN ('succeeded', 'cancelled') AND {_NO_LIVE_CHILD}
+    ORDER BY id LIMIT :excess
+)
+RETURNING id, destination, state
+"""
+# The finished jobs the counts hold (the running turn's changes are added to it).
+FINISHED_COUNT = """
+SELECT coalesce(sum(n), 0) FROM counts WHERE state IN ('succeeded', 'cancelled')
+"""
+# A pruned job's links to its parents go with it (a dead job keeps its own).
+FORGET_PARENTS = "DELETE FROM deps WHERE child IN (SELECT value FROM json_each(?))"
+HAS_DEPS = "SELECT EXISTS (SELECT 1 FROM deps)"
 DUE_SCHEDULED = """
 SELECT destination, count(*), min(run_at) FROM jobs
 WHERE state = 'scheduled' AND run_at <= ? GROUP BY destination
@@ -218,8 +242,6 @@ INSERT INTO counts (destination, state, n)
 SELECT c.value ->> 0, c.value ->> 1, c.value ->> 2 FROM json_each(?) AS c WHERE true
 ON CONFLICT (destination, state) DO UPDATE SET n = n + excluded.n
 """
-PRUNE_WINDOW = 20_000
-PRUNE_BATCHES = 5
 SAVE_DESTINATION = """
 INSERT INTO destinations (name, paused, hold_until, circuit, circuit_until)
 VALUES (?, ?, ?, ?, ?)

@@ -126,7 +126,7 @@ async def test_a_restart_never_remakes_a_tick_whose_job_finished_and_was_pruned(
     journal = SqliteJournal(db_path)
     await journal.open()
     try:
-        assert await journal.prune_finished(clock.now() + 1) == 1
+        assert (await journal.prune_finished(clock.now() + 1)).deleted == 1
     finally:
         await journal.close()
     assert made(db_path) == []

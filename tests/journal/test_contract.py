@@ -300,7 +300,7 @@ async def test_prune_deletes_only_jobs_finished_before_the_cutoff(journal: Journ
     await journal.record_outcomes("a", NOW, succeeded=[ok(jobs[0], "null")])
     await journal.record_outcomes("a", NOW + 100, succeeded=[ok(jobs[1], "null")])
     await journal.record_outcomes("a", NOW, failed=[fail(jobs[2], "E", None)])
-    assert await journal.prune_finished(NOW + 50) == 1
+    assert (await journal.prune_finished(NOW + 50)).deleted == 1
     assert await journal.get(old.id) is None
     assert [await journal.get(r.id) is not None for r in (recent, dead, pending)] == [True] * 3
 
@@ -475,7 +475,7 @@ async def test_stats_follow_every_move_a_job_can_make(journal: Journal) -> None:
     await journal.record_outcomes("c", NOW + 41, failed=[fail(again, "E", None)])
     await assert_stats_agree_with_the_jobs(journal, ids, NOW + 60)
     assert await journal.purge(ids=[dead.id], destination=None, before=None) == 1
-    assert await journal.prune_finished(NOW + 100) >= 2  # the succeeded and the cancelled
+    assert (await journal.prune_finished(NOW + 100)).deleted >= 2  # the succeeded and cancelled
     await assert_stats_agree_with_the_jobs(journal, ids, NOW + 100)
 
 
@@ -513,8 +513,8 @@ async def test_pruning_reaches_finished_jobs_behind_many_dead_ones(journal: Jour
     jobs = await claim(journal, limit=1_000)
     await journal.record_outcomes("a", NOW, succeeded=[ok(j, "null") for j in jobs])
     pruned = 0
-    for _ in range(10):  # each call walks a bounded part of the table
-        pruned += await journal.prune_finished(NOW + 1)
+    for _ in range(20):  # each call walks a bounded part of the table
+        pruned += (await journal.prune_finished(NOW + 1)).deleted
     assert pruned == 1_000
     assert await journal.get(done[0]) is None
     assert await journal.get(dead[0]) is not None
@@ -610,7 +610,7 @@ async def test_a_tick_is_made_once_even_after_its_job_finished_and_was_pruned(
 
     (job,) = await claim(journal)
     await journal.record_outcomes("a", NOW, succeeded=[ok(job)])
-    assert await journal.prune_finished(NOW + 1) == 1
+    assert (await journal.prune_finished(NOW + 1)).deleted == 1
     assert await journal.get(made) is None
     assert await journal.make_tick("digest", NOW, tick_job(NOW, "crm"), NOW + 2) is None
     later = await journal.make_tick("digest", NOW + 300, tick_job(NOW + 300), NOW + 300)
@@ -779,7 +779,7 @@ async def test_pruning_a_child_forgets_its_dependencies(journal: Journal) -> Non
     for _ in range(2):
         (job,) = await claim(journal)
         await journal.record_outcomes("a", NOW, succeeded=[ok(job, "1")])
-    assert await journal.prune_finished(NOW + 1) == 2
+    assert (await journal.prune_finished(NOW + 1)).deleted == 2
     assert await journal.get(b.id) is None
     if isinstance(journal, SqliteJournal):
         with sqlite3.connect(journal.path) as conn:
@@ -909,3 +909,73 @@ async def test_cancel_where_takes_a_selection_in_one_transaction(journal: Journa
     )
     assert only_running == Cancellation([], [], [])
     await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+
+
+# -- retention: a journal that stays small ----------------------------------------
+
+
+async def prune_all(journal: Journal, before: float | None, keep: int | None = None) -> int:
+    """Prune until the journal says nothing more is left; the number deleted."""
+    deleted = 0
+    for _ in range(100):
+        pruned = await journal.prune_finished(before, keep)
+        deleted += pruned.deleted
+        if not pruned.more:
+            return deleted
+    raise AssertionError("prune_finished kept saying that more is left")
+
+
+async def test_prune_keeps_the_newest_finished_jobs_over_the_count(journal: Journal) -> None:
+    ids = [r.id for r in await journal.insert_many([new(i) for i in range(30)], NOW)]
+    jobs = await claim(journal, limit=23)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(j) for j in jobs[:20]])
+    await journal.record_outcomes("a", NOW, failed=[fail(j, "E", None) for j in jobs[20:]])
+    for job_id in ids[23:27]:
+        assert (await journal.cancel(job_id, NOW)) == Cancellation(
+            [job_id], [], [], JobState.CANCELLED
+        )
+    # 24 finished (20 succeeded, 4 cancelled), 3 dead, 3 pending: keep the newest 10.
+    assert await prune_all(journal, None, keep=10) == 14
+    kept = [job_id for job_id in ids if await journal.get(job_id) is not None]
+    assert kept == ids[14:]  # the lowest ids went first; dead and pending jobs stay
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+    assert (await journal.stats(NOW)).succeeded + (await journal.stats(NOW)).cancelled == 10
+    # Under the count, nothing more goes (and the call says so).
+    assert await journal.prune_finished(None, 10) == (0, False)
+
+
+async def test_prune_by_count_and_by_age_together(journal: Journal) -> None:
+    ids = [r.id for r in await journal.insert_many([new(i) for i in range(10)], NOW)]
+    jobs = await claim(journal, limit=10)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(j) for j in jobs[:5]])
+    await journal.record_outcomes("a", NOW + 100, succeeded=[ok(j) for j in jobs[5:]])
+    # The first five are too old; of the rest, only the newest three are kept.
+    assert await prune_all(journal, NOW + 50, keep=3) == 7
+    assert [job_id for job_id in ids if await journal.get(job_id) is not None] == ids[7:]
+
+
+async def test_prune_by_count_walks_past_many_dead_jobs(journal: Journal) -> None:
+    await journal.insert_batch(batch([{"d": i} for i in range(12_000)]), NOW)
+    jobs = await claim(journal, limit=12_000)
+    await journal.record_outcomes("a", NOW, failed=[fail(j, "E", None) for j in jobs])
+    done = await journal.insert_batch(batch([{"s": i} for i in range(100)]), NOW)
+    jobs = await claim(journal, limit=100)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(j) for j in jobs])
+    assert await prune_all(journal, None, keep=40) == 60
+    assert await journal.get(done[59]) is None
+    assert await journal.get(done[60]) is not None
+    assert (await journal.stats(NOW)).dead == 12_000
+
+
+async def test_checkpoint_loses_nothing_and_the_journal_goes_on(journal: Journal) -> None:
+    ids = await journal.insert_batch(batch([{"i": i} for i in range(2_000)]), NOW)
+    jobs = await claim(journal, limit=1_000)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(j) for j in jobs])
+    await journal.checkpoint()  # a checkpoint cannot run inside a transaction: it must not
+    await journal.checkpoint()
+    stats = await journal.stats(NOW)
+    assert (stats.succeeded, stats.ready) == (1_000, 1_000)
+    assert len(await claim(journal, limit=2_000)) == 1_000
+    info = await journal.get(ids[-1])
+    assert info is not None
+    assert info.payload == {"i": 1_999}

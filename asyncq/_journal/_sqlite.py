@@ -232,9 +232,9 @@ class SqliteJournal:
             results = deps.insert_all(conn, turn.inserts, deltas)
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
-                    writes.write_outcomes(conn, owner, outcomes.now, batch, deltas)
+                    every_success = writes.write_outcomes(conn, owner, outcomes.now, batch, deltas)
                     self._children_cancelled += deps.settle_outcomes(
-                        conn, outcomes.now, batch, deltas
+                        conn, outcomes.now, batch, deltas, every_success=every_success
                     )
             results.extend(call(conn) for call, _ in turn.calls)
             writes.save_counts(conn, deltas)

@@ -79,6 +79,11 @@ RETURNING jobs.destination, jobs.state
 """
 COUNT_DOWN_ALL = _COUNT_DOWN.format(mode="")
 COUNT_DOWN_RUN = _COUNT_DOWN.format(mode="AND jobs.on_parent_failure = 'run'")
+# The same for an outcome batch all of whose successes were recorded: the parents
+# are the batch's own ids, with no read back (`SUCCEEDED_IDS`) and no round trip.
+COUNT_DOWN_BATCH = _COUNT_DOWN.format(mode="").replace(
+    "SELECT value FROM json_each(:parents)", "SELECT o.value ->> 0 FROM json_each(:batch) AS o"
+)
 CASCADE = """
 UPDATE jobs SET state = 'cancelled', finished_at = :now, cancelled_by = d.parent
 FROM (SELECT child, min(parent) AS parent FROM deps
@@ -261,6 +266,16 @@ def settle_children(
     child's on_parent_failure says. Returns the ids of the jobs it cancelled."""
     if not (succeeded or failed) or conn.execute(ANY_BLOCKED).fetchone() is None:
         return []
+    return _settle(conn, succeeded, failed, now, deltas)
+
+
+def _settle(
+    conn: sqlite3.Connection,
+    succeeded: Sequence[int],
+    failed: Sequence[int],
+    now: float,
+    deltas: Deltas,
+) -> list[int]:
     if succeeded:
         params = {"parents": json.dumps(list(succeeded)), "now": now}
         writes.moved(deltas, conn.execute(COUNT_DOWN_ALL, params).fetchall(), "blocked")
@@ -278,21 +293,30 @@ def settle_children(
 
 
 def settle_outcomes(
-    conn: sqlite3.Connection, now: float, batch: EncodedOutcomes, deltas: Deltas
+    conn: sqlite3.Connection,
+    now: float,
+    batch: EncodedOutcomes,
+    deltas: Deltas,
+    *,
+    every_success: bool,
 ) -> list[int]:
-    """`settle_children` for an outcome batch just written (`writes.write_outcomes`);
-    nothing but the gate's seek when no job is blocked."""
+    """`settle_children` for an outcome batch just written (`writes.write_outcomes`,
+    which says whether `every_success` in it was recorded); nothing but the gate's
+    seek when no job is blocked."""
     if not (batch.complete or batch.fail) or conn.execute(ANY_BLOCKED).fetchone() is None:
         return []
     succeeded: list[int] = []
     dead: list[int] = []
-    if batch.complete:
+    if batch.complete and every_success:
+        params = {"batch": batch.complete, "now": now}
+        writes.moved(deltas, conn.execute(COUNT_DOWN_BATCH, params).fetchall(), "blocked")
+    elif batch.complete:
         (ids,) = conn.execute(SUCCEEDED_IDS, {"batch": batch.complete, "now": now}).fetchone()
         succeeded = json.loads(ids)
     if batch.fail:
         (ids,) = conn.execute(DEAD_IDS, {"batch": batch.fail, "now": now}).fetchone()
         dead = json.loads(ids)
-    return settle_children(conn, succeeded, dead, now, deltas)
+    return _settle(conn, succeeded, dead, now, deltas) if succeeded or dead else []
 
 
 def bring_back(conn: sqlite3.Connection, redriven: Sequence[int], deltas: Deltas) -> int:

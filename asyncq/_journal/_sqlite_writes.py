@@ -225,7 +225,10 @@ def encode_outcomes(
 
 def write_outcomes(
     conn: sqlite3.Connection, owner: str, now: float, batch: EncodedOutcomes, deltas: Deltas
-) -> None:
+) -> bool:
+    """Write one batch of outcomes; True if every success in it was recorded (none
+    was stale), so that the batch itself names the jobs that succeeded."""
+    every_success = True
     if batch.started:
         conn.execute(sql.START, {"batch": batch.started, "owner": owner})
     if batch.complete:
@@ -235,6 +238,7 @@ def write_outcomes(
                 deltas[destination, "running"] -= count
                 deltas[destination, "succeeded"] += count
         else:
+            every_success = False
             rows = conn.execute(sql.COMPLETED, params).fetchall()
             moved(deltas, rows, "running", "succeeded")
     if batch.fail:
@@ -250,6 +254,7 @@ def write_outcomes(
         batch.settled.extend(cancelling.record_cancelled(conn, owner, now, batch.cancel, deltas))
     if batch.fail or batch.release:
         batch.settled.extend(cancelling.settle_requests(conn, now, deltas))
+    return every_success
 
 
 #: Jobs moved in one transaction: (destination, state) -> change in count.

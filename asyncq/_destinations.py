@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -257,6 +258,17 @@ class Destinations:
 
     def known(self) -> list[DestinationState]:
         return list(self._states.values())
+
+    @property
+    def existing(self) -> Mapping[str, DestinationState]:
+        """The states made so far, by name (read-only; safe to read from any thread)."""
+        return self._states
+
+    @property
+    def any_lane_caps(self) -> bool:
+        """Some declared policy paces or caps its destination (see `lane_cap`)."""
+        policies = [self.default, *self._exact.values(), *(p for _, p in self._patterns)]
+        return any(p.rate is not None or p.concurrency is not None for p in policies)
 
     def load(self, records: list[DestinationRecord]) -> None:
         """Take the journal's records: at start, or after another process wrote.

@@ -171,27 +171,28 @@ class Dispatcher(Lanes):
     async def _claim(self, room: int) -> int:
         now = self._clock.now()
         lanes = {name: len(lane) for name, lane in self._lanes.items()}
-        held = set()
-        refusing = set()
-        for state in self._destinations.known():
-            # `stays_in_journal` and `circuit_open`, inlined: this runs for every
-            # destination at every claim (10,000 dynamic ones, say).
-            if state.paused or state.hold_until > now:
-                held.add(state.name)
-            elif state.circuit is CircuitState.OPEN and state.circuit_until > now:
-                refusing.add(state.name)
+        held: set[str] = set()
+        refusing: set[str] = set()
+        existing = self._destinations.existing
         lane_cap = self._destinations.lane_cap
         booking_rate = self._destinations.booking_rate_for
         prefetch = self._prefetch
 
-        # Both run inside the journal's transaction: they read only this snapshot
-        # and the policies.
+        # Both run inside the journal's transaction, for the destinations it visits
+        # (not for every known one: 10,000 dynamic ones, say). They read the policies,
+        # this snapshot of the lanes, and flags of the destinations' states (a pause,
+        # a hold, an open circuit): plain attributes, read whole from any thread.
         def room_for(name: str) -> int:
-            if name in held:
-                return 0
-            if name in refusing:  # refused at once: no need to hold them back
-                return prefetch - lanes.get(name, 0)
-            return lane_cap(name, prefetch) - lanes.get(name, 0)
+            have = lanes.get(name, 0)
+            state = existing.get(name)
+            if state is not None:
+                if state.paused or state.hold_until > now:
+                    held.add(name)
+                    return 0
+                if state.circuit is CircuitState.OPEN and state.circuit_until > now:
+                    refusing.add(name)  # refused at once: no need to hold them back
+                    return prefetch - have
+            return lane_cap(name, prefetch) - have
 
         def rate_for(name: str) -> Rate | None:
             return None if name in refusing else booking_rate(name)
@@ -225,7 +226,10 @@ class Dispatcher(Lanes):
             self._maybe_more = False
         # Lanes that this claim filled to their cap (more may wait in the journal):
         # claim again once one is half empty (workers may have emptied it already).
-        # A lane the claim did not take from keeps what it was.
+        # A lane the claim did not take from keeps what it was. Without paced or
+        # capped destinations, the prefetch's own low-water mark does this.
+        if not self._destinations.any_lane_caps:
+            return len(claim.jobs)
         for name, taken in claim.taken.items():
             if name in refusing or name in held:
                 continue

@@ -38,6 +38,10 @@ _MAX_ERROR_CHARS = 4000
 _YIELD_EVERY = 0.0005  # seconds of handlers that do not await before a worker yields
 
 
+def _seconds(micros: int | None) -> float | None:
+    return None if micros is None else micros / 1_000_000
+
+
 def describe_error(exc: BaseException) -> str:
     """`Type: message` and the last frames of the traceback, bounded in size.
 
@@ -93,7 +97,8 @@ class WorkerPool:
         # cancelled and may not have ended yet.
         self._stopped: set[int] = set()
         self._have_outcomes = asyncio.Event()
-        self._starts_unwritten = False  # a handler started since the last flush
+        # The outcome writer was woken since the last flush (by a start or an outcome).
+        self._writer_woken = False
         self._running: dict[int, ClaimedJob] = {}
         self._deadlines = Deadlines()
         self._writing = False
@@ -179,10 +184,9 @@ class WorkerPool:
         self._running[job.id] = job
         # The start is written with the next outcomes if the job still runs then, so
         # that a crash charges an attempt to this job (see Journal.reclaim_expired).
-        job.started_at = started = self._clock.now()
-        job.started_us = int(started * 1_000_000 + 0.5)  # micros(), inlined: per job
-        if not self._starts_unwritten:  # set once per flush: Event.set per job cost 1 %
-            self._starts_unwritten = True
+        job.started_us = int(self._clock.now() * 1_000_000 + 0.5)  # micros(), inlined
+        if not self._writer_woken:  # once per flush: an Event.set per job cost 1 %
+            self._writer_woken = True
             self._have_outcomes.set()
         self._deadlines.start(job.id, current, timeout)
         try:
@@ -217,7 +221,9 @@ class WorkerPool:
             self._done.append(
                 Succeeded(job.id, job.token, encode_result(value), job.started_us, job.destination)
             )
-            self._have_outcomes.set()
+            if not self._writer_woken:
+                self._writer_woken = True
+                self._have_outcomes.set()
             if state.consecutive_failures or state.circuit != CircuitState.CLOSED:
                 self._circuit(state, failed=False)
         finally:
@@ -280,7 +286,7 @@ class WorkerPool:
             retry_at = policy.decide(
                 attempt=job.attempts,
                 error=exc,
-                first_attempt_at=job.first_started_at or job.started_at or now,
+                first_attempt_at=job.first_started_at or _seconds(job.started_us) or now,
                 now=now,
             )
             record = Failed(job.id, job.token, error, retry_at, 0, job.started_us)
@@ -335,7 +341,7 @@ class WorkerPool:
         """Write every outcome gathered so far. If the write fails, they are kept
         for the next flush."""
         self._have_outcomes.clear()
-        self._starts_unwritten = False
+        self._writer_woken = False
         done, self._done = self._done, []
         failed, self._failed = self._failed, []
         released, self._released = self._released, []

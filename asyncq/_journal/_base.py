@@ -72,8 +72,7 @@ class ClaimedJob:
     first_started_at: float | None  # the first attempt's start, for policies that count time
     snoozes: int = 0  # RetryAfter answers so far
     token: int = 0  # names this claim in the outcomes
-    started_at: float | None = None  # set by the worker when the handler starts
-    started_us: int | None = None  # the same, as `micros(started_at)`
+    started_us: int | None = None  # set by the worker when the handler starts (`micros`)
     start_written: bool = False  # the start went to the journal with earlier outcomes
     parents: dict[int, Any] | None = None  # parent id -> its result; None: no parents
 

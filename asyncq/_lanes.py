@@ -35,6 +35,7 @@ class Lanes:
     def __init__(self, clock: Clock, destinations: Destinations, *, prefetch: int) -> None:
         self._clock = clock
         self._destinations = destinations
+        self._existing = destinations.existing  # states by name, without a call per job
         self._prefetch = prefetch
         self._low_water = max(1, prefetch // 2)
         self._finished_since = 0  # jobs finished since the prefetch was last adapted
@@ -66,7 +67,9 @@ class Lanes:
         self.on_refused: Callable[[list[ClaimedJob], CircuitOpen], None] | None = None
 
     def take(self) -> ClaimedJob | None:
-        """The next job whose destination can take a call now, or None."""
+        """The next job whose destination can take a call now, or None. A worker
+        starts it at once: the job's start (`started_us`) is stamped here, with the
+        clock reading that let it go."""
         now = self._clock.now()
         if self._parked and self._parked[0][0] <= now:
             self._unpark(now)
@@ -76,13 +79,19 @@ class Lanes:
             lane = self._lanes.get(name)
             if not lane:
                 continue
-            state = self._destinations.state(name)
+            state = self._existing.get(name) or self._destinations.state(name)
             if state.circuit is not CLOSED:
                 if state.circuit_open(now):
                     self._refuse(name, state)
                     continue
                 state.half_open_if_cooled(now)
-            if state.blocked():
+            # `state.blocked()`, inlined: this runs for every job.
+            cap = state.policy.concurrency
+            if (
+                state.paused
+                or (cap is not None and state.in_flight >= cap)
+                or (state.probe_in_flight and state.circuit is HALF_OPEN)
+            ):
                 self._blocked.add(name)
                 continue
             if state.hold_until > now:
@@ -135,6 +144,7 @@ class Lanes:
             self._buffered -= 1
             if self._buffered < self._low_water and self._maybe_more:
                 self._wakeup.set()
+            job.started_us = int(now * 1_000_000 + 0.5)  # micros(), inlined: per job
             return job
         return None
 
@@ -169,7 +179,7 @@ class Lanes:
     def finished(self, name: str) -> None:
         """A call to `name` ended: its concurrency slot is free again."""
         self._finished_since += 1
-        state = self._destinations.state(name)
+        state = self._existing.get(name) or self._destinations.state(name)
         state.in_flight -= 1
         self._active -= 1
         state.probe_in_flight = False

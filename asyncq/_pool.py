@@ -82,6 +82,7 @@ class WorkerPool:
         self._dispatcher = dispatcher
         self._registry = registry
         self._destinations = destinations
+        self._existing = destinations.existing
         self._clock = clock
         self._owner = owner
         self._concurrency = concurrency
@@ -164,7 +165,7 @@ class WorkerPool:
 
     async def _execute(self, job: ClaimedJob, current: asyncio.Task[Any]) -> None:
         task = self._registry.get(job.task)
-        state = self._destinations.state(job.destination)
+        state = self._existing.get(job.destination) or self._destinations.state(job.destination)
         if task is None:
             self._bury(
                 job,
@@ -184,7 +185,9 @@ class WorkerPool:
         self._running[job.id] = job
         # The start is written with the next outcomes if the job still runs then, so
         # that a crash charges an attempt to this job (see Journal.reclaim_expired).
-        job.started_us = int(self._clock.now() * 1_000_000 + 0.5)  # micros(), inlined
+        # The start was stamped by `Lanes.take`, which handed the job over just now.
+        started_us = job.started_us
+        assert started_us is not None
         if not self._writer_woken:  # once per flush: an Event.set per job cost 1 %
             self._writer_woken = True
             self._have_outcomes.set()
@@ -219,7 +222,7 @@ class WorkerPool:
                 self._overran(job, state, timeout)
                 return
             self._done.append(
-                Succeeded(job.id, job.token, encode_result(value), job.started_us, job.destination)
+                Succeeded(job.id, job.token, encode_result(value), started_us, job.destination)
             )
             if not self._writer_woken:
                 self._writer_woken = True

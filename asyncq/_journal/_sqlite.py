@@ -251,8 +251,6 @@ class SqliteJournal:
     async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
         if not jobs:
             return []
-        if not any(job.key is not None or job.after for job in jobs):
-            jobs = writes.EncodedRows(jobs, now)  # encoded here, not in the transaction
         return await self._writer.insert_jobs(jobs, now)
 
     async def insert_batch(self, batch: NewBatch, now: float) -> Sequence[int]:

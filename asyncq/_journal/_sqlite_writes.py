@@ -27,7 +27,6 @@ from ._base import (
     Released,
     Started,
     Succeeded,
-    micros,
 )
 
 _destination = operator.attrgetter("destination")
@@ -98,49 +97,24 @@ def insert_all(
         else:
             merged.append(index)
     if merged:
-        texts: list[str] = []
-        count = 0
+        rows = [
+            [j.task, j.payload, j.destination, j.priority, j.run_at, inserts[index][1]]
+            for index in merged
+            for j in cast(Sequence[NewJob], inserts[index][0])
+        ]
         for index in merged:
-            jobs, now, _ = inserts[index]
-            if not isinstance(jobs, EncodedRows):
-                jobs = EncodedRows(cast(Sequence[NewJob], jobs), now)
-            texts.append(jobs.text[1:-1])
-            deltas.update(jobs.counts)
-            count += len(jobs)
-        rows = "[" + ",".join(texts) + "]"
-        ids = iter(inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": rows}), count))
+            at = inserts[index][1]
+            deltas.update(
+                (j.destination, "pending" if j.run_at <= at else "scheduled")
+                for j in cast(Sequence[NewJob], inserts[index][0])
+            )
+        ids = iter(
+            inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows))
+        )
         for index in merged:
             jobs = cast(Sequence[NewJob], inserts[index][0])
             results[index] = [Inserted(next(ids), True) for _ in jobs]
     return results
-
-
-class EncodedRows(list[NewJob]):
-    """Unkeyed jobs of one `insert_many` call, with the JSON rows `INSERT_ROWS` takes
-    and the counts they add: made on the event loop's thread, before the writer's
-    transaction (Python work inside it holds the GIL while the turn waits for it)."""
-
-    __slots__ = ("counts", "text")
-
-    def __init__(self, jobs: Sequence[NewJob], now: float) -> None:
-        super().__init__(jobs)
-        created = micros(now)
-        self.text = json.dumps(
-            [
-                [
-                    j.task,
-                    j.payload,
-                    j.destination,
-                    j.priority,
-                    None if j.run_at == now else j.run_at,
-                    created,
-                ]
-                for j in jobs
-            ]
-        )
-        self.counts = Counter(
-            (j.destination, "pending" if j.run_at <= now else "scheduled") for j in jobs
-        )
 
 
 def insert_batch(

@@ -27,6 +27,7 @@ from ._base import (
     Released,
     Started,
     Succeeded,
+    micros,
 )
 
 _destination = operator.attrgetter("destination")
@@ -97,9 +98,12 @@ def insert_all(
         else:
             merged.append(index)
     if merged:
+        # One encoding for the whole turn (a json.dumps per call would cost more than
+        # the rows): the submit time as whole microseconds, run_at only if held back.
         rows = [
-            [j.task, j.payload, j.destination, j.priority, j.run_at, inserts[index][1]]
+            [j.task, j.payload, j.destination, j.priority, None if j.run_at == at else j.run_at, us]
             for index in merged
+            for at, us in ((inserts[index][1], micros(inserts[index][1])),)
             for j in cast(Sequence[NewJob], inserts[index][0])
         ]
         for index in merged:

@@ -7,6 +7,7 @@ the asyncq side of `benchmarks/peers.py` on tiny workloads, as the full script d
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,29 @@ def test_worst_window_counts_starts_in_any_one_second() -> None:
         sys.path.remove(str(PEERS.parent))
     assert worst_window([0.0, 0.5, 0.99, 1.0, 1.98], 1.0) == 3
     assert worst_window([0.0, 1.0, 2.0], 1.0) == 1
+
+
+def test_the_cost_counter_counts_every_job() -> None:
+    """`benchmarks/cost.py` runs, and what it counts per job is the engine's work."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "cost.py"),
+            "--jobs",
+            "300",
+            "--destinations",
+            "3",
+            "--top",
+            "40",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    total = re.search(r"^  total\s+([\d,]+)", proc.stdout, re.M)
+    assert total is not None, proc.stdout
+    # A no-op job goes through the pool, whatever else it costs.
+    assert int(total[1].replace(",", "")) > 100
+    assert "WorkerPool._execute" in proc.stdout

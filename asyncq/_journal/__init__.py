@@ -1,6 +1,7 @@
 """Durable storage of jobs: the interface and the SQLite implementation."""
 
-from ._base import (
+from ._base import Journal
+from ._messages import (
     LEASE_EXPIRED,
     Booked,
     Cancellation,
@@ -13,7 +14,6 @@ from ._base import (
     ExpiredJob,
     Failed,
     Inserted,
-    Journal,
     JournalStats,
     NewBatch,
     NewJob,

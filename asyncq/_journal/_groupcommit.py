@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .._errors import JournalError
-from ._base import Inserted, NewBatch, NewJob
+from ._messages import Inserted, NewBatch, NewJob
 
 log = logging.getLogger("asyncq.journal")
 

@@ -12,32 +12,33 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
-from .._codec import is_utf8, storable_text
+from .._codec import storable_text
 from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
 from . import _sqlite_cancel as cancelling
+from . import _sqlite_dead as dead
 from . import _sqlite_deps as deps
+from . import _sqlite_leases as leases
 from . import _sqlite_reads as reads
 from . import _sqlite_retention as retention
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
-from ._base import (
+from ._groupcommit import GroupCommit, Turn
+from ._messages import (
     Booked,
     Cancellation,
     Cancelled,
     Claim,
-    ClaimedJob,
     ClaimLimits,
     DestinationRecord,
     ExpiredJob,
@@ -52,20 +53,12 @@ from ._base import (
     Started,
     Succeeded,
 )
-from ._groupcommit import GroupCommit, Turn
 from ._sqlite_file import Identity, check_identity, identity, prepare_file
 from ._thread import ConnectionThread
 
 log = logging.getLogger("asyncq.journal")
 
 T = TypeVar("T")
-
-# A row of CLAIMED is the job's fields up to `snoozes`, in order, and the token
-# comes next (positional: a keyword costs more per job); mypy cannot see the row's
-# length.
-_claimed_job = cast(Callable[..., ClaimedJob], ClaimedJob)
-
-_MIN_SHARE = 16  # jobs a claim takes at least from each destination that has them
 
 
 class SqliteJournal:
@@ -268,71 +261,17 @@ class SqliteJournal:
     ) -> Claim:
         token = next(self._tokens)
 
-        def claim(
-            conn: sqlite3.Connection,
-        ) -> tuple[str, dict[str, Booked], dict[str, int], str | None]:
-            deltas = self._deltas
-            writes.moved(
-                deltas, conn.execute(sql.PROMOTE_DUE, (now,)).fetchall(), "scheduled", "pending"
+        def claim(conn: sqlite3.Connection) -> leases.ClaimedRows:
+            found, self._cursor = leases.claim(
+                conn, owner, token, limit, lease_until, now, limits, self._cursor, self._deltas
             )
-            remaining = limit
-            params = {"owner": owner, "token": token, "lease_until": lease_until, "now": now}
-            # Destinations take turns: start after the one served last, wrap around
-            # once, and give each a fair share of the claim.
-            (ready,) = conn.execute("SELECT count(*) FROM ready_destinations").fetchone()
-            # A share is never tiny: claiming a job or two per destination would
-            # spend a statement per job. The cursor gives the rest their turn next.
-            share = max(_MIN_SHARE, -(-limit // max(1, ready)))
-            start = self._cursor
-            taken_from: dict[str, int] = {}
-            for destination in writes.ready_destinations(conn, start, chunk=max(2 * limit, 256)):
-                room = min(share, remaining)
-                if limits is not None:
-                    room = min(room, limits.room(destination))
-                if room <= 0:
-                    continue
-                params["destination"] = destination
-                params["limit"] = room
-                taken = conn.execute(sql.CLAIM_FROM, params).rowcount
-                if taken < room:
-                    conn.execute(sql.FORGET_IF_EMPTY, (destination,))
-                if taken:
-                    taken_from[destination] = taken
-                remaining -= taken
-                self._cursor = destination
-                if remaining <= 0:
-                    break
-            else:
-                self._cursor = ""
-            for destination, taken in taken_from.items():
-                deltas[destination, "pending"] -= taken
-                deltas[destination, "running"] += taken
-            if remaining == limit:
-                return "[]", {}, {}, None
-            booked: dict[str, Booked] = {}
-            if limits is not None:
-                # Book the calls of paced jobs in the claim's own transaction.
-                rates = {d: r for d in taken_from if (r := limits.rate(d)) is not None}
-                if rates:
-                    booked = writes.book(conn, taken_from, rates, limits.clock, limits.horizon)
-            try:
-                rows, linked = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
-            except sqlite3.OperationalError:  # a payload is not JSON (see CLAIMED_SAFE)
-                rows, linked = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
-            parents = deps.parent_results(conn, owner, token) if linked else None
-            return rows, booked, taken_from, parents
+            return found
 
         # The rows become jobs here, on the event loop's thread, not inside the
         # transaction: Python work there holds the GIL while the turn waits for it,
         # and at 20,000 jobs/s turns that long doubled the submit latency.
-        rows, booked, taken, parents = await self._enqueue_call(claim)
-        # The token is the claim's, the same for every job: not sent per row.
-        jobs = [_claimed_job(*row, token) for row in json.loads(rows)]
-        if parents is not None:
-            deps.attach_parents(jobs, parents)
-        if not is_utf8(rows):
-            reads.isolate_broken_text(jobs)
-        return Claim(jobs, booked, taken)
+        found = await self._enqueue_call(claim)
+        return Claim(leases.claimed_jobs(found, token), found.booked, found.taken)
 
     async def record_outcomes(
         self,
@@ -364,38 +303,9 @@ class SqliteJournal:
         self, now: float, decide: RetryDecision | None = None
     ) -> list[tuple[ExpiredJob, float | None]]:
         def reclaim(conn: sqlite3.Connection) -> list[tuple[ExpiredJob, float | None]]:
-            # A job asked to stop is cancelled, not run again (its waiters poll).
-            cancelling.cancel_expired(conn, now, self._deltas)
-            (rows,) = conn.execute(sql.EXPIRED, (now,)).fetchone()
-            found = json.loads(rows)
-            if not found:
-                return []
-            deltas = self._deltas
-            lost: list[ExpiredJob] = []
-            charged: list[ExpiredJob] = []
-            for id_, task, destination, attempts, first, started, losses in found:
-                if started or losses >= sql.CHARGE_AFTER_LOSSES:
-                    # The crashed attempt's number: counted already if it started.
-                    number = attempts if started else attempts + 1
-                    charged.append(ExpiredJob(id_, task, destination, number, first, bool(started)))
-                else:
-                    lost.append(ExpiredJob(id_, task, destination, attempts + 1, first, False))
-            if lost:
-                ids = json.dumps([job.id for job in lost])
-                writes.moved(
-                    deltas, conn.execute(sql.LOST, (ids,)).fetchall(), "running", "pending"
-                )
-            decisions = [now if decide is None else decide(job) for job in charged]
-            if charged:
-                batch = [
-                    (job.id, sql.LEASE_EXPIRED, at, 0 if job.started else 1)
-                    for job, at in zip(charged, decisions, strict=True)
-                ]
-                params = {"batch": json.dumps(batch), "now": now}
-                writes.moved(deltas, conn.execute(sql.CRASHED, params).fetchall(), "running")
-                dead = [job.id for job, at in zip(charged, decisions, strict=True) if at is None]
-                self._settle(conn, [], dead, now)
-            return [(job, now) for job in lost] + list(zip(charged, decisions, strict=True))
+            reclaimed, dead = leases.reclaim(conn, now, decide, self._deltas)
+            self._settle(conn, [], dead, now)
+            return reclaimed
 
         return await self._enqueue_call(reclaim)
 
@@ -470,16 +380,7 @@ class SqliteJournal:
     async def dead_letters(
         self, *, destination: str | None, since: float | None, limit: int
     ) -> list[JobInfo]:
-        def dead(conn: sqlite3.Connection) -> list[JobInfo]:
-            rows = conn.execute(
-                f"SELECT {sql.COLUMNS} FROM jobs WHERE state = 'dead' "
-                "AND (?1 IS NULL OR destination = ?1) AND (?2 IS NULL OR finished_at >= ?2) "
-                "ORDER BY finished_at DESC, id DESC LIMIT ?3",
-                (destination, since, limit),
-            ).fetchall()
-            return [reads.info(row) for row in rows]
-
-        return await self._read(dead)
+        return await self._read(lambda conn: dead.listed(conn, destination, since, limit))
 
     async def redrive(
         self,
@@ -489,31 +390,16 @@ class SqliteJournal:
         now: float,
         spacing: float = 0.0,
     ) -> int:
-        def redrive(conn: sqlite3.Connection) -> int:
-            chosen = writes.keys_free(conn, reads.select_dead(conn, ids, destination, None))
-            batch = json.dumps([[job_id, now + i * spacing] for i, job_id in enumerate(chosen)])
-            rows = conn.execute(sql.REDRIVE, {"batch": batch, "now": now}).fetchall()
-            count = writes.moved(self._deltas, rows, "dead")
-            deps.bring_back(conn, chosen, self._deltas)
-            return count
-
-        return await self._enqueue_call(redrive)
+        return await self._enqueue_call(
+            lambda conn: dead.redrive(conn, ids, destination, now, spacing, self._deltas)
+        )
 
     async def purge(
         self, *, ids: Sequence[int] | None, destination: str | None, before: float | None
     ) -> int:
-        def purge(conn: sqlite3.Connection) -> int:
-            chosen = reads.select_dead(conn, ids, destination, before)
-            rows = conn.execute(
-                "DELETE FROM jobs WHERE state = 'dead' AND id IN (SELECT value FROM json_each(?)) "
-                "RETURNING destination, state",
-                (json.dumps(chosen),),
-            ).fetchall()
-            if chosen:
-                deps.forget_deleted(conn, chosen[0], chosen[-1])
-            return writes.moved(self._deltas, rows, None)
-
-        return await self._enqueue_call(purge)
+        return await self._enqueue_call(
+            lambda conn: dead.purge(conn, ids, destination, before, self._deltas)
+        )
 
     # -- periodic ticks ----------------------------------------------------
 

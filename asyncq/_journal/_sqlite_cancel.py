@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .._records import JobState
 from . import _sqlite_sql as sql
-from ._base import Cancellation
+from ._messages import Cancellation
 from ._sqlite_deps import settle_children
 
 if TYPE_CHECKING:

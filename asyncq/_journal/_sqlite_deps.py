@@ -25,7 +25,7 @@ from typing import Any
 from .._errors import JobNotFound
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
-from ._base import ClaimedJob, Inserted, NewBatch, NewJob
+from ._messages import ClaimedJob, Inserted, NewBatch, NewJob
 from ._sqlite_writes import Deltas, EncodedOutcomes
 
 #: States in which a parent has not ended yet (a child waits for it).

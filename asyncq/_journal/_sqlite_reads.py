@@ -10,7 +10,7 @@ from typing import Any
 from .._codec import is_utf8
 from .._records import JobInfo
 from . import _sqlite_sql as sql
-from ._base import ClaimedJob, DestinationCounts, JournalStats
+from ._messages import ClaimedJob, DestinationCounts, JournalStats
 
 
 def text_factory(raw: bytes) -> str:

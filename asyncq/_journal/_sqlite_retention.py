@@ -35,7 +35,7 @@ import sqlite3
 from collections import Counter
 
 from . import _sqlite_sql as sql
-from ._base import Pruned
+from ._messages import Pruned
 
 #: Ids one prune call looks at (one window): a call is one share of a writer turn.
 #: Deletes run at about 300,000 rows a second whatever the window (measured on the

@@ -8,7 +8,7 @@ the destinations it moved (RETURNING), for the counts that stats() reads.
 from __future__ import annotations
 
 from .._records import JobState
-from ._base import LEASE_EXPIRED as LEASE_EXPIRED
+from ._messages import LEASE_EXPIRED as LEASE_EXPIRED
 
 # Stored states. `scheduled` is a pending job whose time has not come; it is
 # promoted to `pending` when due, so the claim's index holds only ready jobs

@@ -17,7 +17,7 @@ from .._limiter import schedule_calls
 from .._policy import Rate
 from . import _sqlite_cancel as cancelling
 from . import _sqlite_sql as sql
-from ._base import (
+from ._messages import (
     Booked,
     Cancelled,
     Failed,

@@ -22,7 +22,6 @@ for that (checked up to 0.22.1), so there are two paths:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import sqlite3
@@ -213,9 +212,14 @@ def _serve(calls: SimpleQueue[_Call], database: str, isolation_level: str | None
 def _reply(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None) -> None:
     if future is None:
         return
-    # RuntimeError: the caller's loop is closed, so nobody is waiting any more.
-    with contextlib.suppress(RuntimeError):
+    # Nothing may end this thread while callers wait on it: a reply that cannot be
+    # delivered is the caller's loop being closed (RuntimeError), so nobody waits.
+    try:
         future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:
+        pass
+    except Exception:
+        log.exception("asyncq journal thread: a reply could not be delivered")
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

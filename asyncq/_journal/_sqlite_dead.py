@@ -59,6 +59,5 @@ def purge(
         "RETURNING destination, state",
         (json.dumps(chosen),),
     ).fetchall()
-    if chosen:
-        deps.forget_deleted(conn, chosen[0], chosen[-1])
+    deps.forget(conn, chosen)
     return writes.moved(deltas, rows, None)

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._errors import JobNotFound
-from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
 from ._messages import ClaimedJob, Inserted, NewBatch, NewJob
 from ._sqlite_writes import Deltas, EncodedOutcomes
@@ -144,11 +143,9 @@ SELECT json_group_array(json_array(c.id, d.parent,
 FROM jobs AS c JOIN deps AS d ON d.child = c.id LEFT JOIN jobs AS p ON p.id = d.parent
 WHERE c.state = 'running' AND c.owner = ? AND c.claim_token = ? AND c.parents > 0
 """
-# Rows of jobs deleted by pruning or purging (`forget_deleted`).
-FORGET = """
-DELETE FROM deps WHERE child >= ? AND child <= ?
-AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = deps.child)
-"""
+# The rows of children deleted (pruned or purged), unless no job has parents at all.
+HAS_DEPS = "SELECT EXISTS (SELECT 1 FROM deps)"
+FORGET = "DELETE FROM deps WHERE child IN (SELECT value FROM json_each(?))"
 
 _has_parents: Callable[[NewJob], tuple[int, ...]] = operator.attrgetter("after")
 
@@ -192,10 +189,8 @@ def _linked(jobs: Sequence[NewJob] | NewBatch) -> bool:
 
 
 def insert_child(conn: sqlite3.Connection, job: NewJob, now: float, deltas: Deltas) -> Inserted:
-    if job.key is not None:
-        row = conn.execute(sql.FIND_LIVE_KEY, (job.key,)).fetchone()
-        if row is not None:
-            return Inserted(row[0], False)
+    if (holder := writes.live_holder(conn, job.key)) is not None:
+        return holder
     parents = json.dumps(list(dict.fromkeys(job.after)))
     params = _child_columns(conn, parents, job.on_parent_failure, job.run_at, now)
     params.update(
@@ -336,9 +331,10 @@ def bring_back(conn: sqlite3.Connection, redriven: Sequence[int], deltas: Deltas
     return back
 
 
-def forget_deleted(conn: sqlite3.Connection, first: int, last: int) -> None:
-    """Drop the dependency rows of children deleted with ids in [first, last]."""
-    conn.execute(FORGET, (first, last))
+def forget(conn: sqlite3.Connection, deleted: Sequence[int]) -> None:
+    """Drop the dependency rows of children just deleted (`deleted`, their ids)."""
+    if deleted and conn.execute(HAS_DEPS).fetchone()[0]:
+        conn.execute(FORGET, (json.dumps(list(deleted)),))
 
 
 # -- claims ---------------------------------------------------------------------

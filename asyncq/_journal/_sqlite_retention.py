@@ -29,11 +29,11 @@ What SQLite guarantees (https://sqlite.org/wal.html, the `wal_checkpoint` and
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections import Counter
 
+from . import _sqlite_deps as deps
 from . import _sqlite_sql as sql
 from ._messages import Pruned
 
@@ -107,9 +107,7 @@ class Pruner:
     def _forget(conn: sqlite3.Connection, rows: list[tuple[int, str, str]], deltas: Deltas) -> None:
         for (destination, state), n in Counter((d, s) for _, d, s in rows).items():
             deltas[destination, state] -= n
-        (has_deps,) = conn.execute(sql.HAS_DEPS).fetchone()
-        if has_deps:
-            conn.execute(sql.FORGET_PARENTS, (json.dumps([row[0] for row in rows]),))
+        deps.forget(conn, [row[0] for row in rows])
 
 
 def limit_wal(conn: sqlite3.Connection, max_wal_bytes: int) -> None:

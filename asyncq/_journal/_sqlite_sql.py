@@ -224,8 +224,6 @@ FINISHED_COUNT = """
 SELECT coalesce(sum(n), 0) FROM counts WHERE state IN ('succeeded', 'cancelled')
 """
 # A pruned job's links to its parents go with it (a dead job keeps its own).
-FORGET_PARENTS = "DELETE FROM deps WHERE child IN (SELECT value FROM json_each(?))"
-HAS_DEPS = "SELECT EXISTS (SELECT 1 FROM deps)"
 DUE_SCHEDULED = """
 SELECT destination, count(*), min(run_at) FROM jobs
 WHERE state = 'scheduled' AND run_at <= ? GROUP BY destination

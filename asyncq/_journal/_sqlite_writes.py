@@ -100,12 +100,21 @@ def insert_all(
     if merged:
         # One encoding for the whole turn (a json.dumps per call would cost more than
         # the rows): the submit time as whole microseconds, run_at only if held back.
-        rows = [
-            [j.task, j.payload, j.destination, j.priority, None if j.run_at == at else j.run_at, us]
-            for index in merged
-            for at, us in ((inserts[index][1], micros(inserts[index][1])),)
-            for j in cast(Sequence[NewJob], inserts[index][0])
-        ]
+        rows: list[list[object]] = []
+        for index in merged:
+            at = inserts[index][1]
+            us = micros(at)
+            rows += [
+                [
+                    j.task,
+                    j.payload,
+                    j.destination,
+                    j.priority,
+                    None if j.run_at == at else j.run_at,
+                    us,
+                ]
+                for j in cast(Sequence[NewJob], inserts[index][0])
+            ]
         for index in merged:
             at = inserts[index][1]
             deltas.update(
@@ -168,11 +177,17 @@ def inserted_ids(cursor: sqlite3.Cursor, count: int) -> range:
     return range(last - count + 1, last + 1)
 
 
+def live_holder(conn: sqlite3.Connection, key: str | None) -> Inserted | None:
+    """The live job that holds `key`, as a submit of that key returns it (None: none)."""
+    if key is None:
+        return None
+    row = conn.execute(sql.FIND_LIVE_KEY, (key,)).fetchone()
+    return None if row is None else Inserted(row[0], False)
+
+
 def insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float, deltas: Deltas) -> Inserted:
-    if job.key is not None:
-        row = conn.execute(sql.FIND_LIVE_KEY, (job.key,)).fetchone()
-        if row is not None:
-            return Inserted(row[0], False)
+    if (holder := live_holder(conn, job.key)) is not None:
+        return holder
     cursor = conn.execute(
         sql.INSERT_ONE,
         (

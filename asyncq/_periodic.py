@@ -35,7 +35,7 @@ from ._codec import encode_payload
 from ._engine import Spawn
 from ._journal import Journal, NewJob
 from ._tasks import Task, TaskRegistry
-from ._validate import check_name, check_priority
+from ._validate import check_name, check_priority, check_seconds
 
 log = logging.getLogger("asyncq")
 
@@ -185,13 +185,8 @@ def _check_cron(expression: object) -> str:
 
 
 def _check_every(every: object) -> float:
-    if isinstance(every, bool) or not isinstance(every, int | float):
-        raise TypeError(f"every must be a number of seconds, not {type(every).__name__}")
-    try:
-        seconds = float(every)
-    except OverflowError:  # an int too large for a float
-        seconds = math.inf
-    if not (math.isfinite(seconds) and seconds > 0):
+    seconds = check_seconds(every, "every")
+    if seconds <= 0:
         raise ValueError(f"every must be a finite number of seconds > 0, not {every!r}")
     return seconds
 

@@ -74,13 +74,13 @@ def run_at(now: float, delay: object, at: object) -> float:
     if delay is None:
         if at is None:
             return now
-        when = _seconds(at, "at")
+        when = check_seconds(at, "at")
         if abs(when - now) > MAX_HORIZON:
             raise ValueError(f"at={when!r} is more than 100 years from now")
         return when
     if at is not None:
         raise ValueError("give delay= or at=, not both")
-    seconds = _seconds(delay, "delay")
+    seconds = check_seconds(delay, "delay")
     if seconds < 0:
         raise ValueError(f"delay must be >= 0 seconds, not {seconds!r}")
     if seconds > MAX_HORIZON:
@@ -88,7 +88,9 @@ def run_at(now: float, delay: object, at: object) -> float:
     return now + seconds
 
 
-def _seconds(value: object, what: str) -> float:
+def check_seconds(value: object, what: str) -> float:
+    """A finite number of seconds as a float: `TypeError` for a non-number (a bool
+    included), `ValueError` for NaN or infinity."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
     try:

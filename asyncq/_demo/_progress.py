@@ -70,8 +70,9 @@ def progress_line(stats: JournalStats, receivers: Receivers, now: float) -> str:
         depth = 0 if counts is None else counts.pending + counts.claimed + counts.running
         dead = 0 if counts is None else counts.dead
         limit = f"/{ledger.limit}" if ledger.limit is not None else ""
+        dead_part = f", {dead} dead" if dead else ""
         parts.append(
-            f"{ledger.name} {len(ledger.accepted)} ok, depth {depth}, dead {dead}, "
-            f"{calls_in_last(ledger, now)}{limit}/s"
+            f"{ledger.name}: {len(ledger.accepted)} ok, {depth} left{dead_part}, "
+            f"{calls_in_last(ledger, now)}{limit} calls/s"
         )
     return f"{now:5.1f} s  " + " | ".join(parts)

@@ -27,8 +27,9 @@ def chart_library() -> str:
 
 
 def _script_json(data: dict[str, Any]) -> str:
-    """JSON that cannot end its <script> element early."""
-    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    """JSON that cannot end its <script> element early, nor open a comment in it."""
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 _STYLE = """

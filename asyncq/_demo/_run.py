@@ -120,7 +120,7 @@ class Demo:
     def event(self, text: str) -> None:
         self.timeline.event(self.clock(), text)
         if not self.options.live:
-            self.console.print(f"{self.clock():5.1f} s  {text}")
+            self.console.print(f"{self.clock():5.1f} s  {text}", soft_wrap=True)
 
     # -- watching --------------------------------------------------------------
 
@@ -161,7 +161,7 @@ class Demo:
                     )
                 )
             elif now >= next_line:
-                self.console.print(progress_line(stats, self.receivers, now))
+                self.console.print(progress_line(stats, self.receivers, now), soft_wrap=True)
                 next_line = now + line_every
             if self.finished(stats):
                 self.event("every job has finished")
@@ -327,7 +327,11 @@ async def run(options: Options, console: Console) -> int:
         console.print(demo.alerts_note())
         if demo.redriven:
             console.print(f"dead CRM webhooks redriven once it was back: {demo.redriven}")
-        write_report(options.report, demo.report_data(verdict, ended))
+        try:
+            write_report(options.report, demo.report_data(verdict, ended))
+        except OSError as exc:
+            console.print(f"asyncq demo: cannot write the report: {exc}")
+            return 1
         for failure in verdict.failures:
             console.print(f"[bold red]FAILED[/] {failure}")
         if verdict.passed:

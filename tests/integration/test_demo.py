@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,3 +169,23 @@ def test_a_duration_too_short_to_play_is_refused_in_one_line(
 ) -> None:
     assert main(["demo", "--duration", "2"]) == 2
     assert capsys.readouterr().err == "asyncq demo: --duration must be at least 8 seconds\n"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_readmes_first_command_installs_the_extra_and_runs_the_demo() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first = re.search(r"```sh\n(.*?)```", readme, flags=re.DOTALL)
+    assert first is not None
+    command = [line for line in first.group(1).splitlines() if not line.startswith("#")]
+    assert command == [
+        'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[demo]" && asyncq demo'
+    ]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {re.split(r"[<>=\[ ]", spec)[0] for spec in extras["demo"]}
+    assert names == {"aiohttp", "rich"}
+    assert names <= {re.split(r"[<>=\[ ]", spec)[0] for spec in extras["dev"]}
+    assert (ROOT / "docs" / "demo-report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

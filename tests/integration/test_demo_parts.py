@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -133,6 +134,34 @@ def test_calls_are_counted_per_whole_second() -> None:
     assert per_second([0.0, 0.5, 1.0, 2.99, 3.0, -1.0], until=3.0) == [2, 1, 1]
 
 
+T = TypeVar("T")
+
+
+def _make(record: type[T], **given: Any) -> T:
+    """`record(**given)`, with a plain value for each field that has no default: the
+    records gain fields as issue 11's stats land, and this test must not care."""
+    for field in dataclasses.fields(record):  # type: ignore[arg-type]
+        no_default = field.default is dataclasses.MISSING
+        if (
+            field.name in given
+            or not no_default
+            or field.default_factory is not dataclasses.MISSING
+        ):
+            continue
+        kind = str(field.type)
+        if "None" in kind:
+            given[field.name] = None
+        elif "float" in kind:
+            given[field.name] = 0.0
+        elif "int" in kind:
+            given[field.name] = 0
+        elif "bool" in kind:
+            given[field.name] = False
+        else:
+            given[field.name] = "closed"
+    return record(**given)
+
+
 def _render(stats: JournalStats) -> str:
     console = Console(file=io.StringIO(), width=160, color_system=None)
     console.print(stats_view(stats))
@@ -150,13 +179,20 @@ def test_the_stats_view_shows_each_destination_and_the_total() -> None:
     }
     fields = {field.name for field in dataclasses.fields(DestinationCounts)}
     present = {name: value for name, value in rates.items() if name in fields}
-    stats = JournalStats(
+    stats = _make(
+        JournalStats,
         destinations={
-            "crm": DestinationCounts(
-                ready=3, scheduled=7, running=2, dead=4, circuit="open", **present
+            "crm": _make(
+                DestinationCounts,
+                ready=3,
+                scheduled=7,
+                running=2,
+                dead=4,
+                circuit="open",
+                **present,
             ),
-            "email": DestinationCounts(ready=100, claimed=4, running=4, **present),
-        }
+            "email": _make(DestinationCounts, ready=100, claimed=4, running=4, **present),
+        },
     )
     shown = _render(stats)
     crm = next(line for line in shown.splitlines() if "crm" in line)

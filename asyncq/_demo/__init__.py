@@ -75,6 +75,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"asyncq demo: {exc}", file=sys.stderr)
         return 2
 
+    report: Path = args.report
+    try:  # before a minute of demo, not after
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.touch()
+    except OSError as exc:
+        print(f"asyncq demo: cannot write the report to {report}: {exc.strerror}", file=sys.stderr)
+        return 2
+
     from rich.console import Console
 
     from ._run import Options, run
@@ -93,3 +101,13 @@ def main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("asyncq demo: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback: a port taken, a full disk
+        print(f"asyncq demo: failed: {_first_cause(exc)}", file=sys.stderr)
+        return 1
+
+
+def _first_cause(exc: BaseException) -> str:
+    """The first real error inside task groups' exception groups, as one line."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"

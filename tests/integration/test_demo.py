@@ -189,3 +189,14 @@ def test_the_readmes_first_command_installs_the_extra_and_runs_the_demo() -> Non
     assert names == {"aiohttp", "rich"}
     assert names <= {re.split(r"[<>=\[ ]", spec)[0] for spec in extras["dev"]}
     assert (ROOT / "docs" / "demo-report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_the_demo_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    report = tmp_path / "a-file" / "report.html"
+    assert main(["demo", "--quick", "--report", str(report)]) == 2
+    assert capsys.readouterr().err == (
+        f"asyncq demo: cannot write the report to {report}: File exists\n"
+    )

@@ -8,18 +8,21 @@ import io
 import json
 import math
 import re
-from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import pytest
 from rich.console import Console
 
-from asyncq import DestinationCounts, JournalStats, Rate
+from asyncq import DestinationCounts, JournalStats, Queue, Rate
+from asyncq._demo._alerts import watch_backlog
 from asyncq._demo._receivers import JOB_HEADER, Clock, Receivers, SlidingWindow
 from asyncq._demo._report import chart_library, report_html
 from asyncq._demo._scenario import QUICK_DURATION, scenario_for
-from asyncq._demo._timeline import per_second
+from asyncq._demo._timeline import Timeline, per_second
 from asyncq._demo._verdict import judge
 from asyncq._demo._view import stats_view
 
@@ -238,3 +241,45 @@ def test_the_report_is_one_page_with_chart_js_inside_and_its_data_escaped() -> N
     data = re.search(r'<script id="demo-data" type="application/json">(.*?)</script>', page)
     assert data is not None
     assert json.loads(data.group(1))["events"][0]["text"].startswith("</script>")
+
+
+class _AlertingQueue:
+    """Stands in for a Queue that has issue 11's `on_backlog`: it keeps what is registered."""
+
+    def __init__(self) -> None:
+        self.registered: list[tuple[Callable[[object], None], dict[str, object]]] = []
+
+    def on_backlog(self, callback: Callable[[object], None], **thresholds: object) -> None:
+        self.registered.append((callback, thresholds))
+
+
+def test_the_backlog_alert_is_registered_on_the_crm_and_its_events_recorded() -> None:
+    queue = _AlertingQueue()
+    timeline = Timeline()
+    assert watch_backlog(
+        cast(Queue, queue), destination="crm", depth=25, clock=lambda: 12.5, record=timeline.alert
+    )
+    [(callback, thresholds)] = queue.registered
+    assert thresholds == {"depth": 25, "destination": "crm"}
+    for cleared in (False, True):
+        callback(
+            SimpleNamespace(
+                destination="crm", depth=30, cause="failing", detail="crm fails", cleared=cleared
+            )
+        )
+    assert [(a.at, a.depth, a.cause, a.cleared) for a in timeline.alerts] == [
+        (12.5, 30, "failing", False),
+        (12.5, 30, "failing", True),
+    ]
+    assert [e.text for e in timeline.events] == [
+        "backlog alert fired on crm (failing): crm fails",
+        "backlog alert cleared on crm (failing): crm fails",
+    ]
+
+
+def test_a_build_without_backlog_alerts_runs_the_demo_without_them(tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "jobs.db")
+    registered = watch_backlog(
+        queue, destination="crm", depth=25, clock=lambda: 0.0, record=lambda _: None
+    )
+    assert registered == hasattr(Queue, "on_backlog")

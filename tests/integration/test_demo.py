@@ -9,10 +9,12 @@ allows fewer calls than the queue sends, which must fail them.
 from __future__ import annotations
 
 import os
+import pty
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,30 +51,65 @@ class Run:
         return Path(found.group(1))
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+
+
+def _read_all(fd: int, into: list[bytes]) -> None:
+    """Read a pseudo-terminal until the program closes it (EIO on Linux)."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        into.append(chunk)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
-    """Both demo runs, started at once; each with its report in a directory of its own."""
+    """Both demo runs, started at once; each with its report in a directory of its own.
+
+    The quick run has a terminal (a pseudo-terminal), so it shows the live view; the
+    other writes to a pipe, so it prints plain lines."""
     commands = {
         "quick": ["--quick"],
         # The queue sends 16 emails a second; this receiver allows 12: it must count
         # violations, and the demo must say so and fail.
         "strict": ["--duration", "8", "--email-limit", "12", "--keep"],
     }
+    env = {**os.environ, "COLUMNS": "150", "LINES": "60", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
     started = {}
     for name, options in commands.items():
         workdir = tmp_path_factory.mktemp(f"demo-{name}")
         report = workdir / "report.html"
-        proc = subprocess.Popen(
-            [str(ASYNCQ), "demo", "--no-live", "--report", str(report), *options],
-            cwd=workdir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        started[name] = (proc, report)
+        command = [str(ASYNCQ), "demo", "--report", str(report), *options]
+        if name == "quick":
+            leader, follower = pty.openpty()
+            proc = subprocess.Popen(
+                command, cwd=workdir, env=env, stdin=follower, stdout=follower, stderr=follower
+            )
+            os.close(follower)
+            screen: list[bytes] = []
+            reader = threading.Thread(target=_read_all, args=(leader, screen), daemon=True)
+            reader.start()
+            started[name] = (proc, report, (leader, reader, screen))
+        else:
+            proc = subprocess.Popen(
+                command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            started[name] = (proc, report, None)
     done = {}
-    for name, (proc, report) in started.items():
-        out, _ = proc.communicate(timeout=90)
+    for name, (proc, report, terminal) in started.items():
+        if terminal is None:
+            out, _ = proc.communicate(timeout=90)
+        else:
+            leader, reader, screen = terminal
+            proc.wait(timeout=90)
+            reader.join(timeout=10)
+            os.close(leader)
+            out = ANSI.sub("", b"".join(screen).decode(errors="replace"))
         done[name] = Run(proc.returncode, out, report)
     yield done
     shutil.rmtree(done["strict"].journal_dir, ignore_errors=True)
@@ -82,15 +119,19 @@ def test_the_quick_demo_passes_its_own_checks(runs: dict[str, Run]) -> None:
     run = runs["quick"]
     assert run.returncode == 0, run.out
     assert "what the receivers counted" in run.out
+    summary = run.out.split("what the receivers counted")[-1]
     for destination in ("email", "crm", "enrichment"):
-        row = re.search(rf"│ {destination}\s+│\s+(\d+) │\s+(\d+) │\s+(\d+) │", run.out)
-        assert row, run.out
+        row = re.search(rf"│ {destination}\s+│\s+(\d+) │\s+(\d+) │\s+(\d+) │", summary)
+        assert row, summary
         submitted, delivered, lost = map(int, row.groups())
         assert submitted > 0
         assert delivered == submitted
         assert lost == 0
     assert "passed: no receiver saw its limit exceeded, every job was delivered" in run.out
     assert "FAILED" not in run.out
+    # On a terminal it showed the live view: the queue's stats and the receivers' side.
+    assert "the queue (asyncq stats)" in run.out
+    assert "what the receivers see" in run.out
     # The stories were played: the CRM went down and came back, its dead letters
     # were redriven, the enrichment API pushed back once.
     assert "the CRM goes down: it answers 503" in run.out
@@ -106,6 +147,9 @@ def test_a_receiver_limit_below_the_queues_pace_fails_the_demo(runs: dict[str, R
     assert run.returncode == 1, run.out
     assert re.search(r"FAILED email: the receiver saw its terms broken \d+ time", run.out)
     assert "passed:" not in run.out
+    # Off a terminal: plain progress lines, no live view.
+    assert re.search(r"\d s  email: \d+ ok, \d+ left, \d+/12 calls/s \| crm: ", run.out)
+    assert "the queue (asyncq stats)" not in run.out
     assert "FAILED crm" not in run.out  # the other receivers' checks still pass
     assert "FAILED enrichment" not in run.out
     page = run.report.read_text()

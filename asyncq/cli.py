@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from . import _demo
 from ._errors import JobNotFound, JournalError, QueueFailed
 from ._queue import Queue
 from ._vacuum import report, vacuum
@@ -193,8 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "vacuum", help="compact a journal that no queue has open; print its size before and after"
     )
     compact.add_argument("path", help="the journal file")
+    _demo.add_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "demo":
+        return _demo.main(args)
     if args.command == "worker":
         return _run_worker(load_queue(args.queue), args.concurrency)
     if args.command == "stats":

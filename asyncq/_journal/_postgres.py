@@ -109,7 +109,7 @@ class DatabaseClock:
         self._journal = journal
 
     def now(self) -> float:
-        return time.time() + self._journal.clock_offset
+        return self._journal.local_clock() + self._journal.clock_offset
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
@@ -121,7 +121,12 @@ class PostgresJournal:
     live in `schema` (default: the DSN's `?schema=` parameter, else "asyncq")."""
 
     def __init__(
-        self, dsn: str, *, schema: str | None = None, connect_timeout: float = 10.0
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        connect_timeout: float = 10.0,
+        local_clock: Callable[[], float] = time.time,
     ) -> None:
         self._asyncpg = _driver()
         self._dsn, self.schema = split_dsn(dsn, schema)
@@ -147,7 +152,9 @@ class PostgresJournal:
         self._changed = False  # another process's notification came since the last poll
         self._on_change: Callable[[], None] | None = None
         self._on_children_settled: Callable[[list[int]], None] | None = None
-        #: Seconds to add to this host's clock to read the database server's.
+        #: This host's clock (seconds since the epoch), and the seconds to add to it
+        #: to read the database server's (measured at `open`).
+        self.local_clock = local_clock
         self.clock_offset = 0.0
 
     def __repr__(self) -> str:
@@ -214,15 +221,14 @@ class PostgresJournal:
         self._changed = True
         return reader
 
-    @staticmethod
-    async def _measure_offset(conn: Conn) -> float:
+    async def _measure_offset(self, conn: Conn) -> float:
         """The database server's clock less this host's, from the quickest of a few
         round trips (its error is at most half that round trip)."""
         best: tuple[float, float] | None = None
         for _ in range(5):
-            before = time.time()
+            before = self.local_clock()
             server = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
-            after = time.time()
+            after = self.local_clock()
             if best is None or after - before < best[0]:
                 best = (after - before, server - (before + after) / 2)
         assert best is not None

@@ -21,7 +21,8 @@ from ._context import as_state
 from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
-from ._journal import Failed, Journal, JournalStats, SqliteJournal
+from ._journal import Failed, Journal, JournalStats, PostgresJournal, SqliteJournal
+from ._journal._postgres_dsn import is_postgres_dsn
 from ._operating import Operating
 from ._periodic import PeriodicJobs, build_schedule, registered_task
 from ._policy import Circuit, Rate, Retry
@@ -55,7 +56,9 @@ Lifespan = Callable[["Queue"], AbstractAsyncContextManager[Mapping[str, Any] | N
 class Queue(Submitting, Operating):
     """A durable job queue in this process.
 
-    `path` is the SQLite journal file (":memory:" for throwaway use).
+    `path` is the SQLite journal file (":memory:" for throwaway use), or a
+    `postgresql://` connection string for a journal that several hosts share
+    (extra `asyncq[postgres]`; `?schema=` names the schema, default "asyncq").
     `concurrency` is the number of worker coroutines; 0 makes a producer that
     only submits, for a web process whose jobs a separate `asyncq worker` runs.
     Times are seconds.
@@ -106,6 +109,9 @@ class Queue(Submitting, Operating):
         if lease <= 0:
             raise ValueError("lease must be > 0 seconds")
         self.path = os.fspath(path)
+        if journal is None and is_postgres_dsn(self.path):
+            journal = PostgresJournal(self.path)
+            self.path = journal.description  # the connection string without its password
         self.concurrency = concurrency
         self.lease = lease
         self.default_timeout = default_timeout
@@ -117,7 +123,9 @@ class Queue(Submitting, Operating):
         self.keep_finished = keep_finished
         #: At most this many succeeded and cancelled jobs stay, the newest (None: no bound).
         self.keep_finished_jobs = keep_finished_jobs
-        self.clock: Clock = clock or SystemClock()
+        # On PostgreSQL, the database server's time, whatever this host's clock says.
+        default_clock = journal.clock() if isinstance(journal, PostgresJournal) else SystemClock()
+        self.clock: Clock = clock or default_clock
         self._journal: Journal = journal or SqliteJournal(self.path, synchronous=synchronous)
         self._registry = TaskRegistry()
         self._periodic = PeriodicJobs()

@@ -1,4 +1,4 @@
-"""Durable storage of jobs: the interface and the SQLite implementation."""
+"""Durable storage of jobs: the interface, and the SQLite and PostgreSQL implementations."""
 
 from ._base import Journal
 from ._messages import (
@@ -24,6 +24,7 @@ from ._messages import (
     Succeeded,
     micros,
 )
+from ._postgres import PostgresJournal
 from ._sqlite import SqliteJournal
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "JournalStats",
     "NewBatch",
     "NewJob",
+    "PostgresJournal",
     "Pruned",
     "Released",
     "RetryDecision",

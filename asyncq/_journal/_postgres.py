@@ -1,0 +1,588 @@
+"""The PostgreSQL journal: the same queue on a database that several hosts share.
+
+Writes go through the group-commit writer (`_groupcommit.py`), as on SQLite: a turn
+of many callers' inserts, outcomes and claims is one transaction on the writer's
+connection. Reads (get, stats, dead letters) go through a second connection, which
+also LISTENs: a turn that makes work for others (new jobs, retries, jobs handed
+back, cancels, pauses) NOTIFYs the schema's channel at commit, and every other
+process's journal calls `on_change_elsewhere` at once. Claims take rows with
+`FOR UPDATE SKIP LOCKED`, so processes on several hosts never wait for each other's
+claims and never take one job twice; the calls of paced destinations are booked in
+their shared bucket rows in the claim's transaction.
+
+Time. Like every journal, this one takes the time from its caller and never reads
+a clock in SQL, so the contract suite runs on a controlled clock. What makes hosts
+agree is the clock the queue gives it: `DatabaseClock`, the host's clock corrected
+by its offset from the database server's, measured when the journal opens (the
+round trip with the smallest delay of a few, halved, bounds the error). So leases,
+delays, retry times and buckets are all on the database's time, whatever the
+hosts' own clocks say.
+
+The SQL is in `_postgres_sql.py`, what a turn runs in `_postgres_writes.py`,
+dependencies and cancellation in `_postgres_deps.py`, the schema and its
+migrations in `_postgres_schema.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+from .._errors import JournalError
+from .._policy import Rate
+from .._records import JobInfo, JobState
+from . import _postgres_deps as deps
+from . import _postgres_sql as sql
+from . import _postgres_writes as writes
+from ._groupcommit import GroupCommit, Turn
+from ._messages import (
+    Booked,
+    Cancellation,
+    Cancelled,
+    Claim,
+    ClaimLimits,
+    DestinationCounts,
+    DestinationRecord,
+    ExpiredJob,
+    Failed,
+    Inserted,
+    JournalStats,
+    NewBatch,
+    NewJob,
+    Pruned,
+    Released,
+    RetryDecision,
+    Started,
+    Succeeded,
+)
+from ._postgres_deps import Settled
+from ._postgres_dsn import describe, scrub
+from ._postgres_schema import checked_schema_name, migrate
+
+log = logging.getLogger("asyncq.journal")
+
+T = TypeVar("T")
+Conn = Any  # asyncpg.Connection: asyncpg ships no type information
+
+DEFAULT_SCHEMA = "asyncq"
+_MISSING_DRIVER = "the PostgreSQL journal needs the asyncpg driver: pip install 'asyncq[postgres]'"
+# Faults that a moment later may be gone: the server restarting, a connection cut.
+_CONNECTION_LOST = frozenset(
+    {"08000", "08003", "08006", "08001", "08004", "57P01", "57P02", "57P03"}
+)
+# Another transaction held what this one needed: the turn is run again as it was.
+_CONFLICT = frozenset({"40P01", "40001", "55P03"})
+
+
+def _driver() -> Any:
+    try:
+        import asyncpg
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(_MISSING_DRIVER, name=exc.name) from None
+    return asyncpg
+
+
+def split_dsn(dsn: str, schema: str | None) -> tuple[str, str]:
+    """The connection string for the driver (without asyncq's own `schema` query
+    parameter) and the schema: `schema` if given, else the DSN's, else "asyncq"."""
+    parts = urllib.parse.urlsplit(dsn)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    named = [value for key, value in query if key == "schema"]
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+    chosen = schema if schema is not None else (named[-1] if named else DEFAULT_SCHEMA)
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), checked_schema_name(chosen)
+
+
+class DatabaseClock:
+    """This host's clock, corrected by its offset from the database server's clock
+    (`PostgresJournal.clock_offset`), so that every host sharing the database reads
+    one time. Sleeps are local: only the time read is corrected."""
+
+    def __init__(self, journal: PostgresJournal) -> None:
+        self._journal = journal
+
+    def now(self) -> float:
+        return self._journal.local_clock() + self._journal.clock_offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class PostgresJournal:
+    """A journal in a PostgreSQL database, shared by any number of processes on any
+    number of hosts. `dsn` is a `postgresql://` connection string; asyncq's tables
+    live in `schema` (default: the DSN's `?schema=` parameter, else "asyncq")."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        connect_timeout: float = 10.0,
+        local_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._asyncpg = _driver()
+        self._dsn, self.schema = split_dsn(dsn, schema)
+        #: The connection string without its password, with the schema: for
+        #: messages, logs and `repr`.
+        self.description = describe(dsn)
+        base = describe(self._dsn)
+        self.description = f"{base}{'&' if '?' in base else '?'}schema={self.schema}"
+        self._connect_timeout = connect_timeout
+        self._writer: GroupCommit[Conn] = GroupCommit(
+            self._execute_turn, description=self.description, lock_timeout=self._is_conflict
+        )
+        self._conn: Conn | None = None
+        self._reader: Conn | None = None
+        self._reader_lock = asyncio.Lock()
+        self._open = False
+        self._tokens = itertools.count(1)
+        self._cursor = ""  # the destination served last by a claim
+        self._channel = f"asyncq_{self.schema}"
+        self._instance = secrets.token_hex(8)  # names this journal's notifications
+        self._turn_news = False
+        self._turn_settled = Settled()
+        self._changed = False  # another process's notification came since the last poll
+        self._on_change: Callable[[], None] | None = None
+        self._on_children_settled: Callable[[list[int]], None] | None = None
+        #: This host's clock (seconds since the epoch), and the seconds to add to it
+        #: to read the database server's (measured at `open`).
+        self.local_clock = local_clock
+        self.clock_offset = 0.0
+
+    def __repr__(self) -> str:
+        return f"PostgresJournal({self.description!r})"
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed by the writer (for tests and benchmarks of group commit)."""
+        return self._writer.commits
+
+    def clock(self) -> DatabaseClock:
+        """A clock that reads the database server's time (see the module's docstring)."""
+        return DatabaseClock(self)
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        self._reader_lock = asyncio.Lock()
+        self._conn = await self._connect()
+        try:
+            await migrate(self._conn, self.schema, self.description)
+            self.clock_offset = await self._measure_offset(self._conn)
+            self._reader = await self._connect_reader()
+        except BaseException as exc:  # noqa: BLE001 - closed, then raised as it was
+            await self._close_connections()
+            raise self._translate(exc) from None
+        self._open = True
+        self._writer.start()
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        try:
+            await self._writer.stop()
+        finally:
+            await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in (self._reader, self._conn):
+            if conn is not None and not conn.is_closed():
+                try:
+                    await conn.close(timeout=5)
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    conn.terminate()
+        self._reader = self._conn = None
+
+    async def _connect(self) -> Conn:
+        try:
+            return await self._asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                server_settings={"search_path": self.schema, "application_name": "asyncq"},
+            )
+        except Exception as exc:  # noqa: BLE001 - every cause is reported the same way
+            # The driver's message may quote the connection string: never its password.
+            reason = scrub(f"{type(exc).__name__}: {exc}", self._dsn)
+            raise JournalError(self.description, f"cannot connect ({reason})") from None
+
+    async def _connect_reader(self) -> Conn:
+        reader = await self._connect()
+        await reader.add_listener(self._channel, self._notified)
+        # A new listener may have missed notifications while it was not listening.
+        self._changed = True
+        return reader
+
+    async def _measure_offset(self, conn: Conn) -> float:
+        """The database server's clock less this host's, from the quickest of a few
+        round trips (its error is at most half that round trip)."""
+        best: tuple[float, float] | None = None
+        for _ in range(5):
+            before = self.local_clock()
+            server = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+            after = self.local_clock()
+            if best is None or after - before < best[0]:
+                best = (after - before, server - (before + after) / 2)
+        assert best is not None
+        return best[1]
+
+    # -- the writer --------------------------------------------------------
+
+    async def _writer_connection(self) -> Conn:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
+    async def _execute_turn(self, turn: Turn[Conn]) -> list[Any]:
+        settled = self._turn_settled = Settled()
+        self._turn_news = bool(turn.inserts)
+        try:
+            conn = await self._writer_connection()
+            async with conn.transaction():
+                # Inserts first, so a claim in the same turn can take the jobs just written.
+                results = await writes.insert_all(conn, turn.inserts)
+                for owner, outcomes in turn.outcomes.items():
+                    for batch in outcomes.batches:
+                        await writes.write_outcomes(conn, owner, outcomes.now, batch, settled)
+                        self._turn_news |= batch.news
+                for call, _ in turn.calls:
+                    results.append(await call(conn))
+                if self._turn_news or settled.moved:
+                    # Delivered at commit, to every process listening but this one.
+                    await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._instance)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        self._tell_children_settled(settled)
+        return results
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        return getattr(exc, "sqlstate", None) in _CONFLICT
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        """A driver error as a `JournalError` naming the journal (others unchanged);
+        a lock conflict stays as it is, for the writer to run the turn again."""
+        if not isinstance(exc, Exception) or self._is_conflict(exc):
+            return exc
+        asyncpg = self._asyncpg
+        state = getattr(exc, "sqlstate", None)
+        if (
+            state in _CONNECTION_LOST
+            or isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError))
+            or (isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc))
+        ):
+            return JournalError(
+                self.description,
+                f"lost the connection ({scrub(str(exc), self._dsn)})",
+                transient=True,
+            )
+        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+            return JournalError(self.description, scrub(str(exc), self._dsn))
+        return exc
+
+    def _call(self, fn: Callable[[Conn], Awaitable[T]], *, news: bool = False) -> asyncio.Future[T]:
+        """Run `fn(connection)` in the next turn's transaction; `news`: the change is
+        one that other processes should hear of (NOTIFY)."""
+
+        async def run(conn: Conn) -> T:
+            if news:
+                self._turn_news = True
+            return await fn(conn)
+
+        return cast("asyncio.Future[T]", self._writer.call(run))
+
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run a read on the read connection (reconnecting, and listening again, if
+        it was lost)."""
+        if not self._open:
+            raise JournalError(self.description, "the journal is not open")
+        async with self._reader_lock:
+            try:
+                if self._reader is None or self._reader.is_closed():
+                    self._reader = await self._connect_reader()
+                return await fn(self._reader)
+            except Exception as exc:
+                raise self._translate(exc) from exc
+
+    # -- writes -----------------------------------------------------------
+
+    async def insert_many(self, jobs: Sequence[NewJob], now: float) -> list[Inserted]:
+        if not jobs:
+            return []
+        return await self._writer.insert_jobs(jobs, now)
+
+    async def insert_batch(self, batch: NewBatch, now: float) -> Sequence[int]:
+        if not batch.job_count:
+            return range(0)
+        return await self._writer.insert_batch(batch, now)
+
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_until: float,
+        now: float,
+        limits: ClaimLimits | None = None,
+    ) -> Claim:
+        token = next(self._tokens)
+
+        async def claim(conn: Conn) -> writes.ClaimResult:
+            found = await writes.claim(
+                conn, owner, token, limit, lease_until, now, limits, self._cursor
+            )
+            self._cursor = found.cursor
+            return found
+
+        found = await self._call(claim)
+        return Claim(found.jobs, found.booked, found.taken)
+
+    async def record_outcomes(
+        self,
+        owner: str,
+        now: float,
+        *,
+        started: Sequence[Started] = (),
+        succeeded: Sequence[Succeeded] = (),
+        failed: Sequence[Failed] = (),
+        released: Sequence[Released] = (),
+        cancelled: Sequence[Cancelled] = (),
+    ) -> list[int]:
+        if not (started or succeeded or failed or released or cancelled):
+            return []
+        batch = writes.Outcomes(started, succeeded, failed, released, cancelled, [])
+        await self._writer.record(owner, now, batch)
+        return batch.settled
+
+    async def renew(self, owner: str, lease_until: float) -> int:
+        async def renew(conn: Conn) -> int:
+            return writes.rowcount(await conn.execute(sql.RENEW, lease_until, owner))
+
+        return await self._call(renew)
+
+    async def reclaim_expired(
+        self, now: float, decide: RetryDecision | None = None
+    ) -> list[tuple[ExpiredJob, float | None]]:
+        async def reclaim(conn: Conn) -> list[tuple[ExpiredJob, float | None]]:
+            reclaimed = await writes.reclaim(conn, now, decide, self._turn_settled)
+            self._turn_news |= bool(reclaimed)
+            return reclaimed
+
+        return await self._call(reclaim)
+
+    # -- reads ------------------------------------------------------------
+
+    async def get(self, job_id: int) -> JobInfo | None:
+        async def get(conn: Conn) -> JobInfo | None:
+            row = await conn.fetchrow(f"SELECT {sql.COLUMNS} FROM jobs WHERE id = $1", job_id)
+            return None if row is None else _info(row)
+
+        return await self._read(get)
+
+    async def next_run_at(self) -> float | None:
+        async def next_run_at(conn: Conn) -> float | None:
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending')"):
+                return float("-inf")
+            due = await conn.fetchval("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'")
+            return None if due is None else float(due)
+
+        return await self._read(next_run_at)
+
+    def on_failure(self, callback: Callable[[BaseException], None] | None) -> None:
+        self._writer.on_stopped = callback
+
+    def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
+        self._on_change = callback
+
+    def _notified(self, conn: Conn, pid: int, channel: str, payload: str) -> None:
+        if payload == self._instance:
+            return  # this journal's own write
+        self._changed = True
+        if self._on_change is not None:
+            self._on_change()
+
+    async def changed_elsewhere(self) -> bool:
+        # A round trip on the listening connection: the server sends every
+        # notification committed before it ahead of its answer.
+        await self._read(lambda conn: conn.execute("SELECT 1"))
+        changed, self._changed = self._changed, False
+        return changed
+
+    async def stats(self, now: float) -> JournalStats:
+        async def stats(conn: Conn) -> JournalStats:
+            per: dict[str, dict[str, Any]] = {}
+            names = (
+                "ready",
+                "scheduled",
+                "blocked",
+                "claimed",
+                "running",
+                "succeeded",
+                "dead",
+                "cancelled",
+            )
+            for row in await conn.fetch(sql.STATS, now):
+                counts = {name: row[i + 1] for i, name in enumerate(names) if row[i + 1]}
+                if row[9] is not None:
+                    counts["oldest_ready_at"] = row[9]
+                if counts:
+                    per[row[0]] = counts
+            for name, paused, hold, circuit, circuit_until in await conn.fetch(
+                sql.HELD_DESTINATIONS, now
+            ):
+                counts = per.setdefault(name, {})
+                counts["paused"] = paused
+                counts["held_until"] = hold if hold > now else None
+                counts["circuit"] = circuit
+                counts["circuit_until"] = circuit_until if circuit != "closed" else None
+            return JournalStats({d: DestinationCounts(**c) for d, c in sorted(per.items())})
+
+        return await self._read(stats)
+
+    async def load_destinations(self) -> list[DestinationRecord]:
+        rows = await self._read(lambda conn: conn.fetch(sql.LOAD_DESTINATIONS))
+        return [DestinationRecord(*row) for row in rows]
+
+    async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:
+        if not records:
+            return
+        columns = (
+            [r.name for r in records],
+            [r.paused for r in records],
+            [r.hold_until for r in records],
+            [r.circuit for r in records],
+            [r.circuit_until for r in records],
+        )
+
+        async def save(conn: Conn) -> None:
+            await conn.execute(sql.SAVE_DESTINATIONS, *columns)
+
+        await self._call(save, news=True)
+
+    async def take_tokens(
+        self,
+        wants: Mapping[str, int],
+        rates: Mapping[str, Rate],
+        clock: Callable[[], float],
+        horizon: float,
+    ) -> dict[str, Booked]:
+        if not wants:
+            return {}
+        return await self._call(lambda conn: writes.book(conn, wants, rates, clock, horizon))
+
+    async def dead_letters(
+        self, *, destination: str | None, since: float | None, limit: int
+    ) -> list[JobInfo]:
+        rows = await self._read(lambda conn: conn.fetch(sql.LIST_DEAD, destination, since, limit))
+        return [_info(row) for row in rows]
+
+    async def redrive(
+        self,
+        *,
+        ids: Sequence[int] | None,
+        destination: str | None,
+        now: float,
+        spacing: float = 0.0,
+    ) -> int:
+        return await self._call(
+            lambda conn: writes.redrive(conn, ids, destination, now, spacing), news=True
+        )
+
+    async def purge(
+        self, *, ids: Sequence[int] | None, destination: str | None, before: float | None
+    ) -> int:
+        return await self._call(lambda conn: writes.purge(conn, ids, destination, before))
+
+    # -- periodic ticks ----------------------------------------------------
+
+    async def make_tick(self, name: str, tick: float, job: NewJob, now: float) -> int | None:
+        async def make(conn: Conn) -> int | None:
+            if await conn.fetchval(sql.ADVANCE_TICK, name, tick) is None:
+                return None  # made already, here or by another process
+            inserted = await writes.insert_one(conn, job, now)
+            await conn.execute(sql.TICK_JOB, inserted.id, name)
+            return inserted.id
+
+        return await self._call(make, news=True)
+
+    async def last_ticks(self) -> dict[str, float]:
+        rows = await self._read(lambda conn: conn.fetch("SELECT name, last_tick FROM periodic"))
+        return {name: float(tick) for name, tick in rows}
+
+    # -- dependencies ----------------------------------------------------------
+
+    def on_children_settled(self, callback: Callable[[list[int]], None] | None) -> None:
+        self._on_children_settled = callback
+
+    def _tell_children_settled(self, settled: Settled) -> None:
+        """After a commit: if blocked jobs moved (ready, or cancelled), say so."""
+        if self._on_children_settled is not None and (settled.moved or settled.cancelled):
+            self._on_children_settled(settled.cancelled)
+
+    # -- cancellation ------------------------------------------------------
+
+    async def cancel(self, job_id: int, now: float) -> Cancellation | None:
+        return await self._call(
+            lambda conn: deps.cancel_one(conn, job_id, now, self._turn_settled), news=True
+        )
+
+    async def cancel_where(
+        self,
+        *,
+        destination: str | None,
+        task: str | None,
+        states: Sequence[JobState],
+        now: float,
+    ) -> Cancellation:
+        return await self._call(
+            lambda conn: deps.cancel_where(
+                conn,
+                destination=destination,
+                task=task,
+                states=states,
+                now=now,
+                settled=self._turn_settled,
+            ),
+            news=True,
+        )
+
+    async def cancel_requests(self, owner: str) -> list[int]:
+        rows = await self._read(lambda conn: conn.fetch(deps.REQUESTS, owner))
+        return [row[0] for row in rows]
+
+    # -- retention ---------------------------------------------------------
+
+    async def prune_finished(self, before: float | None, keep: int | None = None) -> Pruned:
+        return await self._call(lambda conn: writes.prune(conn, before, keep))
+
+    async def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL keeps its own write-ahead log bounded."""
+
+
+def _info(row: Sequence[Any]) -> JobInfo:
+    (id_, task, state, dest, prio, payload, key, attempts, created, run_at, started,
+     finished, result, error, snoozes, history) = row  # fmt: skip
+    return JobInfo(
+        id=id_,
+        task=task,
+        state=deps.PUBLIC_STATE[state],
+        destination=dest,
+        priority=prio,
+        payload=writes.decoded(payload),
+        key=key,
+        attempts=attempts,
+        created_at=created,
+        run_at=run_at,
+        started_at=started,
+        finished_at=finished,
+        result=None if result is None else writes.decoded(result),
+        last_error=error,
+        snoozes=snoozes,
+        history=[(float(a), float(b), e) for a, b, e in json.loads(history)] if history else [],
+    )

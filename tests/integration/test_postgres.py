@@ -1,0 +1,200 @@
+"""The queue on PostgreSQL: what the journal contract suite cannot show on its own
+(the Queue's choice of backend, wake-ups across processes, migrations racing,
+connection strings kept secret, hosts' clocks). Against the real server that
+tests/postgres.py finds, a fresh schema per test."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from asyncq import JobState, JournalError, Queue, Retry
+from asyncq._journal import NewJob, PostgresJournal
+from asyncq._journal._postgres_dsn import describe, scrub
+from asyncq._journal._postgres_schema import SCHEMA_VERSION
+from tests.postgres import fresh_schema, postgres_dsn_or_skip
+
+
+@pytest.fixture
+async def schema_dsn() -> AsyncIterator[str]:
+    async with fresh_schema(postgres_dsn_or_skip()) as dsn:
+        yield dsn
+
+
+async def test_a_postgresql_url_selects_the_postgresql_journal(schema_dsn: str) -> None:
+    queue = Queue(schema_dsn, concurrency=4)
+    seen: list[int] = []
+
+    queue.destination("calc", retry=Retry(schedule=[0.1]))
+
+    @queue.task(name="add", destination="calc")
+    async def add(a: int, b: int) -> int:
+        seen.append(a)
+        if a == 0 and len(seen) == 1:
+            raise ValueError("the first attempt fails")
+        return a + b
+
+    async with queue:
+        jobs = [await add.submit(i, 10) for i in range(3)]
+        results = [await job.result(timeout=10) for job in jobs]
+        info = await queue.get(jobs[0].id)
+        stats = await queue.stats()
+    assert isinstance(queue._journal, PostgresJournal)
+    assert results == [10, 11, 12]
+    assert (info.state, info.attempts) == (JobState.SUCCEEDED, 2)
+    assert info.last_error is not None
+    assert info.last_error.startswith("ValueError: the first attempt fails")
+    assert stats.succeeded == 3
+
+
+async def test_a_job_submitted_in_one_process_wakes_a_worker_in_another(schema_dsn: str) -> None:
+    # The worker polls only every 60 s: the job can start at once only if the
+    # producer's commit NOTIFYs it.
+    worker = Queue(schema_dsn, concurrency=2, poll_interval=60)
+    producer = Queue(schema_dsn, concurrency=0)
+    started = asyncio.Event()
+
+    for queue in (worker, producer):
+
+        @queue.task(name="ping")
+        async def ping() -> str:
+            started.set()
+            return "pong"
+
+    async with worker, producer:
+        # Let the worker's dispatcher go idle (its claim found nothing) first.
+        for _ in range(50):
+            await asyncio.sleep(0)
+        job = await producer.submit("ping")
+        await asyncio.wait_for(started.wait(), timeout=10)
+        assert await job.result(timeout=10) == "pong"
+
+
+async def test_hosts_starting_at_once_migrate_the_schema_once(schema_dsn: str) -> None:
+    journals = [PostgresJournal(schema_dsn) for _ in range(5)]
+    await asyncio.gather(*(journal.open() for journal in journals))
+    try:
+        ids = await asyncio.gather(
+            *(j.insert_many([NewJob("t", "{}", "d", 0, 0.0)], 0.0) for j in journals)
+        )
+        assert len({inserted[0].id for inserted in ids}) == 5
+    finally:
+        for journal in journals:
+            await journal.close()
+    import asyncpg
+
+    conn = await asyncpg.connect(schema_dsn.split("?")[0])
+    try:
+        schema = journals[0].schema
+        versions = await conn.fetch(f"SELECT version FROM {schema}.schema_version")
+    finally:
+        await conn.close()
+    assert [row[0] for row in versions] == [SCHEMA_VERSION]
+
+
+async def test_a_schema_of_another_application_is_refused_and_left_alone(
+    schema_dsn: str,
+) -> None:
+    import asyncpg
+
+    journal = PostgresJournal(schema_dsn)
+    conn = await asyncpg.connect(schema_dsn.split("?")[0])
+    try:
+        await conn.execute(f"CREATE SCHEMA {journal.schema}")
+        await conn.execute(f"CREATE TABLE {journal.schema}.invoices (id int)")
+        with pytest.raises(JournalError, match="not asyncq's"):
+            await journal.open()
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1", journal.schema
+        )
+    finally:
+        await conn.close()
+    assert [row[0] for row in tables] == ["invoices"]
+
+
+async def test_a_schema_written_by_a_newer_asyncq_is_refused(schema_dsn: str) -> None:
+    journal = PostgresJournal(schema_dsn)
+    await journal.open()
+    await journal.close()
+    import asyncpg
+
+    conn = await asyncpg.connect(schema_dsn.split("?")[0])
+    try:
+        await conn.execute(f"UPDATE {journal.schema}.schema_version SET version = 99")
+    finally:
+        await conn.close()
+    with pytest.raises(JournalError, match="schema version 99 was written by a newer asyncq"):
+        await journal.open()
+
+
+def test_a_password_never_shows_in_descriptions() -> None:
+    dsn = "postgresql://app:s3cr%40t@db.internal:5432/app?sslmode=require&password=other"
+    assert describe(dsn) == "postgresql://app@db.internal:5432/app?sslmode=require&password=***"
+    assert scrub("failed for s3cr@t and s3cr%40t and other", dsn) == (
+        "failed for *** and *** and ***"
+    )
+    queue = Queue(dsn, concurrency=0)
+    for text in (queue.path, repr(queue._journal), queue._journal.description):
+        assert "s3cr" not in text
+        assert "other" not in text
+
+
+async def test_a_password_never_shows_in_a_connection_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing listens on port 1: the connection fails, and says so without the password.
+    queue = Queue("postgresql://app:hunter2-secret@127.0.0.1:1/app", concurrency=0)
+    with caplog.at_level(logging.DEBUG), pytest.raises(JournalError) as failed:
+        await queue.start()
+    shown = [str(failed.value), repr(failed.value), caplog.text]
+    chain: BaseException | None = failed.value
+    while chain is not None:
+        shown.append(str(chain))
+        chain = chain.__cause__ or chain.__context__
+    assert "cannot connect" in str(failed.value)
+    assert not any("hunter2" in text for text in shown)
+
+
+def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg now fails
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'asyncq\[postgres\]'"):
+        Queue("postgresql://app@db/app")
+
+
+async def test_hosts_with_skewed_clocks_read_the_database_servers_time(
+    schema_dsn: str,
+) -> None:
+    ahead = PostgresJournal(schema_dsn, local_clock=lambda: time.time() + 2.0)
+    behind = PostgresJournal(schema_dsn, local_clock=lambda: time.time() - 2.0)
+    for journal in (ahead, behind):
+        await journal.open()
+    try:
+        a, b = ahead.clock().now(), behind.clock().now()
+        server = await ahead._read(
+            lambda conn: conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+        )
+    finally:
+        for journal in (ahead, behind):
+            await journal.close()
+    # 4 s apart on their own, within a few ms of each other and of the server here.
+    assert abs(a - b) < 0.05
+    assert abs(a - server) < 0.05
+    assert abs(ahead.clock_offset - behind.clock_offset - -4.0) < 0.05
+
+
+def test_the_readmes_postgresql_snippet_builds_its_queues() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "?schema=" in b]
+    scope: dict[str, object] = {"Queue": Queue}
+    exec(block, scope)  # builds the queues; nothing connects before start
+    queue = scope["queue"]
+    assert isinstance(queue, Queue)
+    assert isinstance(queue._journal, PostgresJournal)
+    assert queue._journal.schema == "outbound"

@@ -39,7 +39,8 @@ def stats_document(stats: JournalStats, now: float) -> Document:
         name: destination_document(counts, at) for name, counts in stats.destinations.items()
     }
     totals: Document = {name: getattr(stats, name, None) for name in COUNTS + FLOW}
-    ages = [d["oldest_ready_age"] for d in destinations.values() if d["oldest_ready_age"]]
+    ages = [d["oldest_ready_age"] for d in destinations.values()]
+    ages = [age for age in ages if age is not None]
     totals["oldest_ready_age"] = max(ages, default=None)
     return {
         "at": at,

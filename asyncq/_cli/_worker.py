@@ -38,7 +38,7 @@ def load_queue(spec: str) -> Queue:
         raise CliError(f"module {module_name!r} has no attribute {attribute!r}")
     queue = getattr(module, attribute)
     if not isinstance(queue, Queue):
-        raise CliError(f"{spec!r} is of type {type(queue).__name__}, not an asyncq.Queue")
+        raise CliError(f"{spec!r} is of type {type(queue).__name__}, not a Queue")
     return queue
 
 

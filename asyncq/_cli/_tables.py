@@ -7,6 +7,7 @@ rich would read as markup (a task named "[bold]" is shown as written)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ FLOW_COLUMNS = (
 )  # fmt: skip
 TOP_COLUMNS = (
     "destination", "depth", "ready", "running", "oldest", "in/s", "done/s", "calls/s",
-    "limit/s", "used", "retry/m", "dead/m", "dead", "holds",
+    "limit", "used", "retry/m", "dead/m", "dead", "holds",
 )  # fmt: skip
 
 
@@ -87,6 +88,11 @@ def span(seconds: float | None) -> str:
     return f"{days}d {hours:02d}h"
 
 
+def left(seconds: float) -> str:
+    """Time left, short: 3s, 48s, then as `span` says it."""
+    return f"{math.ceil(seconds)}s" if seconds < 60 else span(seconds)
+
+
 def latency(seconds: float | None) -> str:
     if seconds is None:
         return NONE
@@ -115,12 +121,12 @@ def holds(destination: Document, at: float) -> Text:
     if destination["paused"]:
         parts.append(Text("paused", style="yellow"))
     if destination["held_until"] is not None and destination["held_until"] > at:
-        parts.append(Text(f"held {span(destination['held_until'] - at)}", style="yellow"))
+        parts.append(Text(f"held {left(destination['held_until'] - at)}", style="yellow"))
     circuit = destination["circuit"]
     if circuit not in (None, "closed"):
         until = destination["circuit_until"]
-        left = f" {span(until - at)}" if until is not None and until > at else ""
-        parts.append(Text(f"circuit {circuit}{left}", style="red"))
+        after = f" {left(until - at)}" if until is not None and until > at else ""
+        parts.append(Text(f"circuit {circuit}{after}", style="red"))
     return Text(", ").join(parts) if parts else Text("ok", style="green")
 
 
@@ -138,8 +144,14 @@ _TEXT_COLUMNS = frozenset(
 
 
 def _table(title: str | None, columns: Sequence[str]) -> Table:
+    # The box's blank divider and a right padding of one: two spaces between columns.
     table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+        show_edge=False,
     )
     for name in columns:
         justify: JustifyMethod = "left" if name in _TEXT_COLUMNS else "right"

@@ -263,7 +263,7 @@ def check_top(journal: str) -> None:
     for drawn in frames[2:-1]:
         assert b"\x1b[2K\x1b[1A" * (height - 1) in drawn
     rows = frame_rows(frames[-2])
-    # destination depth ready running oldest in/s done/s calls/s limit/s used retry/m dead/m dead
+    # destination depth ready running oldest in/s done/s calls/s limit used retry/m dead/m dead
     assert rows["destination"][:4] == ["destination", "depth", "ready", "running"]
     assert rows["slow"][1:4] == ["0", "0", "2"]
     assert rows["crm"][-2:] == ["3", "ok"]

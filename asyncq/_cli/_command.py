@@ -44,7 +44,7 @@ def add_journal(parser: argparse.ArgumentParser, *, json_output: bool = True) ->
     parser.add_argument("path", help="the journal file")
     if json_output:
         parser.add_argument(
-            "--json", action="store_true", help="print one JSON document instead of a table"
+            "--json", action="store_true", help="print one JSON document (for scripts)"
         )
 
 

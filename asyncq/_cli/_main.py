@@ -4,6 +4,7 @@ on stderr and exit status 1 or 2 for every error a user can cause."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,7 +13,7 @@ from . import _reading, _top, _worker, _writing
 from ._command import FAILED, USAGE, CliError, Command
 
 #: Every module that adds commands; `asyncq --help` lists them in this order.
-MODULES = (_worker, _reading, _top, _writing)
+MODULES = (_worker, _top, _reading, _writing)
 
 DESCRIPTION = (
     "Run a queue's workers, look at a journal while they run, and act on its jobs. "
@@ -48,6 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), FAILED)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`asyncq jobs ... | head`): nothing more to say, and
+        # nothing to say it to; stdout goes nowhere, so exiting does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAILED
     return status
 
 

@@ -88,10 +88,6 @@ class ReadOnlyJournal:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def check(self) -> None:
-        """Raise the error that reading the journal would raise, if any."""
-        self.read(lambda conn: None)
-
     def stats(self, now: float) -> JournalStats:
         """Jobs per destination and state, as `Queue.stats()` gives them."""
         return self.read(lambda conn: reads.stats(conn, now))

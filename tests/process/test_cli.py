@@ -314,3 +314,54 @@ async def test_without_rich_json_works_and_tables_name_the_extra(tmp_path: Path)
     assert ran.err == (
         "asyncq: tables need the 'cli' extra: pip install 'asyncq[cli]' (or add --json)\n"
     )
+
+
+def into_a_closed_pipe(argv: list[str]) -> tuple[int, bytes]:
+    """Run `argv` with its output into a pipe nobody reads any more (as after
+    `| head` has gone); its exit status and what it said on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(argv, env=ENV, stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+    return done.returncode, done.stderr
+
+
+async def test_a_reader_that_went_away_ends_the_output_quietly(tmp_path: Path) -> None:
+    journal = str(tmp_path / "jobs.db")
+    async with cli_app.producer(journal) as producer:
+        await producer.submit(cli_app.SEND, i=1)
+    for output in ([], ["--json"]):
+        argv = [*ASYNCQ, "jobs", journal, *output]
+        assert await asyncio.to_thread(into_a_closed_pipe, argv) == (1, b"")
+
+
+async def test_top_into_a_pipe_prints_frame_after_frame_and_outlives_a_lost_journal(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "jobs.db"
+    async with cli_app.producer(journal) as producer:
+        await producer.submit(cli_app.SEND, i=1)
+    proc = await asyncio.create_subprocess_exec(
+        *ASYNCQ, "top", str(journal), "--interval", "0.1",
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(DEADLINE):
+            first = await proc.stdout.readuntil(b"Ctrl-C to quit")
+            second = await proc.stdout.readuntil(b"Ctrl-C to quit")
+            journal.unlink()  # the frames go on, marked stale, with the reason
+            stale = await proc.stdout.readuntil(b"no such file; retrying)")
+            proc.send_signal(signal.SIGINT)
+            rest, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert (proc.returncode, err) == (0, b"")
+    assert b"\x1b[" not in first + second + stale + rest  # no terminal, no redrawing
+    assert frame_rows(second)["email"][1:3] == ["1", "1"]
+    # The stale frame (written at once with its header) shows the last figures read.
+    assert frame_rows(rest)["email"][1:3] == ["1", "1"]

@@ -17,7 +17,7 @@ from .._errors import JournalError
 #: a module that does not import); the command line itself is wrong (argparse's).
 FAILED, USAGE = 1, 2
 
-NEED_RICH = "tables need the 'cli' extra: pip install 'asyncq[cli]' (or add --json)"
+NEED_RICH = "tables need the 'cli' extra: pip install 'asyncq[cli]'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +62,13 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
-def require_rich() -> None:
-    """Raise `CliError` naming the extra if rich, which draws the tables, is missing."""
+def require_rich(instead: str = "or add --json") -> None:
+    """Raise `CliError` naming the extra if rich, which draws the tables, is missing;
+    `instead` says what works without it."""
     try:
         import rich  # noqa: F401 - only checks that it is there
     except ImportError:
-        raise CliError(NEED_RICH) from None
+        raise CliError(f"{NEED_RICH} ({instead})") from None
 
 
 def positive(text: str) -> int:

@@ -39,7 +39,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    require_rich()
+    require_rich("or use asyncq stats --json")
     from rich.live import Live
 
     from ._tables import console, top_view

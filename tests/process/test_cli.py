@@ -301,6 +301,7 @@ sys.modules["rich"] = None  # as if the extra were not installed
 from asyncq.cli import main
 assert main(["stats", sys.argv[1], "--json"]) == 0
 assert main(["stats", sys.argv[1]]) == 1
+assert main(["top", sys.argv[1], "--once"]) == 1
 """
 
 
@@ -311,9 +312,11 @@ async def test_without_rich_json_works_and_tables_name_the_extra(tmp_path: Path)
     ran = await asyncq("-c", WITHOUT_RICH, journal, command=[sys.executable])
     assert ran.status == 0, ran
     assert json.loads(ran.out)["destinations"]["email"]["ready"] == 1
-    assert ran.err == (
-        "asyncq: tables need the 'cli' extra: pip install 'asyncq[cli]' (or add --json)\n"
-    )
+    need = "asyncq: tables need the 'cli' extra: pip install 'asyncq[cli]'"
+    assert ran.err.splitlines() == [
+        f"{need} (or add --json)",
+        f"{need} (or use asyncq stats --json)",
+    ]
 
 
 def into_a_closed_pipe(argv: list[str]) -> tuple[int, bytes]:

@@ -19,19 +19,16 @@ EXTRA = "pip install 'asyncq[demo]'"
 DEFAULT_REPORT = "asyncq-demo-report.html"
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `demo` to the `asyncq` command's subcommands."""
-    demo = commands.add_parser(
-        "demo",
-        help="play the three stories against local receivers; write an HTML report",
-        description=(
-            "Play three stories against HTTP receivers on 127.0.0.1, in about a minute: an "
-            "email campaign paced under the provider's limit, webhooks to a CRM that goes "
-            "down and comes back, enrichment calls to an API that answers 429 + "
-            "Retry-After. Shows live progress, judges by what the receivers counted (exit "
-            "status 1 if a limit was exceeded or a job lost) and writes an HTML report."
-        ),
-    )
+#: One line for `asyncq --help` and `asyncq demo --help`.
+HELP = (
+    "play the three stories against HTTP receivers on 127.0.0.1 in about a minute "
+    "(paced email, a CRM that goes down and comes back, an API answering 429 + "
+    "Retry-After); judge by what the receivers counted; write an HTML report"
+)
+
+
+def arguments(demo: argparse.ArgumentParser) -> None:
+    """The options of `asyncq demo`."""
     demo.add_argument(
         "--quick",
         action="store_true",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import pytest
@@ -27,10 +28,14 @@ async def test_dead_letters_are_listed_and_redriven_from_the_command_line(
         await run_until_idle(queue)
 
     # The command runs its own event loop: run it in a thread, as a shell would.
-    await asyncio.to_thread(main, ["dead", db_path, "--destination", "hook"])
-    listed = capsys.readouterr().out.splitlines()
-    assert len(listed) == 2
-    assert all("hook\tdeliver\t1\tConnectionError: receiver down" in line for line in listed)
+    await asyncio.to_thread(main, ["dead", db_path, "--destination", "hook", "--json"])
+    listed = json.loads(capsys.readouterr().out)["dead"]
+    assert sorted(job["id"] for job in listed) == [job.id for job in jobs]
+    assert all(
+        (job["destination"], job["task"], job["attempts"]) == ("hook", "deliver", 1)
+        and job["last_error"].startswith("ConnectionError: receiver down")
+        for job in listed
+    )
 
     await asyncio.to_thread(main, ["redrive", db_path, str(jobs[0].id)])
     assert "redrove 1 job(s)" in capsys.readouterr().out

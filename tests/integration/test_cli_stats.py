@@ -34,7 +34,7 @@ async def test_stats_show_pauses_holds_and_counts(
         await enrich.submit()
         await run_until_idle(queue)
 
-    await asyncio.to_thread(main, ["stats", db_path])
+    await asyncio.to_thread(main, ["stats", db_path, "--json"])
     shown = json.loads(capsys.readouterr().out)["destinations"]
     assert shown["crm"]["paused"] is True
     assert shown["crm"]["ready"] == 1

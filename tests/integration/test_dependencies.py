@@ -521,6 +521,6 @@ async def test_the_stats_command_shows_blocked_jobs(
         parent = await post.submit()
         await post.submit_many([{}, {}], after=[parent])
 
-    await asyncio.to_thread(main, ["stats", db_path])
+    await asyncio.to_thread(main, ["stats", db_path, "--json"])
     shown = json.loads(capsys.readouterr().out)["destinations"]
     assert (shown["crm"]["ready"], shown["crm"]["blocked"]) == (1, 2)

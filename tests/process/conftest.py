@@ -57,8 +57,8 @@ class WorkerSet:
     settings: dict[str, str] = field(default_factory=dict)
     started: list[Worker] = field(default_factory=list)
 
-    async def start(self) -> Worker:
-        """Start a worker on the journal, configured by `settings` (see app.py)."""
+    async def start(self, app: str = "tests.process.app:queue") -> Worker:
+        """Start a worker of `app` on the journal, configured by `settings` (see app.py)."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
         env["ASYNCQ_TEST_JOURNAL"] = str(self.journal)
@@ -72,7 +72,7 @@ class WorkerSet:
                 "-m",
                 "asyncq.cli",
                 "worker",
-                "tests.process.app:queue",
+                app,
                 cwd=REPO_ROOT,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,

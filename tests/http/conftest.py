@@ -44,6 +44,8 @@ class Receiver:
     in_flight: int = 0
     most_in_flight: int = 0
     gate: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when that many /gated requests are in flight at once.
+    arrivals: dict[int, asyncio.Event] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -51,9 +53,16 @@ class Receiver:
     def paths(self) -> list[str]:
         return [s.path for s in self.seen]
 
+    async def note(self, request: web.Request) -> None:
+        self.seen.append(
+            Seen(request.method, request.path, dict(request.headers), await request.read())
+        )
+
     async def status(self, request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
-        self.seen.append(Seen(request.method, request.path, dict(request.headers), await request.read()))
+        self.seen.append(
+            Seen(request.method, request.path, dict(request.headers), await request.read())
+        )
         headers = {}
         if "retry_after" in request.query:
             headers["Retry-After"] = request.query["retry_after"]
@@ -62,24 +71,34 @@ class Receiver:
         return web.Response(status=code, text=f"answer {code}", headers=headers)
 
     async def hook(self, request: web.Request) -> web.Response:
-        self.seen.append(Seen(request.method, request.path, dict(request.headers), await request.read()))
+        self.seen.append(
+            Seen(request.method, request.path, dict(request.headers), await request.read())
+        )
         status = self.hook_statuses.pop(0) if self.hook_statuses else 204
         return web.Response(status=status, text=None if status == 204 else f"hook {status}")
 
     async def big(self, request: web.Request) -> web.Response:
-        self.seen.append(Seen(request.method, request.path, dict(request.headers), await request.read()))
+        self.seen.append(
+            Seen(request.method, request.path, dict(request.headers), await request.read())
+        )
         return web.Response(status=200, body=b"x" * 100_000)
 
     async def slow(self, request: web.Request) -> web.Response:
-        self.seen.append(Seen(request.method, request.path, dict(request.headers), await request.read()))
+        self.seen.append(
+            Seen(request.method, request.path, dict(request.headers), await request.read())
+        )
         self.slow_arrived.set()
         await self.release.wait()
         return web.Response(status=200, text="late")
 
     async def gated(self, request: web.Request) -> web.Response:
-        self.seen.append(Seen(request.method, request.path, dict(request.headers), await request.read()))
+        self.seen.append(
+            Seen(request.method, request.path, dict(request.headers), await request.read())
+        )
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight in self.arrivals:
+            self.arrivals[self.in_flight].set()
         try:
             await self.gate.wait()
         finally:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from urllib.parse import quote
 
 import pytest
@@ -241,12 +241,14 @@ async def test_connections_cap_the_calls_in_flight(
 ) -> None:
     queue = make_queue(concurrency=16)
     queue.destination("hooks", http=Http(allow=["127.0.0.1"], connections=2))
+    two, three = receiver.arrivals[2], receiver.arrivals[3] = asyncio.Event(), asyncio.Event()
     async with queue:
         jobs = [await queue.submit_http("hooks", receiver.url("/gated")) for _ in range(6)]
-        while receiver.in_flight < 2:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # room for a third call, if the cap let one through
-        assert receiver.in_flight == 2
+        await asyncio.wait_for(two.wait(), timeout=10)
+        # Room for a third call, if the cap let one through: it would come at once.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(three.wait(), timeout=0.2)
+        assert not three.is_set()
         receiver.gate.set()
         for job in jobs:
             assert (await job.result(timeout=10))["body"] == "through"
@@ -293,5 +295,8 @@ async def test_methods_headers_and_bodies(queue: Queue, receiver: Receiver) -> N
     raw, text, get = seen["PUT5"], seen["POST7"], seen["GET0"]
     assert (raw.body, raw.headers["X-A"]) == (b"\x00\xffraw", "1")
     assert raw.headers["Content-Type"] == "application/octet-stream"
-    assert (text.body, text.headers["Content-Type"]) == ("text é".encode(), "text/plain; charset=utf-8")
+    assert (text.body, text.headers["Content-Type"]) == (
+        "text é".encode(),
+        "text/plain; charset=utf-8",
+    )
     assert get.body == b""

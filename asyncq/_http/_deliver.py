@@ -5,6 +5,7 @@ worker pool turns into a retry, a `RetryAfter` hold or a dead letter."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from ._errors import (
 )
 from ._session import HttpClients, import_aiohttp, refused_in
 from ._sign import signature_headers
-from ._ssrf import literal_address
+from ._ssrf import AddressPolicy, literal_address
 
 if TYPE_CHECKING:
     import aiohttp
@@ -98,12 +99,19 @@ async def deliver(
 def check_literal_host(http: Http, url: str) -> None:
     """Refuse, before any connection, a URL whose host is an address the guard
     refuses, in whatever spelling (`http://0x7f.1/`, `http://[::ffff:10.0.0.1]/`)."""
-    host = urlsplit(url).hostname or ""
+    refused = _literal_refusal(http.addresses, urlsplit(url).hostname or "")
+    if refused is not None:
+        raise AddressRefused(*refused)
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_refusal(policy: AddressPolicy, host: str) -> tuple[str, str, str] | None:
     address = literal_address(host)
     if address is not None:
-        why = http.addresses.refusal(address)
+        why = policy.refusal(address)
         if why is not None:
-            raise AddressRefused(host, str(address), why)
+            return host, str(address), why
+    return None
 
 
 async def _read_excerpt(answer: aiohttp.ClientResponse, limit: int) -> bytes:

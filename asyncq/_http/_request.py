@@ -5,6 +5,7 @@ signature covers them)."""
 from __future__ import annotations
 
 import base64
+import functools
 import json as jsonlib
 import re
 import secrets
@@ -37,6 +38,11 @@ def check_url(url: object) -> str:
     (`TypeError` if it is not a str) that says why."""
     if not isinstance(url, str):
         raise TypeError(f"the URL must be a str, not {type(url).__name__}")
+    return _check_url(url)
+
+
+@functools.lru_cache(maxsize=4096)  # a delivery's URL is checked again when it runs
+def _check_url(url: str) -> str:
     shown = url if len(url) <= 200 else url[:200] + "..."
     if len(url) > MAX_URL_CHARS:
         raise ValueError(f"the URL is longer than {MAX_URL_CHARS:,} characters: {shown!r}")

@@ -9,6 +9,7 @@ cannot slip through.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -147,6 +148,7 @@ def loose_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(number)
 
 
+@functools.lru_cache(maxsize=4096)  # a few hosts, each parsed once, not per delivery
 def literal_address(host: str) -> IPAddress | None:
     """The address a URL's host names literally (`[::1]`, `10.0.0.1`, `0x7f.1`),
     or None if it is a name to resolve."""

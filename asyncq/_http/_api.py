@@ -4,10 +4,11 @@ the jobs `submit_http` writes)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING, Any, cast
 
-from .._context import current_job
+from .._context import current_job, running_job
 from .._dependencies import After
 from .._errors import PermanentFailure
 from .._job import Job
@@ -133,13 +134,9 @@ class HttpMethods:
     async def _deliver(
         self, method: str, url: str, headers: dict[str, str], body: bytes, webhook_id: str
     ) -> HttpResult:
-        destination = current_job().destination
+        destination = running_job.get().destination  # the handler's own job
         http = self._destinations.policy_for(destination).http or _DEFAULT_HTTP
-        queue = cast("Queue", self)
-
-        async def pause() -> None:
-            await queue.pause(destination)
-
+        pause = functools.partial(cast("Queue", self).pause, destination)
         return await deliver(
             http,
             self._http_clients,

@@ -37,6 +37,17 @@ def import_aiohttp() -> Any:
     return aiohttp
 
 
+class Client:
+    """What deliveries under one `Http` use: its session and its timeout."""
+
+    __slots__ = ("http", "session", "timeout")
+
+    def __init__(self, http: Http, session: aiohttp.ClientSession, timeout: Any) -> None:
+        self.http = http  # held, so that its id() is not reused while this lives
+        self.session = session
+        self.timeout = timeout
+
+
 class GuardRefused(OSError):
     """The guard refused an address, raised where aiohttp expects an `OSError`
     (it wraps it, and the delivery unwraps `refused`)."""
@@ -114,9 +125,21 @@ class HttpClients:
 
     def __init__(self) -> None:
         self._sessions: dict[tuple[object, ...], aiohttp.ClientSession] = {}
+        self._resolvers: list[AbstractResolver] = []  # aiohttp closes only its own
+        self._clients: dict[int, Client] = {}  # by id(Http): one lookup per delivery
+
+    def client(self, http: Http) -> Client:
+        """The session and timeout for deliveries under `http`."""
+        client = self._clients.get(id(http))
+        if client is None or client.session.closed:
+            timeout = import_aiohttp().ClientTimeout(
+                total=http.timeout, connect=http.connect_timeout
+            )
+            client = self._clients[id(http)] = Client(http, self.session(http), timeout)
+        return client
 
     def session(self, http: Http) -> aiohttp.ClientSession:
-        key = (http.addresses, http.resolver, http.dns_cache)
+        key = (http.addresses, id(http.resolver), http.dns_cache)
         session = self._sessions.get(key)
         if session is None or session.closed:
             session = self._sessions[key] = self._open(http)
@@ -127,9 +150,11 @@ class HttpClients:
 
         client = import_aiohttp()
         inner = http.resolver if http.resolver is not None else client.DefaultResolver()
+        resolver = _guarded_resolver(http.addresses, inner, owned=http.resolver is None)
+        self._resolvers.append(resolver)
         connector = client.TCPConnector(
             limit=0,  # the queue's workers bound the calls in flight
-            resolver=_guarded_resolver(http.addresses, inner, owned=http.resolver is None),
+            resolver=resolver,
             use_dns_cache=http.dns_cache > 0,
             ttl_dns_cache=http.dns_cache or None,
             socket_factory=_guarded_socket(http.addresses),
@@ -146,6 +171,10 @@ class HttpClients:
 
     async def close(self) -> None:
         sessions = list(self._sessions.values())
+        resolvers, self._resolvers = self._resolvers, []
         self._sessions.clear()
+        self._clients.clear()
         for session in sessions:
             await session.close()
+        for resolver in resolvers:
+            await resolver.close()

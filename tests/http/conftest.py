@@ -23,6 +23,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # the connection it came on
 
 
 @dataclass
@@ -54,15 +55,14 @@ class Receiver:
         return [s.path for s in self.seen]
 
     async def note(self, request: web.Request) -> None:
-        self.seen.append(
-            Seen(request.method, request.path, dict(request.headers), await request.read())
-        )
+        body = await request.read()
+        assert request.transport is not None
+        port = request.transport.get_extra_info("peername")[1]
+        self.seen.append(Seen(request.method, request.path, dict(request.headers), body, port))
 
     async def status(self, request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
-        self.seen.append(
-            Seen(request.method, request.path, dict(request.headers), await request.read())
-        )
+        await self.note(request)
         headers = {}
         if "retry_after" in request.query:
             headers["Retry-After"] = request.query["retry_after"]
@@ -71,30 +71,22 @@ class Receiver:
         return web.Response(status=code, text=f"answer {code}", headers=headers)
 
     async def hook(self, request: web.Request) -> web.Response:
-        self.seen.append(
-            Seen(request.method, request.path, dict(request.headers), await request.read())
-        )
+        await self.note(request)
         status = self.hook_statuses.pop(0) if self.hook_statuses else 204
         return web.Response(status=status, text=None if status == 204 else f"hook {status}")
 
     async def big(self, request: web.Request) -> web.Response:
-        self.seen.append(
-            Seen(request.method, request.path, dict(request.headers), await request.read())
-        )
+        await self.note(request)
         return web.Response(status=200, body=b"x" * 100_000)
 
     async def slow(self, request: web.Request) -> web.Response:
-        self.seen.append(
-            Seen(request.method, request.path, dict(request.headers), await request.read())
-        )
+        await self.note(request)
         self.slow_arrived.set()
         await self.release.wait()
         return web.Response(status=200, text="late")
 
     async def gated(self, request: web.Request) -> web.Response:
-        self.seen.append(
-            Seen(request.method, request.path, dict(request.headers), await request.read())
-        )
+        await self.note(request)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         if self.in_flight in self.arrivals:

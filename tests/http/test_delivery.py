@@ -300,3 +300,27 @@ async def test_methods_headers_and_bodies(queue: Queue, receiver: Receiver) -> N
         "text/plain; charset=utf-8",
     )
     assert get.body == b""
+
+
+async def test_one_pooled_session_per_queue_opened_and_closed_with_it(
+    make_queue: MakeQueue, receiver: Receiver
+) -> None:
+    queue = make_queue(concurrency=1)
+    queue.destination("a", http=LOCAL)
+    queue.destination("b", http=Http(allow=["127.0.0.1"], timeout=5))  # same guard: same pool
+    queue.destination("c", http=Http(allow_private=True))  # another guard: a pool of its own
+    async with make_queue(concurrency=0) as producer:  # a producer opens no session
+        await producer.submit_http("a", receiver.url("/hook"))
+        assert producer._http_clients._sessions == {}
+    async with queue:
+        for destination in ("a", "b", "a", "b", "c"):
+            job = await queue.submit_http(destination, receiver.url("/hook"))
+            await job.result(timeout=10)
+        sessions = list(queue._http_clients._sessions.values())
+        assert len(sessions) == 2
+        assert not any(s.closed for s in sessions)
+    assert all(s.closed for s in sessions)
+    assert queue._http_clients._sessions == {}
+    ports = [s.client_port for s in receiver.seen]
+    assert len(set(ports[:5])) == 1  # a and b shared one kept-alive connection
+    assert ports[5] != ports[0]  # c came on a connection of its own pool

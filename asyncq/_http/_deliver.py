@@ -102,13 +102,14 @@ async def deliver(
 def check_literal_host(http: Http, url: str) -> None:
     """Refuse, before any connection, a URL whose host is an address the guard
     refuses, in whatever spelling (`http://0x7f.1/`, `http://[::ffff:10.0.0.1]/`)."""
-    refused = _literal_refusal(http.addresses, urlsplit(url).hostname or "")
+    refused = _literal_refusal(http.addresses, url)
     if refused is not None:
         raise AddressRefused(*refused)
 
 
-@functools.lru_cache(maxsize=4096)
-def _literal_refusal(policy: AddressPolicy, host: str) -> tuple[str, str, str] | None:
+@functools.lru_cache(maxsize=4096)  # a few URLs per destination: one lookup per delivery
+def _literal_refusal(policy: AddressPolicy, url: str) -> tuple[str, str, str] | None:
+    host = urlsplit(url).hostname or ""
     address = literal_address(host)
     if address is not None:
         why = policy.refusal(address)

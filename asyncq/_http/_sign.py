@@ -8,7 +8,6 @@ either the old or the new one can verify.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from collections.abc import Sequence
 
@@ -20,8 +19,7 @@ def signature_headers(
     `timestamp` (whole seconds since the epoch)."""
     signed = f"{webhook_id}.{timestamp}.".encode() + body
     signatures = " ".join(
-        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        for key in keys
+        "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys
     )
     return {
         "webhook-id": webhook_id,

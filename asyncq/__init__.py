@@ -20,6 +20,20 @@ from ._errors import (
     UnknownTask,
     WrongEventLoop,
 )
+from ._http import (
+    AddressRefused,
+    Http,
+    HttpConnectionFailed,
+    HttpExtraMissing,
+    HttpRejected,
+    HttpResponse,
+    HttpResult,
+    HttpRetryAfter,
+    HttpStatusError,
+    HttpTimeout,
+    Verdict,
+    classify_response,
+)
 from ._job import Job
 from ._journal import DestinationCounts, JournalStats
 from ._policy import Circuit, Rate, Retry
@@ -30,11 +44,21 @@ from ._tasks import Task, TaskOptions
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressRefused",
     "AsyncqError",
     "Circuit",
     "CircuitOpen",
     "Clock",
     "DestinationCounts",
+    "Http",
+    "HttpConnectionFailed",
+    "HttpExtraMissing",
+    "HttpRejected",
+    "HttpResponse",
+    "HttpResult",
+    "HttpRetryAfter",
+    "HttpStatusError",
+    "HttpTimeout",
     "Job",
     "JobCancelled",
     "JobContext",
@@ -59,7 +83,9 @@ __all__ = [
     "Task",
     "TaskOptions",
     "UnknownTask",
+    "Verdict",
     "WrongEventLoop",
     "__version__",
+    "classify_response",
     "current_job",
 ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ._clock import Clock
+from ._http import Http
 from ._journal import DestinationRecord
 from ._limiter import Bucket, booking_horizon, booking_rate, room_at, start_within
 from ._policy import Circuit, Rate, Retry
@@ -29,6 +30,7 @@ class DestinationPolicy:
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     circuit: Circuit | None = field(default_factory=Circuit)
+    http: Http | None = None  # how `submit_http` deliveries to it are made
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and self.concurrency < 1:

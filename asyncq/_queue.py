@@ -21,6 +21,7 @@ from ._context import as_state
 from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
+from ._http import Http, HttpMethods, http_concurrency
 from ._journal import Failed, Journal, JournalStats, PostgresJournal, SqliteJournal
 from ._journal._postgres_dsn import is_postgres_dsn
 from ._operating import Operating
@@ -53,7 +54,7 @@ R = TypeVar("R")
 Lifespan = Callable[["Queue"], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 
-class Queue(Submitting, Operating):
+class Queue(Submitting, Operating, HttpMethods):
     """A durable job queue in this process.
 
     `path` is the SQLite journal file (":memory:" for throwaway use), or a
@@ -144,6 +145,7 @@ class Queue(Submitting, Operating):
         self._engine: Engine | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._resources: AsyncExitStack | None = None
+        self._add_http_task()
 
     # -- destinations ---------------------------------------------------------
 
@@ -156,21 +158,24 @@ class Queue(Submitting, Operating):
         retry: Retry | None = None,
         timeout: float | None = None,
         circuit: Circuit | None = Circuit(),  # noqa: B008 - frozen, shared safely
+        http: Http | None = None,
     ) -> None:
         """Declare how calls to `name` are paced, capped, retried and timed out.
 
         `name` may be a pattern (`"endpoint:*"`): each matching name gets its own
         bucket and state with this policy. `"*"` sets the defaults. `circuit=None`
         turns circuit breaking off. `timeout` (seconds) applies to tasks that set none.
+        `http` says how `submit_http` deliveries to it are made (see `Http`).
         """
         self._destinations.declare(
             check_name(name, "destination name"),
             DestinationPolicy(
                 rate=rate,
-                concurrency=concurrency,
+                concurrency=http_concurrency(concurrency, http),
                 retry=retry or Retry(),
                 timeout=timeout,
                 circuit=circuit,
+                http=http,
             ),
         )
 
@@ -319,6 +324,8 @@ class Queue(Submitting, Operating):
                 state = None
                 if self._lifespan is not None:
                     state = await resources.enter_async_context(self._lifespan(self))
+                # HTTP sessions open at their first delivery; they close at stop.
+                resources.push_async_callback(self._http_clients.close)
                 engine = self._new_engine(upkeep, as_state(state))
         except BaseException:
             await resources.aclose()

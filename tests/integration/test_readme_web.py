@@ -1,5 +1,5 @@
-"""The README's FastAPI and aiohttp snippets run as written, against a real journal,
-with each framework's own test client, twice (a fresh event loop each time)."""
+"""The README's FastAPI and aiohttp snippets (asyncq.contrib) run as written, against a
+real journal, with each framework's own test client, twice (a fresh event loop each time)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_the_fastapi_snippet_runs_with_its_test_client_twice(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    app = run_snippet("FastAPI(lifespan=lifespan)")["app"]
+    app = run_snippet("FastAPI(lifespan=lifespan(queue))")["app"]
     for deal_id in (1, 2):  # each TestClient runs the app in a new event loop
         with TestClient(app) as client:
             answer = client.post(f"/deals/{deal_id}/won")
@@ -86,7 +86,7 @@ def test_the_aiohttp_snippet_runs_with_its_test_client_twice(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    app_of = run_snippet("app.cleanup_ctx.append(run_queue)")
+    app_of = run_snippet("setup(app, queue)")
 
     async def serve(deal_id: int) -> Any:
         async with TestClient(TestServer(app_of["app"])) as client:
@@ -96,6 +96,6 @@ def test_the_aiohttp_snippet_runs_with_its_test_client_twice(
             return await _wait(jobs_module.queue, job_id)
 
     for deal_id in (1, 2):
-        app_of = run_snippet("app.cleanup_ctx.append(run_queue)")  # an app serves once
+        app_of = run_snippet("setup(app, queue)")  # an app serves once
         assert asyncio.run(serve(deal_id)) == 200
     assert jobs_module.calls == [{"id": 1}, {"id": 2}]

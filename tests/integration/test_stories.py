@@ -7,11 +7,10 @@ import bisect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
-from asyncq import Circuit, JobInfo, PermanentFailure, Queue, Rate, Retry, RetryAfter
+from asyncq import Circuit, Http, JobInfo, Queue, Rate, Retry, RetryAfter
 from asyncq.testing import ManualClock, run_until_idle
 from tests.pacing import drive, most_in_any_window
 
@@ -54,9 +53,10 @@ async def test_story_1_a_burst_of_50000_sends_goes_out_at_1000_a_minute(
 @pytest.fixture
 async def receiver() -> AsyncIterator[dict[str, Any]]:
     """A real HTTP server on 127.0.0.1: one receiver that can be down, one healthy."""
-    state: dict[str, Any] = {"dead_up": False, "dead_got": [], "healthy_got": []}
+    state: dict[str, Any] = {"dead_up": False, "dead_got": [], "healthy_got": [], "dead_calls": 0}
 
     async def dead(request: web.Request) -> web.Response:
+        state["dead_calls"] += 1
         if not state["dead_up"]:
             return web.Response(status=503, text="receiver down")
         state["dead_got"].append(await request.json())
@@ -95,79 +95,62 @@ async def test_story_2_a_webhook_survives_a_dead_receiver(
     queue = make_queue(concurrency=8, on_dead=on_dead)
     ladder = [60, 300, 1800, 7200]
     circuit = Circuit()  # the default: open after 10 failures in a row, for 60 s
-    queue.destination("receiver:*", retry=Retry(schedule=ladder), circuit=circuit)
     t0 = clock.now()
-    calls = {"dead": 0}
-
-    async with aiohttp.ClientSession() as http:
-
-        @queue.task
-        async def deliver(url: str, event: dict[str, Any]) -> int:
-            if url.endswith("/dead"):
-                calls["dead"] += 1
-            async with http.post(url, json=event) as response:
-                if 400 <= response.status < 500:
-                    raise PermanentFailure(f"HTTP {response.status}")
-                if response.status >= 300:
-                    raise ConnectionError(f"HTTP {response.status}: {await response.text()}")
-                return response.status
-
-        async with queue:
-            base = receiver["base"]
-            # 20 deals close: 20 webhooks to a receiver that is down, enough to trip
-            # its circuit, and 20 to a healthy one.
-            webhooks = [
-                await queue.submit(
-                    deliver,
-                    f"{base}/dead",
-                    {"deal": n, "stage": "won"},
-                    destination="receiver:dead",
-                )
-                for n in range(20)
-            ]
-            others = [
-                await queue.submit(deliver, f"{base}/healthy", {"n": n}, destination="receiver:ok")
-                for n in range(20)
-            ]
-            await run_until_idle(queue)
-            # The healthy receiver is not slowed by the dead one: all done at t0.
-            assert len(receiver["healthy_got"]) == 20
-            assert [await job.result(timeout=5) for job in others] == [204] * 20
-            # Every webhook keeps to its own ladder, circuit or not, and is dead by its
-            # last retry plus one cooldown.
-            last_retry = t0 + sum(ladder)
-            deadline = last_retry + circuit.cooldown
-            await drive(
-                queue, clock, step=30, until=lambda: clock.now() >= deadline, limit=deadline
+    # The built-in delivery classifies the answers: a 503 is retried on the ladder.
+    local = Http(allow=["127.0.0.1"])
+    queue.destination("receiver:*", retry=Retry(schedule=ladder), circuit=circuit, http=local)
+    async with queue:
+        base = receiver["base"]
+        # 20 deals close: 20 webhooks to a receiver that is down, enough to trip
+        # its circuit, and 20 to a healthy one.
+        webhooks = [
+            await queue.submit_http(
+                "receiver:dead", f"{base}/dead", json={"deal": n, "stage": "won"}
             )
-            await asyncio.wait_for(all_died.wait(), timeout=5)
-            dead = await queue.dead_letters("receiver:dead")
-            assert sorted(d.id for d in dead) == sorted(w.id for w in webhooks)
-            assert sorted(d.id for d in died) == sorted(w.id for w in webhooks)  # on_dead, once
-            for letter in dead:
-                assert letter.attempts == 5
-                assert letter.finished_at is not None
-                assert letter.finished_at <= deadline
-                assert [round(h[0] - t0) for h in letter.history] == [0, 60, 360, 2160, 9360]
-                # The last error says why: the receiver's answer, or the open circuit.
-                assert letter.last_error is not None
-                assert letter.last_error.startswith(
-                    (
-                        "ConnectionError: HTTP 503: receiver down",
-                        "CircuitOpen: not called: the circuit of destination 'receiver:dead' "
-                        "is open after repeated failures",
-                    )
-                ), letter.last_error
-            # The circuit spared the dead receiver: the calls that tripped it (and
-            # those already in flight), then one probe per retry round.
-            assert calls["dead"] <= circuit.failures + 8 + len(ladder)
+            for n in range(20)
+        ]
+        others = [
+            await queue.submit_http("receiver:ok", f"{base}/healthy", json={"n": n})
+            for n in range(20)
+        ]
+        await run_until_idle(queue)
+        # The healthy receiver is not slowed by the dead one: all done at t0.
+        assert len(receiver["healthy_got"]) == 20
+        assert [(await job.result(timeout=5))["status"] for job in others] == [204] * 20
+        # Every webhook keeps to its own ladder, circuit or not, and is dead by its
+        # last retry plus one cooldown.
+        last_retry = t0 + sum(ladder)
+        deadline = last_retry + circuit.cooldown
+        await drive(queue, clock, step=30, until=lambda: clock.now() >= deadline, limit=deadline)
+        await asyncio.wait_for(all_died.wait(), timeout=5)
+        dead = await queue.dead_letters("receiver:dead")
+        assert sorted(d.id for d in dead) == sorted(w.id for w in webhooks)
+        assert sorted(d.id for d in died) == sorted(w.id for w in webhooks)  # on_dead, once
+        for letter in dead:
+            assert letter.attempts == 5
+            assert letter.finished_at is not None
+            assert letter.finished_at <= deadline
+            assert [round(h[0] - t0) for h in letter.history] == [0, 60, 360, 2160, 9360]
+            # The last error says why: the receiver's answer, or the open circuit.
+            assert letter.last_error is not None
+            assert letter.last_error.startswith(
+                (
+                    f"HttpStatusError: HTTP 503 Service Unavailable from POST {base}/dead: "
+                    "receiver down",
+                    "CircuitOpen: not called: the circuit of destination 'receiver:dead' "
+                    "is open after repeated failures",
+                )
+            ), letter.last_error
+        # The circuit spared the dead receiver: the calls that tripped it (and
+        # those already in flight), then one probe per retry round.
+        assert receiver["dead_calls"] <= circuit.failures + 8 + len(ladder)
 
-            receiver["dead_up"] = True  # the receiver recovers; someone redrives
-            assert await queue.redrive(destination="receiver:dead") == 20
-            await run_until_idle(queue)  # the circuit is open: refused, retried in 60 s
-            clock.advance(60)
-            await run_until_idle(queue)  # the probe succeeds, the circuit closes
-            assert [await w.result(timeout=5) for w in webhooks] == [204] * 20
+        receiver["dead_up"] = True  # the receiver recovers; someone redrives
+        assert await queue.redrive(destination="receiver:dead") == 20
+        await run_until_idle(queue)  # the circuit is open: refused, retried in 60 s
+        clock.advance(60)
+        await run_until_idle(queue)  # the probe succeeds, the circuit closes
+        assert [(await w.result(timeout=5))["status"] for w in webhooks] == [204] * 20
     assert sorted(e["deal"] for e in receiver["dead_got"]) == list(range(20))
 
 

@@ -21,6 +21,7 @@ from ._context import as_state
 from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
+from ._instrument import Instrument
 from ._journal import Failed, Journal, JournalStats, SqliteJournal
 from ._operating import Operating
 from ._periodic import PeriodicJobs, build_schedule, registered_task
@@ -125,6 +126,8 @@ class Queue(Submitting, Operating):
         #: Called once for each job that exhausts its retry policy (after the death is written).
         self.on_dead = on_dead
         self._lifespan = lifespan
+        # Metrics and traces (`asyncq.contrib`), attached by `_instrument.attach`.
+        self._instrument: Instrument | None = None
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._open = False
         self._stopping = False
@@ -135,6 +138,7 @@ class Queue(Submitting, Operating):
         self._failure: QueueFailed | None = None
         self._engine: Engine | None = None
         self._hooks: set[asyncio.Task[None]] = set()
+        self._watchers: list[asyncio.Task[None]] = []  # the instrument's background parts
         self._resources: AsyncExitStack | None = None
 
     # -- destinations ---------------------------------------------------------
@@ -324,6 +328,9 @@ class Queue(Submitting, Operating):
             self._engine = engine
             engine.start(self._spawn)
             self._periodic.start(self._journal, self.clock, self._spawn, self._notify_dispatcher)
+        if self._instrument is not None:
+            parts = self._instrument.background(self)
+            self._watchers = [self._spawn(coro, part) for coro, part in parts]
 
     def _new_engine(self, upkeep: Upkeep, state: Mapping[str, Any]) -> Engine:
         assert self._waiters is not None
@@ -341,6 +348,7 @@ class Queue(Submitting, Operating):
             poll_interval=self.poll_interval,
             default_timeout=self.default_timeout,
             state=state,
+            instrument=self._instrument,
             reload=self._reload_destinations,
             on_written=self._outcomes_written,
             hook=self._hook,
@@ -420,6 +428,11 @@ class Queue(Submitting, Operating):
     async def _close(self, end: float, errors: list[BaseException]) -> None:
         loop = asyncio.get_running_loop()
         try:
+            watchers, self._watchers = self._watchers, []
+            for watcher in watchers:
+                watcher.cancel()
+            if watchers:
+                await asyncio.wait(watchers)
             await self._periodic.stop()
             if self._engine is not None:
                 errors += await self._engine.close(end, SHUTDOWN_GRACE)

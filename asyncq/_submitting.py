@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 from ._clock import Clock
 from ._codec import encode_payload, encode_payloads
 from ._dependencies import After, OnParentFailure, check_on_parent_failure, parent_ids
+from ._instrument import Instrument
 from ._job import Job
 from ._journal import Inserted, Journal, NewBatch, NewJob
 from ._tasks import Task, TaskRegistry
@@ -28,6 +29,7 @@ class Submitting:
     _journal: Journal
     _registry: TaskRegistry
     _engine: Engine | None
+    _instrument: Instrument | None
     clock: Clock
     max_payload_bytes: int
 
@@ -131,6 +133,7 @@ class Submitting:
         parents = () if after is None else parent_ids(after)
         if on_parent_failure != "cancel":
             on_parent_failure = check_on_parent_failure(on_parent_failure)
+        instrument = self._instrument
         job = NewJob(
             task.name,
             encode_payload(task.name, payload, self.max_payload_bytes),
@@ -140,8 +143,11 @@ class Submitting:
             key,
             parents,
             on_parent_failure,
+            None if instrument is None else instrument.trace_context(),
         )
         (inserted,) = await self._insert([job], now)
+        if instrument is not None and inserted.created:
+            instrument.submitted(job.task, job.destination, 1)
         return Job(cast("Queue", self), inserted.id, created=inserted.created)
 
     async def submit_many(
@@ -176,9 +182,15 @@ class Submitting:
         limit = self.max_payload_bytes
         # One encoder call for the whole list; the journal checks each payload's size.
         text = encode_payloads(name, payloads, limit)
-        batch = NewBatch(name, text, len(payloads), dest, priority, when, limit, parents, mode)
+        instrument = self._instrument
+        trace = None if instrument is None else instrument.trace_context()
+        batch = NewBatch(
+            name, text, len(payloads), dest, priority, when, limit, parents, mode, trace
+        )
         ids = await self._journal.insert_batch(batch, now)
         self._notify_dispatcher()
+        if instrument is not None and ids:
+            instrument.submitted(name, dest, len(ids))
         queue = cast("Queue", self)
         return [Job(queue, job_id) for job_id in ids]
 

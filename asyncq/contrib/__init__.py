@@ -1,0 +1,1 @@
+"""Integrations with other libraries, each in its own module, each an extra."""

@@ -49,6 +49,9 @@ _SUCCEEDED: Ended = ("succeeded", None)
 _CANCELLED: Ended = ("cancelled", None)
 _RELEASED: Ended = ("released", None)
 
+#: Runs one claimed job in the worker's task (`WorkerPool._execute`, or it observed).
+Execute = Callable[[ClaimedJob, "asyncio.Task[Any]"], Awaitable[Ended]]
+
 
 def _seconds(micros: int | None) -> float | None:
     return None if micros is None else micros / 1_000_000
@@ -103,7 +106,7 @@ class WorkerPool:
         self._on_written = on_written
         self._on_destination_change = on_destination_change
         self._state = state  # the lifespan's, for `current_job().state`
-        self._instrument = instrument  # metrics, traces: see `_execute_observed`
+        self._instrument = instrument  # metrics, traces: see `_observed`
         self._done: list[Succeeded] = []
         self._failed: list[Failed] = []
         self._released: list[Released] = []
@@ -139,14 +142,13 @@ class WorkerPool:
 
     async def run_workers(self) -> None:
         # Chosen once: without an instrument, a job costs what it did before there was one.
-        execute = self._execute if self._instrument is None else self._execute_observed
+        instrument = self._instrument
+        execute = self._execute if instrument is None else self._observed(instrument)
         async with anyio.create_task_group() as workers:
             for _ in range(self._concurrency):
                 workers.start_soon(self._worker, execute)
 
-    async def _worker(
-        self, execute: Callable[[ClaimedJob, asyncio.Task[Any]], Awaitable[Ended]]
-    ) -> None:
+    async def _worker(self, execute: Execute) -> None:
         dispatcher = self._dispatcher
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
@@ -181,20 +183,24 @@ class WorkerPool:
         self._turn_wanted = False
         self._last_turn = loop.time()
 
-    async def _execute_observed(self, job: ClaimedJob, current: asyncio.Task[Any]) -> Ended:
-        """`_execute`, told to the instrument: the attempt's start, then its end."""
-        assert self._instrument is not None
-        trace = self._dispatcher.traces.pop(job.id, None)
-        end = self._instrument.attempt(job, trace)
-        ended = _RELEASED  # if the worker is cancelled (shutdown): the job goes back
-        try:
-            ended = await self._execute(job, current)
-            return ended
-        finally:
-            if end is not None:
-                started_us = job.started_us
-                seconds = 0.0 if started_us is None else self._clock.now() - started_us / 1e6
-                end(ended[0], ended[1], max(0.0, seconds))
+    def _observed(self, instrument: Instrument) -> Execute:
+        """`_execute`, told to `instrument`: each attempt's start, then its end
+        (with its duration on the queue's clock). A closure: this runs per job."""
+        execute, attempt, now = self._execute, instrument.attempt, self._clock.now
+        traces = self._dispatcher.traces  # filled only if the instrument wants them
+
+        async def observed(job: ClaimedJob, current: asyncio.Task[Any]) -> Ended:
+            start = now()
+            end = attempt(job, traces.pop(job.id, None) if traces else None)
+            ended = _RELEASED  # if the worker is cancelled (shutdown): the job goes back
+            try:
+                ended = await execute(job, current)
+                return ended
+            finally:
+                if end is not None:
+                    end(ended[0], ended[1], now() - start)
+
+        return observed
 
     async def _execute(self, job: ClaimedJob, current: asyncio.Task[Any]) -> Ended:
         """Run one job's handler and gather its outcome; how it ended."""

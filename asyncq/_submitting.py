@@ -133,7 +133,6 @@ class Submitting:
         parents = () if after is None else parent_ids(after)
         if on_parent_failure != "cancel":
             on_parent_failure = check_on_parent_failure(on_parent_failure)
-        instrument = self._instrument
         job = NewJob(
             task.name,
             encode_payload(task.name, payload, self.max_payload_bytes),
@@ -143,10 +142,19 @@ class Submitting:
             key,
             parents,
             on_parent_failure,
-            None if instrument is None else instrument.trace_context(),
         )
+        if self._instrument is not None:
+            return await self._submit_observed(self._instrument, job, now)
         (inserted,) = await self._insert([job], now)
-        if instrument is not None and inserted.created:
+        return Job(cast("Queue", self), inserted.id, created=inserted.created)
+
+    async def _submit_observed(self, instrument: Instrument, job: NewJob, now: float) -> Job[R]:
+        """The end of a submit that an instrument watches: the job carries its
+        trace context, and the instrument hears of the job once it is written."""
+        if (trace := instrument.trace_context()) is not None:
+            job = job._replace(trace=trace)
+        (inserted,) = await self._insert([job], now)
+        if inserted.created:
             instrument.submitted(job.task, job.destination, 1)
         return Job(cast("Queue", self), inserted.id, created=inserted.created)
 

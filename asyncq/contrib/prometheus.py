@@ -59,8 +59,6 @@ DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 _STATES = ("ready", "scheduled", "blocked", "claimed", "running", "succeeded", "dead", "cancelled")
 _OUTCOMES: tuple[Outcome, ...] = ("succeeded", "retry", "snoozed", "dead", "cancelled", "released")
-# Attempts whose duration is a call's: not cut off, not stopped by a cancel.
-_TIMED = frozenset(("succeeded", "retry", "snoozed", "dead"))
 _CIRCUIT_STATES = ("closed", "open", "half_open")
 
 # Per-destination gauges read from `DestinationCounts`: (name, help, attribute).
@@ -107,7 +105,9 @@ class _Ran:
 
     def ended(self, outcome: Outcome, error: BaseException | None, seconds: float) -> None:
         self.attempts[outcome] += 1
-        if outcome in _TIMED and not isinstance(error, CircuitOpen):  # a refusal is no call
+        # Timed: a call that ran to its end. Without an error, that is a success (not
+        # a cancel or a cut-off); with one, any but a refusal by an open circuit.
+        if outcome == "succeeded" if error is None else not isinstance(error, CircuitOpen):
             self.buckets[bisect_left(self.bounds, seconds)] += 1
             self.seconds += seconds
 

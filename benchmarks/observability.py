@@ -8,8 +8,9 @@
 Modes: `off` (nothing attached), `prometheus` (`QueueMetrics` in its own registry,
 refreshing the journal's figures every 5 s), `otel` (`QueueTracing` with the
 OpenTelemetry SDK: a `TracerProvider` and a `BatchSpanProcessor` whose exporter
-drops the spans, its queue large enough to drop none), and `otel-api` (`QueueTracing`
-with the API alone, no SDK: what asyncq's own part costs).
+drops the spans, its queue large enough to drop none), `otel-10%` (the same, sampling a
+tenth of the traces: `ParentBased(TraceIdRatioBased(0.1))`), and `otel-api`
+(`QueueTracing` with the API alone, no SDK: what asyncq's own part costs).
 
 Workloads, each on a fresh on-disk journal, `concurrency=64`:
 - `noop`: `submit_many` of N no-op jobs into a running queue, time until all
@@ -27,7 +28,7 @@ machine shared with other work, the CPU time moves much less than the wall-clock
 rate. Each run's figures are printed, then the medians and their change from `off`.
 
 `--instructions` counts instead: each mode's workload under valgrind's callgrind,
-with N jobs and with N/10, every thread of the process; the difference divided by
+with N jobs and with about N/10, every thread of the process; the difference divided by
 the difference in jobs is CPU instructions per job, the same from run to run
 (the http workload counts the client's side only: the receiver is another process).
 """
@@ -59,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 from asyncq import Queue  # noqa: E402 - after the path: this checkout's asyncq
 from asyncq.testing import run_until_idle  # noqa: E402
 
-MODES = ("off", "prometheus", "otel", "otel-api")
+MODES = ("off", "prometheus", "otel", "otel-10%", "otel-api")
 WORKLOADS = ("noop", "submits", "http")
 SIZES = {"noop": 20_000, "submits": 10_000, "http": 4_000}
 PRODUCERS = 200
@@ -79,13 +80,14 @@ def instrument(queue: Queue, mode: str) -> Any:
 
         QueueMetrics(queue, registry=CollectorRegistry())
         return None
-    if mode == "otel":
+    if mode in ("otel", "otel-10%"):
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
             BatchSpanProcessor,
             SpanExporter,
             SpanExportResult,
         )
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
         from asyncq.contrib.otel import QueueTracing
 
@@ -93,7 +95,8 @@ def instrument(queue: Queue, mode: str) -> Any:
             def export(self, spans: Any) -> SpanExportResult:
                 return SpanExportResult.SUCCESS
 
-        provider = TracerProvider()
+        sampler = ParentBased(TraceIdRatioBased(0.1)) if mode == "otel-10%" else ALWAYS_ON
+        provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(BatchSpanProcessor(Dropped(), max_queue_size=1 << 17))
         QueueTracing(queue, tracer_provider=provider)
         return provider.get_tracer("bench")
@@ -250,10 +253,15 @@ def child(mode: str, workload: str, n: int, port: int) -> tuple[float, float]:
     return float(rate), float(cpu_us)
 
 
+def fewer(n: int) -> int:
+    """The smaller run of `--instructions`: about a tenth, a multiple of PRODUCERS."""
+    return max(PRODUCERS, n // 10) // PRODUCERS * PRODUCERS
+
+
 def instructions(mode: str, workload: str, n: int, port: int) -> float:
     """CPU instructions per job, every thread (see the module's docstring)."""
     totals = []
-    small = max(PRODUCERS, n // 10) // PRODUCERS * PRODUCERS
+    small = fewer(n)
     for jobs in (n, small):
         with tempfile.TemporaryDirectory(prefix="asyncq-obs-") as directory:
             out = Path(directory) / "callgrind.out"
@@ -315,7 +323,7 @@ def report(
         for workload in workloads:
             n = max(PRODUCERS, int(SIZES[workload] * scale)) // PRODUCERS * PRODUCERS
             if count:
-                print(f"{workload} ({n:,} and {n // 10:,} jobs): CPU instructions per job")
+                print(f"{workload} ({n:,} and {fewer(n):,} jobs): CPU instructions per job")
                 counted = {}
                 for mode in modes:
                     counted[mode] = instructions(mode, workload, n, port)

@@ -18,8 +18,7 @@ from asyncq.contrib.prometheus import QueueMetrics
 
 queue = Queue(os.environ.get("ASYNCQ_JOURNAL", "outbound.db"), concurrency=8)
 queue.destination("crm", retry=Retry(schedule=[60, 300, 1800]))
-# Before the queue starts; its figures go to prometheus_client's default registry.
-metrics = QueueMetrics(queue)
+metrics = QueueMetrics(queue)  # before the queue starts; in the default registry
 
 
 @queue.task(name="post_deal", destination="crm")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -266,3 +267,13 @@ async def _result(queue: Queue, job_id: int) -> Any:
     from asyncq import Job
 
     return await Job(queue, job_id).result(timeout=10)
+
+
+def test_the_readmes_metrics_snippet_is_taken_from_the_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    (block,) = [b for b in blocks if "QueueMetrics(queue)" in b]
+    example = (ROOT / "examples" / "prometheus_fastapi.py").read_text().splitlines()
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) > 5
+    assert [line for line in lines if line not in example] == []

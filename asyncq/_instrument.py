@@ -42,7 +42,8 @@ class Instrument:
     subclass overrides what it needs. Methods run on the queue's event loop, on
     the engine's paths: they must be quick, and must not block or raise."""
 
-    #: Whether `attempt` wants the trace context stored with each job.
+    #: Whether to ask `trace_context` at each submit, and to hand `attempt` the
+    #: trace context stored with each job.
     wants_traces = False
 
     def background(self, queue: Queue) -> list[Part]:

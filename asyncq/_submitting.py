@@ -151,7 +151,7 @@ class Submitting:
     async def _submit_observed(self, instrument: Instrument, job: NewJob, now: float) -> Job[R]:
         """The end of a submit that an instrument watches: the job carries its
         trace context, and the instrument hears of the job once it is written."""
-        if (trace := instrument.trace_context()) is not None:
+        if instrument.wants_traces and (trace := instrument.trace_context()) is not None:
             job = job._replace(trace=trace)
         (inserted,) = await self._insert([job], now)
         if inserted.created:
@@ -191,7 +191,9 @@ class Submitting:
         # One encoder call for the whole list; the journal checks each payload's size.
         text = encode_payloads(name, payloads, limit)
         instrument = self._instrument
-        trace = None if instrument is None else instrument.trace_context()
+        trace = None
+        if instrument is not None and instrument.wants_traces:
+            trace = instrument.trace_context()
         batch = NewBatch(
             name, text, len(payloads), dest, priority, when, limit, parents, mode, trace
         )

@@ -147,7 +147,10 @@ class QueueMetrics(Instrument):
         return [(self._refresh_every(), "prometheus metrics")]
 
     def submitted(self, task: str, destination: str, count: int) -> None:
-        self._for(destination).submitted += count
+        ran = self._ran.get(destination)
+        if ran is None:
+            ran = self._for(destination)
+        ran.submitted += count
 
     def attempt(self, job: ClaimedJob, trace: str | None) -> AttemptEnd:
         ran = self._ran.get(job.destination)

@@ -213,6 +213,8 @@ class Dispatcher(Lanes):
             state = self._destinations.state(name)
             state.full_at = full_at
             state.slots.extend(times)
+        if claim.traces and self.keep_traces:
+            self.traces.update(claim.traces)
         self._add(claim.jobs)
         # Jobs claimed to be refused (their circuit is open): refuse them now, not
         # when a worker happens by.

@@ -18,6 +18,7 @@ from ._cancelling import CancelWatch
 from ._clock import Clock
 from ._destinations import Destinations, DestinationState
 from ._dispatcher import Dispatcher
+from ._instrument import Instrument
 from ._journal import Failed, Journal
 from ._pool import WorkerPool
 from ._results import Waiters, wait_idle
@@ -51,6 +52,7 @@ class Engine:
         poll_interval: float,
         default_timeout: float | None,
         state: Mapping[str, Any],
+        instrument: Instrument | None,
         reload: Callable[[], Awaitable[None]],
         on_written: Callable[[list[int], list[Failed]], None],
         hook: Callable[[Coroutine[Any, Any, None], str], None],
@@ -77,6 +79,7 @@ class Engine:
             reload=reload,
         )
         self.dispatcher.on_change = waiters.activity.set
+        self.dispatcher.keep_traces = instrument is not None and instrument.wants_traces
         self.pool = WorkerPool(
             journal,
             self.dispatcher,
@@ -89,6 +92,7 @@ class Engine:
             on_written=on_written,
             on_destination_change=self._destination_changed,
             state=state,
+            instrument=instrument,
         )
         # Jobs an open circuit refuses are failed without a worker.
         self.dispatcher.on_refused = self.pool.fail_unstarted

@@ -61,6 +61,11 @@ class Lanes:
         #: Called when a claim or a booking ends, a lane is set aside until a time,
         #: or nothing is left to do: what `has_work_now` says may have changed.
         self.on_change: Callable[[], None] = lambda: None
+        #: Trace contexts stored with claimed jobs, by job id, until their attempts
+        #: start: kept only if `keep_traces` (an instrument wants them, see
+        #: `_instrument.py`); a job that leaves unstarted takes its own along.
+        self.traces: dict[int, str] = {}
+        self.keep_traces = False
         #: Takes jobs refused because their destination's circuit is open (the
         #: worker pool records each as a failed attempt). Unset, such jobs wait
         #: for the cooldown to end instead.
@@ -235,6 +240,7 @@ class Lanes:
         self._blocked.clear()
         self._capped.clear()
         self._buffered = 0
+        self.traces.clear()
         return jobs
 
     def _park(self, name: str, until: float) -> None:
@@ -298,6 +304,9 @@ class Lanes:
                 del self._lanes[name]  # `take` and `_unpark` skip a name with no lane
                 self._capped.pop(name, None)
         self._buffered -= len(removed)
+        if self.traces:
+            for job in removed:
+                self.traces.pop(job.id, None)
         if removed and self._buffered < self._low_water and self._maybe_more:
             self._wakeup.set()
         return removed

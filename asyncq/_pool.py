@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -21,6 +20,7 @@ import anyio
 with contextlib.suppress(ImportError):
     import anyio._backends._asyncio
 
+from . import _events as events
 from ._backoff import Backoff
 from ._clock import Clock
 from ._codec import encode_result
@@ -28,14 +28,29 @@ from ._context import lifespan_state, running_job
 from ._deadlines import Deadlines
 from ._destinations import CircuitState, Destinations, DestinationState
 from ._dispatcher import Dispatcher
-from ._errors import CircuitOpen, JournalError, PermanentFailure, RetryAfter
+from ._errors import (
+    CircuitOpen,
+    JournalError,
+    PayloadError,
+    PermanentFailure,
+    RetryAfter,
+    UnknownTask,
+)
+from ._instrument import Ended, Instrument
 from ._journal import Cancelled, ClaimedJob, Failed, Journal, Released, Started, Succeeded
 from ._tasks import TaskRegistry
 
-log = logging.getLogger("asyncq.pool")
-
 _MAX_ERROR_CHARS = 4000
 _YIELD_EVERY = 0.0005  # seconds of handlers that do not await before a worker yields
+
+# How attempts end (see `_instrument.Outcome`), as constants: a success returns one
+# without building anything.
+_SUCCEEDED: Ended = ("succeeded", None)
+_CANCELLED: Ended = ("cancelled", None)
+_RELEASED: Ended = ("released", None)
+
+#: Runs one claimed job in the worker's task (`WorkerPool._execute`, or it observed).
+Execute = Callable[[ClaimedJob, "asyncio.Task[Any]"], Awaitable[Ended]]
 
 
 def _seconds(micros: int | None) -> float | None:
@@ -77,6 +92,7 @@ class WorkerPool:
         on_written: Callable[[list[int], list[Failed]], None],
         on_destination_change: Callable[[DestinationState], None],
         state: Mapping[str, Any],
+        instrument: Instrument | None = None,
     ) -> None:
         self._journal = journal
         self._dispatcher = dispatcher
@@ -90,6 +106,7 @@ class WorkerPool:
         self._on_written = on_written
         self._on_destination_change = on_destination_change
         self._state = state  # the lifespan's, for `current_job().state`
+        self._instrument = instrument  # metrics, traces: see `_observed`
         self._done: list[Succeeded] = []
         self._failed: list[Failed] = []
         self._released: list[Released] = []
@@ -124,11 +141,14 @@ class WorkerPool:
         )
 
     async def run_workers(self) -> None:
+        # Chosen once: without an instrument, a job costs what it did before there was one.
+        instrument = self._instrument
+        execute = self._execute if instrument is None else self._observed(instrument)
         async with anyio.create_task_group() as workers:
             for _ in range(self._concurrency):
-                workers.start_soon(self._worker)
+                workers.start_soon(self._worker, execute)
 
-    async def _worker(self) -> None:
+    async def _worker(self, execute: Execute) -> None:
         dispatcher = self._dispatcher
         loop = asyncio.get_running_loop()
         current = asyncio.current_task()
@@ -143,7 +163,7 @@ class WorkerPool:
                     return
             set_job(job)  # for current_job(); the next job replaces it
             try:
-                await self._execute(job, current)
+                await execute(job, current)
             finally:
                 dispatcher.finished(job.destination)
             # Handlers that never await would let the workers run the whole prefetch
@@ -163,20 +183,40 @@ class WorkerPool:
         self._turn_wanted = False
         self._last_turn = loop.time()
 
-    async def _execute(self, job: ClaimedJob, current: asyncio.Task[Any]) -> None:
+    def _observed(self, instrument: Instrument) -> Execute:
+        """`_execute`, told to `instrument`: each attempt's start, then its end
+        (with its duration on the queue's clock). A closure: this runs per job."""
+        execute, attempt, now = self._execute, instrument.attempt, self._clock.now
+        traces = self._dispatcher.traces  # filled only if the instrument wants them
+
+        async def observed(job: ClaimedJob, current: asyncio.Task[Any]) -> Ended:
+            start = now()
+            end = attempt(job, traces.pop(job.id, None) if traces else None)
+            ended = _RELEASED  # if the worker is cancelled (shutdown): the job goes back
+            try:
+                ended = await execute(job, current)
+                return ended
+            finally:
+                if end is not None:
+                    end(ended[0], ended[1], now() - start)
+
+        return observed
+
+    async def _execute(self, job: ClaimedJob, current: asyncio.Task[Any]) -> Ended:
+        """Run one job's handler and gather its outcome; how it ended."""
         task = self._registry.get(job.task)
         state = self._existing.get(job.destination) or self._destinations.state(job.destination)
         if task is None:
-            self._bury(
+            return self._bury(
                 job,
+                UnknownTask(job.task),
                 f"UnknownTask: no task named {job.task!r} is registered in the worker "
                 f"process that claimed it (known: {self._registry.names()})",
             )
-            return
         payload = job.payload
         if not isinstance(payload, dict):
-            self._bury(job, "PayloadError: the payload in the journal is not a JSON object")
-            return
+            reason = "the payload in the journal is not a JSON object"
+            return self._bury(job, PayloadError(job.task, reason), f"PayloadError: {reason}")
         timeout = task.timeout
         if timeout is None:
             timeout = state.policy.timeout
@@ -198,29 +238,28 @@ class WorkerPool:
             if self._stopped and self._was_stopped(job.id, current):
                 if current.cancelling():
                     raise  # this worker is being cancelled as well (shutdown)
-            elif self._deadlines.finish(job.id):
-                self._overran(job, state, timeout)
-            elif current.cancelling():
+                return _CANCELLED
+            if self._deadlines.finish(job.id):
+                return self._overran(job, state, timeout)
+            if current.cancelling():
                 # This worker is being cancelled (shutdown deadline): the job goes
                 # back to the journal unfinished and runs again later.
                 self._released.append(Released(job.id, job.token))
                 self._have_outcomes.set()
                 raise
-            else:
-                self._failure(job, state, asyncio.CancelledError("cancelled inside the handler"))
+            error = asyncio.CancelledError("cancelled inside the handler")
+            return self._failure(job, state, error)
         except BaseException as exc:  # noqa: BLE001 - a handler may raise anything at all
             if self._stopped and self._was_stopped(job.id, current):
-                pass  # its cancellation became an error: it was recorded cancelled
-            elif self._deadlines.finish(job.id):  # it turned our cancellation into an error
-                self._overran(job, state, timeout)
-            else:
-                self._failure(job, state, exc)
+                return _CANCELLED  # its cancellation became an error: recorded cancelled
+            if self._deadlines.finish(job.id):  # it turned our cancellation into an error
+                return self._overran(job, state, timeout)
+            return self._failure(job, state, exc)
         else:
             if self._stopped and self._was_stopped(job.id, current):
-                return  # it swallowed its cancellation: it was recorded cancelled
+                return _CANCELLED  # it swallowed its cancellation: it was recorded cancelled
             if self._deadlines.finish(job.id):  # it swallowed our cancellation
-                self._overran(job, state, timeout)
-                return
+                return self._overran(job, state, timeout)
             self._done.append(
                 Succeeded(job.id, job.token, encode_result(value), started_us, job.destination)
             )
@@ -229,6 +268,7 @@ class WorkerPool:
                 self._have_outcomes.set()
             if state.consecutive_failures or state.circuit != CircuitState.CLOSED:
                 self._circuit(state, failed=False)
+            return _SUCCEEDED
         finally:
             del self._running[job.id]
 
@@ -263,16 +303,20 @@ class WorkerPool:
         self._on_written([], [])  # no outcome, but news for whoever waits for idle
         return True
 
-    def _bury(self, job: ClaimedJob, error: str) -> None:
+    def _bury(self, job: ClaimedJob, exc: BaseException, error: str) -> Ended:
         """Dead at once, without a policy: no retry could ever run this job."""
         self._failed.append(Failed(job.id, job.token, error, None))
         self._have_outcomes.set()
+        events.dead_lettered(job.id, job.task, job.destination, job.attempts, error)
+        return "dead", exc
 
-    def _overran(self, job: ClaimedJob, state: DestinationState, timeout: float | None) -> None:
-        self._failure(job, state, TimeoutError(f"the handler ran longer than {timeout:g} s"))
+    def _overran(self, job: ClaimedJob, state: DestinationState, timeout: float | None) -> Ended:
+        error = TimeoutError(f"the handler ran longer than {timeout:g} s")
+        return self._failure(job, state, error)
 
-    def _failure(self, job: ClaimedJob, state: DestinationState, exc: BaseException) -> None:
-        """Turn a failed attempt into a journal record through the destination's policy."""
+    def _failure(self, job: ClaimedJob, state: DestinationState, exc: BaseException) -> Ended:
+        """Turn a failed attempt into a journal record through the destination's
+        policy; how the attempt ended."""
         now = self._clock.now()
         policy = state.policy.retry
         error = describe_error(exc)
@@ -285,6 +329,9 @@ class WorkerPool:
             if until > state.hold_until:
                 state.hold_until = until
                 self._on_destination_change(state)
+                events.retry_after_hold(
+                    job.id, job.task, job.destination, job.attempts, exc.seconds, until
+                )
         else:
             retry_at = policy.decide(
                 attempt=job.attempts,
@@ -296,10 +343,22 @@ class WorkerPool:
             self._circuit(state, failed=True)
         self._failed.append(record)
         self._have_outcomes.set()
+        if record.snoozed:
+            return "snoozed", exc
+        if record.retry_at is None:
+            events.dead_lettered(job.id, job.task, job.destination, job.attempts, error)
+            return "dead", exc
+        events.retry_scheduled(
+            job.id, job.task, job.destination, job.attempts, error, record.retry_at, now
+        )
+        return "retry", exc
 
     def _circuit(self, state: DestinationState, *, failed: bool) -> None:
         if state.record_outcome(failed, self._clock.now()):
-            log.warning("destination %r: circuit %s", state.name, state.circuit)
+            if state.circuit is CircuitState.OPEN:
+                events.circuit_opened(state.name, state.consecutive_failures, state.circuit_until)
+            elif state.circuit is CircuitState.CLOSED:
+                events.circuit_closed(state.name)
             self._on_destination_change(state)
 
     def release(self, jobs: list[ClaimedJob]) -> None:
@@ -383,6 +442,9 @@ class WorkerPool:
         is open): each is a failed attempt, rescheduled by its policy's wait and stop."""
         now = self._clock.now()
         text = describe_error(error)
+        instrument = self._instrument
+        traces = self._dispatcher.traces
+        events.circuit_refused(error.destination, len(jobs), error.until)
         for job in jobs:
             retry_at = self._destinations.policy_for(job.destination).retry.decide(
                 attempt=job.attempts,
@@ -393,4 +455,10 @@ class WorkerPool:
             # Charged as an attempt with no handler start: the circuit answered for
             # the receiver, as a call failing fast would have.
             self._failed.append(Failed(job.id, job.token, text, retry_at))
+            if retry_at is None:
+                events.dead_lettered(job.id, job.task, job.destination, job.attempts, text)
+            if instrument is not None:
+                end = instrument.attempt(job, traces.pop(job.id, None))
+                if end is not None:
+                    end("retry" if retry_at is not None else "dead", error, 0.0)
         self._have_outcomes.set()

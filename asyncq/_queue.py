@@ -22,6 +22,7 @@ from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
 from ._http import Http, HttpMethods, http_concurrency
+from ._instrument import Instrument
 from ._journal import Failed, Journal, JournalStats, PostgresJournal, SqliteJournal
 from ._journal._postgres_dsn import is_postgres_dsn
 from ._operating import Operating
@@ -134,6 +135,8 @@ class Queue(Submitting, Operating, HttpMethods):
         #: Called once for each job that exhausts its retry policy (after the death is written).
         self.on_dead = on_dead
         self._lifespan = lifespan
+        # Metrics and traces (`asyncq.contrib`), attached by `_instrument.attach`.
+        self._instrument: Instrument | None = None
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._open = False
         self._stopping = False
@@ -144,6 +147,7 @@ class Queue(Submitting, Operating, HttpMethods):
         self._failure: QueueFailed | None = None
         self._engine: Engine | None = None
         self._hooks: set[asyncio.Task[None]] = set()
+        self._watchers: list[asyncio.Task[None]] = []  # the instrument's background parts
         self._resources: AsyncExitStack | None = None
         self._add_http_task()
 
@@ -339,6 +343,9 @@ class Queue(Submitting, Operating, HttpMethods):
             self._engine = engine
             engine.start(self._spawn)
             self._periodic.start(self._journal, self.clock, self._spawn, self._notify_dispatcher)
+        if self._instrument is not None:
+            parts = self._instrument.background(self)
+            self._watchers = [self._spawn(coro, part) for coro, part in parts]
 
     def _new_engine(self, upkeep: Upkeep, state: Mapping[str, Any]) -> Engine:
         assert self._waiters is not None
@@ -356,6 +363,7 @@ class Queue(Submitting, Operating, HttpMethods):
             poll_interval=self.poll_interval,
             default_timeout=self.default_timeout,
             state=state,
+            instrument=self._instrument,
             reload=self._reload_destinations,
             on_written=self._outcomes_written,
             hook=self._hook,
@@ -435,6 +443,11 @@ class Queue(Submitting, Operating, HttpMethods):
     async def _close(self, end: float, errors: list[BaseException]) -> None:
         loop = asyncio.get_running_loop()
         try:
+            watchers, self._watchers = self._watchers, []
+            for watcher in watchers:
+                watcher.cancel()
+            if watchers:
+                await asyncio.wait(watchers)
             await self._periodic.stop()
             if self._engine is not None:
                 errors += await self._engine.close(end, SHUTDOWN_GRACE)

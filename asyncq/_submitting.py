@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 from ._clock import Clock
 from ._codec import encode_payload, encode_payloads
 from ._dependencies import After, OnParentFailure, check_on_parent_failure, parent_ids
+from ._instrument import Instrument
 from ._job import Job
 from ._journal import Inserted, Journal, NewBatch, NewJob
 from ._tasks import Task, TaskRegistry
@@ -28,6 +29,7 @@ class Submitting:
     _journal: Journal
     _registry: TaskRegistry
     _engine: Engine | None
+    _instrument: Instrument | None
     clock: Clock
     max_payload_bytes: int
 
@@ -141,7 +143,19 @@ class Submitting:
             parents,
             on_parent_failure,
         )
+        if self._instrument is not None:
+            return await self._submit_observed(self._instrument, job, now)
         (inserted,) = await self._insert([job], now)
+        return Job(cast("Queue", self), inserted.id, created=inserted.created)
+
+    async def _submit_observed(self, instrument: Instrument, job: NewJob, now: float) -> Job[R]:
+        """The end of a submit that an instrument watches: the job carries its
+        trace context, and the instrument hears of the job once it is written."""
+        if instrument.wants_traces and (trace := instrument.trace_context()) is not None:
+            job = job._replace(trace=trace)
+        (inserted,) = await self._insert([job], now)
+        if inserted.created:
+            instrument.submitted(job.task, job.destination, 1)
         return Job(cast("Queue", self), inserted.id, created=inserted.created)
 
     async def submit_many(
@@ -176,9 +190,17 @@ class Submitting:
         limit = self.max_payload_bytes
         # One encoder call for the whole list; the journal checks each payload's size.
         text = encode_payloads(name, payloads, limit)
-        batch = NewBatch(name, text, len(payloads), dest, priority, when, limit, parents, mode)
+        instrument = self._instrument
+        trace = None
+        if instrument is not None and instrument.wants_traces:
+            trace = instrument.trace_context()
+        batch = NewBatch(
+            name, text, len(payloads), dest, priority, when, limit, parents, mode, trace
+        )
         ids = await self._journal.insert_batch(batch, now)
         self._notify_dispatcher()
+        if instrument is not None and ids:
+            instrument.submitted(name, dest, len(ids))
         queue = cast("Queue", self)
         return [Job(queue, job_id) for job_id in ids]
 

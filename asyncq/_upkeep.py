@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from . import _events as events
 from ._backoff import Backoff
 from ._clock import Clock
 from ._destinations import Destinations
@@ -38,6 +39,8 @@ class Upkeep:
         self._owner = owner
         self._lease = lease
         self._on_reclaimed = on_reclaimed
+        # Until when this process's leases were last made to last (None: not yet).
+        self._leased_until: float | None = None
 
     async def reclaim_expired(self) -> int:
         """Take back jobs whose lease ran out; the number taken back.
@@ -62,6 +65,20 @@ class Upkeep:
 
         reclaimed = await self._journal.reclaim_expired(now, decide)
         if reclaimed:
+            for job, retry_at in reclaimed:
+                events.lease_expired(
+                    job.id,
+                    job.task,
+                    job.destination,
+                    job.attempts,
+                    started=job.started,
+                    retry_at=retry_at,
+                    now=now,
+                )
+                if retry_at is None:
+                    events.dead_lettered(
+                        job.id, job.task, job.destination, job.attempts, LEASE_EXPIRED
+                    )
             self._on_reclaimed([job.id for job, retry_at in reclaimed if retry_at is None])
         return len(reclaimed)
 
@@ -81,7 +98,11 @@ class Upkeep:
 
     async def _chores(self) -> None:
         now = self._clock.now()
+        if self._leased_until is not None and now > self._leased_until:
+            # Renewed too late: another process may have taken the jobs back already.
+            events.lease_lost(self._owner, now - self._leased_until)
         # Renew first: after a long pause, this process's own live jobs must
         # not look expired to the reclaim below.
         await self._journal.renew(self._owner, now + self._lease)
+        self._leased_until = now + self._lease
         await self.reclaim_expired()

@@ -30,6 +30,7 @@ class NewJob(NamedTuple):
     key: str | None = None
     after: tuple[int, ...] = ()  # parent job ids (see `_sqlite_deps`)
     on_parent_failure: str = "cancel"  # or "run"
+    trace: str | None = None  # the submitter's trace context (see `_instrument.py`)
 
 
 class NewBatch(NamedTuple):
@@ -48,6 +49,7 @@ class NewBatch(NamedTuple):
     max_payload_bytes: int
     after: tuple[int, ...] = ()  # parent job ids, the same for every job of the batch
     on_parent_failure: str = "cancel"  # or "run"
+    trace: str | None = None  # the submitter's trace context, the same for every job
 
 
 class Inserted(NamedTuple):
@@ -125,6 +127,8 @@ class Claim:
     jobs: list[ClaimedJob]
     booked: dict[str, Booked] = field(default_factory=dict)
     taken: dict[str, int] = field(default_factory=dict)
+    #: The trace contexts stored with the claimed jobs that have one, by job id.
+    traces: dict[int, str] = field(default_factory=dict)
 
 
 #: Decides when an expired job runs again (seconds since the epoch), or None: dead.

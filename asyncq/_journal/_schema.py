@@ -181,11 +181,20 @@ def _migrate_to_4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Trace contexts (asyncq[otel]): the W3C `traceparent` (and `tracestate`) of the
+# span that submitted a job, as a JSON object, so that its attempts join that
+# trace in whichever process runs them. NULL when tracing is off: nothing else
+# reads or writes it.
+def _add_trace_column(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE jobs ADD COLUMN trace TEXT")
+
+
 #: MIGRATIONS[n] brings a journal from version n to n + 1.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_to_1,
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _add_trace_column,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -271,7 +271,8 @@ class SqliteJournal:
         # transaction: Python work there holds the GIL while the turn waits for it,
         # and at 20,000 jobs/s turns that long doubled the submit latency.
         found = await self._enqueue_call(claim)
-        return Claim(leases.claimed_jobs(found, token), found.booked, found.taken)
+        jobs = leases.claimed_jobs(found, token)
+        return Claim(jobs, found.booked, found.taken, leases.claimed_traces(found))
 
     async def record_outcomes(
         self,

@@ -45,16 +45,16 @@ FROM jobs WHERE id IN (SELECT value FROM json_each(:parents))
 """
 INSERT_CHILD = """
 INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at,
-                  parents, waiting, on_parent_failure, cancelled_by, finished_at)
+                  parents, waiting, on_parent_failure, cancelled_by, finished_at, trace)
 VALUES (:task, :payload, :destination, :priority, :run_at, :key, :state, :now,
-        :parent_count, :waiting, :mode, :cancelled_by, :finished_at)
+        :parent_count, :waiting, :mode, :cancelled_by, :finished_at, :trace)
 """
 # A `submit_many` batch of children: `INSERT_PAYLOADS` with the dependency columns.
 INSERT_CHILDREN = """
 INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at,
-                  parents, waiting, on_parent_failure, cancelled_by, finished_at)
+                  parents, waiting, on_parent_failure, cancelled_by, finished_at, trace)
 SELECT :task, j.value, :destination, :priority, :run_at, :state, :now,
-       :parent_count, :waiting, :mode, :cancelled_by, :finished_at
+       :parent_count, :waiting, :mode, :cancelled_by, :finished_at, :trace
 FROM json_each(:payloads) AS j
 WHERE j.type = 'object' AND length(CAST(j.value AS BLOB)) <= :limit
 """
@@ -201,6 +201,7 @@ def insert_child(conn: sqlite3.Connection, job: NewJob, now: float, deltas: Delt
         run_at=job.run_at,
         key=job.key,
         now=now,
+        trace=job.trace,
     )
     cursor = conn.execute(INSERT_CHILD, params)
     child = cursor.lastrowid

@@ -29,12 +29,14 @@ _claimed_job = cast(Callable[..., ClaimedJob], ClaimedJob)
 
 class ClaimedRows(NamedTuple):
     """What a claim's transaction hands back: the jobs as JSON text (parsed outside
-    it), the calls booked, jobs per destination, and parents' results if any."""
+    it), the calls booked, jobs per destination, parents' results if any, and the
+    trace contexts of the jobs that have one (a JSON object by id)."""
 
     rows: str
     booked: dict[str, Booked]
     taken: dict[str, int]
     parents: str | None
+    traces: str = "{}"
 
 
 NOTHING = ClaimedRows("[]", {}, {}, None)
@@ -94,11 +96,11 @@ def claim(
         if rates:
             booked = writes.book(conn, taken_from, rates, limits.clock, limits.horizon)
     try:
-        rows, linked = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
+        rows, linked, traces = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
     except sqlite3.OperationalError:  # a payload is not JSON (see CLAIMED_SAFE)
-        rows, linked = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
+        rows, linked, traces = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
     parents = deps.parent_results(conn, owner, token) if linked else None
-    return ClaimedRows(rows, booked, taken_from, parents), cursor
+    return ClaimedRows(rows, booked, taken_from, parents, traces), cursor
 
 
 def claimed_jobs(found: ClaimedRows, token: int) -> list[ClaimedJob]:
@@ -110,6 +112,13 @@ def claimed_jobs(found: ClaimedRows, token: int) -> list[ClaimedJob]:
     if not is_utf8(found.rows):
         reads.isolate_broken_text(jobs)
     return jobs
+
+
+def claimed_traces(found: ClaimedRows) -> dict[int, str]:
+    """The trace contexts of the claimed jobs that have one, by job id."""
+    if found.traces == "{}":
+        return {}
+    return {int(job_id): trace for job_id, trace in json.loads(found.traces).items()}
 
 
 def reclaim(

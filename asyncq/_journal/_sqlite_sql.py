@@ -24,23 +24,24 @@ PUBLIC_STATE = {
 }
 
 # Every unkeyed job of a turn, whoever submitted it, in one statement:
-# [[task, payload, destination, priority, run_at or null, created_us], ...]: the
-# submit time as whole microseconds, and a run_at only for a job held back (null:
-# due at once). A float's repr costs ten times an int's, and this runs per job.
+# [[task, payload, destination, priority, run_at or null, created_us, trace], ...]:
+# the submit time as whole microseconds, and a run_at only for a job held back
+# (null: due at once). A float's repr costs ten times an int's, and this runs per
+# job. `trace` is null unless tracing is on (see `_schema._add_trace_column`).
 INSERT_ROWS = """
-INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at, trace)
 SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3,
        coalesce(j.value ->> 4, (j.value ->> 5) / 1e6),
        CASE WHEN j.value ->> 4 IS NULL OR j.value ->> 4 <= (j.value ->> 5) / 1e6
             THEN 'pending' ELSE 'scheduled' END,
-       (j.value ->> 5) / 1e6
+       (j.value ->> 5) / 1e6, j.value ->> 6
 FROM json_each(:rows) AS j
 """
 # A `submit_many` batch: the payloads arrive as one JSON array of objects, and each
 # element's text is stored as it is (no per-job encoding in Python).
 INSERT_PAYLOADS = """
-INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
-SELECT :task, j.value, :destination, :priority, :run_at, :state, :now
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at, trace)
+SELECT :task, j.value, :destination, :priority, :run_at, :state, :now, :trace
 FROM json_each(:payloads) AS j
 WHERE j.type = 'object' AND length(CAST(j.value AS BLOB)) <= :limit
 """
@@ -49,8 +50,8 @@ SELECT j.key, j.type, length(CAST(j.value AS BLOB)) FROM json_each(:payloads) AS
 WHERE j.type != 'object' OR length(CAST(j.value AS BLOB)) > :limit LIMIT 1
 """
 INSERT_ONE = """
-INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at)
-VALUES (?, ?, ?, ?, ?, ?, CASE WHEN ? <= ? THEN 'pending' ELSE 'scheduled' END, ?)
+INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at, trace)
+VALUES (?, ?, ?, ?, ?, ?, CASE WHEN ? <= ? THEN 'pending' ELSE 'scheduled' END, ?, ?)
 """
 FIND_LIVE_KEY = (
     "SELECT id FROM jobs WHERE key = ? AND state IN ('pending', 'scheduled', 'running', 'blocked')"
@@ -81,10 +82,13 @@ AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND destination = ?1)
 # A payload that is not valid JSON (a journal edited by hand, say) comes back as
 # null, for the worker to mark that one job dead, rather than failing the claim.
 # `max(parents)` says whether any claimed job has parents whose results to fetch.
+# Trace contexts come apart, only for the jobs that have one: a job's row stays as
+# it was when tracing is off.
 _CLAIMED = """
 SELECT json_group_array(json_array(id, task, {payload}, destination, priority,
                                    attempts + 1, created_at, first_started_at, snoozes)),
-       max(parents)
+       max(parents),
+       json_group_object(id, trace) FILTER (WHERE trace IS NOT NULL)
 FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?
       ORDER BY priority DESC, run_at, id)
 """

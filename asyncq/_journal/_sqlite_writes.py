@@ -112,6 +112,7 @@ def insert_all(
                     j.priority,
                     None if j.run_at == at else j.run_at,
                     us,
+                    j.trace,
                 ]
                 for j in cast(Sequence[NewJob], inserts[index][0])
             ]
@@ -149,6 +150,7 @@ def insert_batch(
         "state": "pending" if batch.run_at <= now else "scheduled",
         "now": now,
         "limit": batch.max_payload_bytes,
+        "trace": batch.trace,
     }
     if columns:
         params.update(columns)
@@ -200,6 +202,7 @@ def insert_keyed(conn: sqlite3.Connection, job: NewJob, now: float, deltas: Delt
             job.run_at,
             now,
             now,
+            job.trace,
         ),
     )
     assert cursor.lastrowid is not None

@@ -148,7 +148,7 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_jobs(tmp_path: Path
     finally:
         await journal.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
 
 
 async def test_a_version_2_journal_with_a_key_held_twice_keeps_both_jobs(tmp_path: Path) -> None:

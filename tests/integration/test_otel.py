@@ -1,0 +1,264 @@
+"""asyncq.contrib.otel: a span per attempt, a child of the span that submitted the
+job, whose context the job carries in the journal; recorded with the SDK's
+in-memory exporter. (A worker in another process: tests/process/test_tracing.py.)"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sqlite3
+import sys
+from collections.abc import Callable
+
+import pytest
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from asyncq import Queue, Retry
+from asyncq.contrib.otel import QueueTracing
+from asyncq.testing import ManualClock, run_until_idle
+
+MakeQueue = Callable[..., Queue]
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    # Not the global provider (it can be set once per process): each test has its own.
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def attempts(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
+    return sorted(spans, key=lambda s: (s.attributes or {}).get("asyncq.attempt", 0))
+
+
+def traces(db_path: str) -> dict[int, str | None]:
+    with sqlite3.connect(db_path) as conn:
+        return dict(conn.execute("SELECT id, trace FROM jobs").fetchall())
+
+
+async def test_an_attempt_is_a_child_of_the_span_that_submitted_its_job(
+    make_queue: MakeQueue, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    queue = make_queue()
+    QueueTracing(queue, tracer_provider=provider)
+    tracer = provider.get_tracer("app")
+
+    @queue.task(name="post_deal", destination="crm")
+    async def post_deal(deal: int) -> int:
+        # The handler runs in the attempt's span: its own spans are children of it.
+        with tracer.start_as_current_span("POST https://crm.example/hooks"):
+            return 200
+
+    async with queue:
+        with tracer.start_as_current_span("POST /deals/7/won") as request:
+            job = await post_deal.submit(7)
+        await run_until_idle(queue)
+    (attempt,) = attempts(exporter)
+    context = request.get_span_context()
+    assert attempt.context is not None
+    assert attempt.context.trace_id == context.trace_id  # in the request's trace
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == context.span_id  # a child of the request's span
+    assert attempt.name == "post_deal"
+    assert dict(attempt.attributes or {}) == {
+        "messaging.system": "asyncq",
+        "messaging.destination.name": "crm",
+        "messaging.message.id": str(job.id),
+        "asyncq.task": "post_deal",
+        "asyncq.attempt": 1,
+        "asyncq.outcome": "succeeded",
+    }
+    assert attempt.status.status_code is StatusCode.UNSET
+    (call,) = [s for s in exporter.get_finished_spans() if s.name.startswith("POST https")]
+    assert call.parent is not None
+    assert call.parent.span_id == attempt.context.span_id
+
+
+async def test_every_retry_is_a_child_of_the_request_and_errors_are_recorded(
+    make_queue: MakeQueue,
+    clock: ManualClock,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    queue = make_queue()
+    queue.destination("crm", retry=Retry(schedule=[60]))
+    QueueTracing(queue, tracer_provider=provider)
+
+    @queue.task(name="post_deal", destination="crm")
+    async def post_deal() -> None:
+        raise ConnectionError("connection refused")
+
+    async with queue:
+        with provider.get_tracer("app").start_as_current_span("request") as request:
+            await post_deal.submit()
+        await run_until_idle(queue)
+        clock.advance(60)
+        await run_until_idle(queue)
+    first, second = attempts(exporter)
+    for span, number, outcome in ((first, 1, "retry"), (second, 2, "dead")):
+        assert span.parent is not None
+        assert span.parent.span_id == request.get_span_context().span_id
+        assert (span.attributes or {})["asyncq.attempt"] == number
+        assert (span.attributes or {})["asyncq.outcome"] == outcome
+        assert span.status.status_code is StatusCode.ERROR
+        (event,) = span.events
+        assert event.name == "exception"
+        assert (event.attributes or {})["exception.type"] == "ConnectionError"
+        assert (event.attributes or {})["exception.message"] == "connection refused"
+
+
+async def test_the_trace_state_travels_with_the_job(
+    make_queue: MakeQueue, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    queue = make_queue()
+    QueueTracing(queue, tracer_provider=provider)
+
+    @queue.task(name="step")
+    async def step() -> None:
+        pass
+
+    # A request that came in with a traceparent and a tracestate (W3C).
+    incoming = propagate.extract(
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=opaque-value",
+        }
+    )
+    async with queue:
+        with provider.get_tracer("app").start_as_current_span("request", context=incoming):
+            await step.submit()
+            await queue.submit_many(step, [{}])
+        await run_until_idle(queue)
+    spans = attempts(exporter)
+    assert len(spans) == 2
+    for span in spans:
+        assert span.context is not None
+        assert span.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+        assert span.context.trace_state.get("vendor") == "opaque-value"
+
+
+async def test_a_job_submitted_outside_a_span_carries_nothing_and_starts_its_own_trace(
+    make_queue: MakeQueue,
+    db_path: str,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    queue = make_queue()
+    QueueTracing(queue, tracer_provider=provider)
+
+    @queue.task(name="step")
+    async def step() -> None:
+        pass
+
+    # The queue starts inside a span: its workers must not make every attempt a child of it.
+    with provider.get_tracer("app").start_as_current_span("startup") as startup:
+        async with queue:
+            with trace.use_span(trace.INVALID_SPAN):
+                job = await step.submit()
+            await run_until_idle(queue)
+    assert traces(db_path) == {job.id: None}
+    (attempt,) = attempts(exporter)
+    assert attempt.parent is None
+    assert attempt.context is not None
+    assert attempt.context.trace_id != startup.get_span_context().trace_id
+
+
+async def test_without_tracing_nothing_is_captured_even_inside_a_span(
+    make_queue: MakeQueue, db_path: str, provider: TracerProvider
+) -> None:
+    queue = make_queue()
+
+    @queue.task(name="step")
+    async def step() -> None:
+        pass
+
+    async with queue:
+        with provider.get_tracer("app").start_as_current_span("request"):
+            job = await step.submit()
+            many = await queue.submit_many(step, [{}])
+        await run_until_idle(queue)
+    assert traces(db_path) == {job.id: None, many[0].id: None}
+
+
+async def test_a_worker_on_the_same_journal_continues_the_producers_trace(
+    make_queue: MakeQueue,
+    db_path: str,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    producer = make_queue(concurrency=0)
+    QueueTracing(producer, tracer_provider=provider)
+    worker_exporter = InMemorySpanExporter()
+    worker_provider = TracerProvider()
+    worker_provider.add_span_processor(SimpleSpanProcessor(worker_exporter))
+    worker = make_queue()
+    QueueTracing(worker, tracer_provider=worker_provider)
+    for queue in (producer, worker):
+
+        @queue.task(name="deliver", destination="webhooks")
+        async def deliver() -> None:
+            pass
+
+    async with producer:
+        with provider.get_tracer("app").start_as_current_span("request") as request:
+            job = await producer.submit("deliver")
+    stored = traces(db_path)[job.id]
+    assert stored is not None
+    context = request.get_span_context()
+    # W3C: version, trace id, the submitting span's id, flags (sampled, and so on).
+    carried = json.loads(stored)["traceparent"]
+    assert carried.startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")
+    async with worker:
+        await run_until_idle(worker)
+    assert attempts(exporter) == []  # the producer made no attempt
+    (attempt,) = attempts(worker_exporter)
+    assert attempt.context is not None
+    assert attempt.context.trace_id == context.trace_id
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == context.span_id
+
+
+async def test_a_trace_context_that_cannot_be_read_starts_a_new_trace(
+    make_queue: MakeQueue,
+    db_path: str,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    producer = make_queue(concurrency=0)
+
+    @producer.task(name="step")
+    async def step() -> None:
+        pass
+
+    async with producer:
+        jobs = await producer.submit_many(step, [{}, {}, {}])
+    with sqlite3.connect(db_path) as conn:
+        for job, text in zip(jobs, ["not json", "[1, 2]", '{"traceparent": 7}'], strict=True):
+            conn.execute("UPDATE jobs SET trace = ? WHERE id = ?", (text, job.id))
+    worker = make_queue()
+    QueueTracing(worker, tracer_provider=provider)
+    worker.task(name="step")(step.fn)
+    async with worker:
+        await run_until_idle(worker)
+    spans = attempts(exporter)
+    assert len(spans) == 3
+    assert [s.parent for s in spans] == [None, None, None]
+    assert {(s.attributes or {})["asyncq.outcome"] for s in spans} == {"succeeded"}
+
+
+def test_without_the_extra_the_import_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    monkeypatch.delitem(sys.modules, "asyncq.contrib.otel")
+    with pytest.raises(ImportError, match=r"pip install 'asyncq\[otel\]'"):
+        importlib.import_module("asyncq.contrib.otel")

@@ -1,5 +1,6 @@
 """asyncq: a durable, asyncio-native job queue for outbound API calls."""
 
+from ._backlog import BacklogCause, BacklogEvent
 from ._clock import Clock, SystemClock
 from ._context import JobContext, current_job
 from ._errors import (
@@ -31,6 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncqError",
+    "BacklogCause",
+    "BacklogEvent",
     "Circuit",
     "CircuitOpen",
     "Clock",

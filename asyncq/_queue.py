@@ -21,7 +21,8 @@ from ._context import as_state
 from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
-from ._journal import Failed, Journal, JournalStats, SqliteJournal
+from ._journal import Failed, Journal, SqliteJournal, WorkerRecord
+from ._monitoring import BacklogWatch, Monitoring
 from ._operating import Operating
 from ._periodic import PeriodicJobs, build_schedule, registered_task
 from ._policy import Circuit, Rate, Retry
@@ -52,7 +53,7 @@ R = TypeVar("R")
 Lifespan = Callable[["Queue"], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 
-class Queue(Submitting, Operating):
+class Queue(Submitting, Operating, Monitoring):
     """A durable job queue in this process.
 
     `path` is the SQLite journal file (":memory:" for throwaway use).
@@ -136,6 +137,9 @@ class Queue(Submitting, Operating):
         self._engine: Engine | None = None
         self._hooks: set[asyncio.Task[None]] = set()
         self._resources: AsyncExitStack | None = None
+        # Backlog alerts (`on_backlog`): the rules outlive a run, the watch's task does not.
+        self._backlog = BacklogWatch(self._journal, self.clock)
+        self._backlog_task: asyncio.Task[None] | None = None
 
     # -- destinations ---------------------------------------------------------
 
@@ -220,11 +224,6 @@ class Queue(Submitting, Operating):
             raise JobNotFound(job_id)
         return info
 
-    async def stats(self) -> JournalStats:
-        """Jobs per destination and state, from the journal."""
-        self._require_open()
-        return await self._journal.stats(self.clock.now())
-
     async def _wait_result(self, job_id: int, timeout: float | None) -> Any:
         self._require_open()
         assert self._waiters is not None
@@ -298,6 +297,8 @@ class Queue(Submitting, Operating):
         engine = None
         try:
             self._destinations.load(await self._journal.load_destinations())
+            # For stats() in processes that do not declare them (the CLI, say).
+            await self._journal.save_rates(self._destinations.declared_rates())
             if self.concurrency:
                 upkeep = Upkeep(
                     self._journal,
@@ -306,8 +307,16 @@ class Queue(Submitting, Operating):
                     owner=self._owner,
                     lease=self.lease,
                     on_reclaimed=self._reclaimed,
+                    worker=WorkerRecord(
+                        owner=self._owner,
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                        concurrency=self.concurrency,
+                        started_at=self.clock.now(),
+                    ),
                 )
                 await upkeep.reclaim_expired()
+                await upkeep.heartbeat()
                 state = None
                 if self._lifespan is not None:
                     state = await resources.enter_async_context(self._lifespan(self))
@@ -324,6 +333,7 @@ class Queue(Submitting, Operating):
             self._engine = engine
             engine.start(self._spawn)
             self._periodic.start(self._journal, self.clock, self._spawn, self._notify_dispatcher)
+        self._start_backlog_watch()
 
     def _new_engine(self, upkeep: Upkeep, state: Mapping[str, Any]) -> Engine:
         assert self._waiters is not None
@@ -420,9 +430,11 @@ class Queue(Submitting, Operating):
     async def _close(self, end: float, errors: list[BaseException]) -> None:
         loop = asyncio.get_running_loop()
         try:
+            await self._stop_backlog_watch()
             await self._periodic.stop()
             if self._engine is not None:
                 errors += await self._engine.close(end, SHUTDOWN_GRACE)
+                await self._sign_off(self._engine.upkeep)
             if self._hooks:
                 await asyncio.wait(set(self._hooks), timeout=max(0.0, end - loop.time()))
                 for hook in self._hooks:
@@ -441,6 +453,14 @@ class Queue(Submitting, Operating):
                 errors.append(exc)
             finally:
                 await self._journal.close()
+
+    async def _sign_off(self, upkeep: Upkeep) -> None:
+        """This process no longer runs jobs: say so, so that it stops counting as a
+        worker at once (if the journal cannot hear it, its heartbeat runs out)."""
+        try:
+            await upkeep.sign_off()
+        except Exception as exc:  # noqa: BLE001 - the journal may be gone; stopping goes on
+            log.warning("asyncq: could not sign this worker off (%s)", exc)
 
     # -- periodic jobs ----------------------------------------------------------
 

@@ -22,6 +22,7 @@ from ._messages import (
     RetryDecision,
     Started,
     Succeeded,
+    WorkerRecord,
     micros,
 )
 from ._sqlite import SqliteJournal
@@ -49,5 +50,6 @@ __all__ = [
     "SqliteJournal",
     "Started",
     "Succeeded",
+    "WorkerRecord",
     "micros",
 ]

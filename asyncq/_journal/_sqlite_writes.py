@@ -17,6 +17,7 @@ from .._limiter import schedule_calls
 from .._policy import Rate
 from . import _sqlite_cancel as cancelling
 from . import _sqlite_sql as sql
+from ._activity import LATENCY_SAMPLES, Tally, outcome_attempts
 from ._messages import (
     Booked,
     Cancelled,
@@ -55,7 +56,9 @@ def book(
         name: schedule_calls(rates[name], wants[name], full.get(name, 0.0), now, horizon)
         for name in wanted
     }
-    conn.executemany(sql.SAVE_BUCKET, [(name, b[1]) for name, b in booked.items()])
+    conn.executemany(
+        sql.SAVE_BUCKET, [(name, b[1], rates[name].per_second) for name, b in booked.items()]
+    )
     return booked
 
 
@@ -220,6 +223,8 @@ class EncodedOutcomes:
     fail: str | None
     release: str | None
     cancel: str | None = None
+    #: The calls these outcomes end, by destination, with a sample of their durations.
+    attempts: dict[str, Tally] = field(default_factory=dict)
     #: Filled by the transaction that writes the batch: the jobs it cancelled in turn.
     settled: list[int] = field(default_factory=list)
 
@@ -230,15 +235,27 @@ def encode_outcomes(
     failed: Sequence[Failed],
     released: Sequence[Released],
     cancelled: Sequence[Cancelled] = (),
+    now: float = 0.0,
 ) -> EncodedOutcomes:
+    by_destination = Counter(map(_destination, succeeded))
+    # A bounded sample of the successes' durations: the same cost for any batch.
+    stride = -(-len(succeeded) // LATENCY_SAMPLES)
+    attempts = outcome_attempts(
+        micros(now),
+        ((s.destination, s.started_us) for s in succeeded[:: stride or 1]),
+        by_destination,
+        [(f.destination, f.started_us, True) for f in failed]
+        + [(c.destination, c.started_us, False) for c in cancelled],
+    )
     return EncodedOutcomes(
         json.dumps(started) if started else None,
         json.dumps(succeeded) if succeeded else None,
         len(succeeded),
-        Counter(map(_destination, succeeded)),
+        by_destination,
         json.dumps(failed) if failed else None,
         json.dumps(released) if released else None,
         json.dumps(cancelled) if cancelled else None,
+        attempts,
     )
 
 

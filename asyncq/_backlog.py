@@ -46,8 +46,9 @@ class BacklogEvent:
     """A backlog alert, or (`cleared=True`) its end.
 
     `destination` is None for a watch of the whole queue (`total=True`). `depth`
-    counts jobs due and not started (ready, and claimed into a prefetch); rates are
-    jobs per second over the last minute (`drain_rate`: jobs finished).
+    counts the jobs waiting to run: ready, scheduled (delayed, or waiting to retry:
+    where a failing destination's backlog goes) and claimed into a prefetch; rates
+    are jobs per second over the last minute (`drain_rate`: jobs finished).
     `drain_time` is how long the backlog takes to drain if nothing more arrives:
     at the rate limit for `rate_limited`, else at the drain rate (None: it does not
     drain). `reason` says which threshold was crossed; `detail` explains the cause
@@ -120,7 +121,7 @@ class BacklogRule:
     def _judge(
         self, name: str | None, counts: DestinationCounts, stats: JournalStats, state: _State
     ) -> BacklogEvent | None:
-        depth = counts.ready + counts.claimed
+        depth = waiting(counts)
         age = counts.oldest_ready_age
         filling = depth > 0 and counts.arrival_rate > counts.completion_rate * FILLING_MARGIN
         if not filling:
@@ -163,6 +164,11 @@ class BacklogRule:
         return not (self.growing_for is not None and filling)
 
 
+def waiting(counts: DestinationCounts) -> int:
+    """A destination's depth: jobs waiting to run (ready, scheduled, claimed)."""
+    return counts.ready + counts.scheduled + counts.claimed
+
+
 def _is_pattern(name: str) -> bool:
     return any(ch in name for ch in "*?[")
 
@@ -171,6 +177,7 @@ def totals(stats: JournalStats) -> DestinationCounts:
     """The whole queue as one destination (for a watch with `total=True`)."""
     return DestinationCounts(
         ready=stats.ready,
+        scheduled=stats.scheduled,
         claimed=stats.claimed,
         oldest_ready_age=stats.oldest_ready_age,
         arrival_rate=stats.arrival_rate,
@@ -221,15 +228,9 @@ def diagnose(
     time it takes to drain if nothing more arrives (None: it does not drain)."""
     if name is None and stats.workers:
         # The whole queue: the cause of its largest backlog.
-        worst = max(
-            stats.destinations.items(),
-            key=lambda item: item[1].ready + item[1].claimed,
-            default=None,
-        )
+        worst = max(stats.destinations.items(), key=lambda item: waiting(item[1]), default=None)
         if worst is not None:
-            cause, detail, _ = diagnose(
-                worst[0], worst[1], stats, worst[1].ready + worst[1].claimed
-            )
+            cause, detail, _ = diagnose(worst[0], worst[1], stats, waiting(worst[1]))
             return cause, detail, _drain_time(depth, counts.completion_rate)
     subject = "the queue" if name is None else repr(name)
     if not stats.workers:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from ._backlog import BacklogEvent, BacklogRule, Callback, check_thresholds
@@ -65,12 +65,12 @@ class BacklogWatch:
             self._checked.set()
             self._checked = None
 
-    async def next_check(self) -> None:
-        """Wait until the next look has been taken (for tests: then advance the
-        clock by `CHECK_EVERY`)."""
+    def next_check(self) -> Awaitable[bool]:
+        """Something to await until the next look has been taken (for tests: then
+        advance the clock by `CHECK_EVERY` to start it)."""
         if self._checked is None:
             self._checked = asyncio.Event()
-        await self._checked.wait()
+        return self._checked.wait()
 
 
 def _log(event: BacklogEvent) -> None:
@@ -142,9 +142,10 @@ class Monitoring:
     ) -> None:
         """Call `callback(event)` (a function or a coroutine function) once when a
         destination's backlog crosses a threshold, and once more with
-        `event.cleared` True when it has recovered. Thresholds: `depth` jobs due
-        and not started, the oldest such job waiting `oldest_age` seconds, or
-        filling faster than it drains for `growing_for` seconds.
+        `event.cleared` True when it has recovered. Thresholds: `depth` jobs
+        waiting to run (ready, scheduled: delayed or waiting to retry, and claimed),
+        the oldest ready job waiting `oldest_age` seconds, or filling faster than
+        it drains for `growing_for` seconds (and deeper than when it started).
 
         `destination` watches one destination, or each of those a pattern
         (`"endpoint:*"`) matches; None watches each destination on its own (every

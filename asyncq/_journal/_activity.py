@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 #: Width of a slot, seconds.
 SLOT_SECONDS = 5
 #: Slots read for "the last minute": the current one and the 11 before it, so a
-#: rate covers between 55 and 60 seconds (divided by the time actually covered).
+#: rate covers between 55 and 60 seconds (divided by the time actually covered),
+#: or, on a journal younger than that, the time since its first slot began.
 WINDOW_SLOTS = 12
 #: Slots kept in the store (older ones are deleted when a new slot starts).
 KEEP_SLOTS = 2 * WINDOW_SLOTS

@@ -43,6 +43,9 @@ SELECT destination, sum(arrived), sum(calls), sum(finished), sum(retried), sum(d
 FROM activity WHERE slot >= ? GROUP BY destination
 """
 READ_LATENCY = "SELECT destination, latency FROM activity WHERE slot >= ? AND latency IS NOT NULL"
+# The journal's first slot still kept: a journal younger than a minute has rates
+# over its life so far, not over a minute most of which it did not exist.
+FIRST_SLOT = "SELECT min(slot) FROM activity"
 
 HEARTBEAT = """
 INSERT INTO workers (owner, host, pid, concurrency, started_at, last_seen, alive_until)
@@ -146,7 +149,10 @@ def read_window(conn: sqlite3.Connection, now: float, unwritten: Activity) -> Wi
     """The last minute's counts per destination: the store's, and this process's
     not written yet."""
     first = slot_of(now) - WINDOW_SLOTS + 1
-    window = Window(seconds=max(1e-9, now - first * SLOT_SECONDS))
+    (kept,) = conn.execute(FIRST_SLOT).fetchone()
+    known = [slot for slot in (kept, *(s for s, _ in unwritten.tallies)) if slot is not None]
+    start = max(first, min(known, default=first))
+    window = Window(seconds=max(1.0, now - start * SLOT_SECONDS))
     for destination, *counts in conn.execute(READ, (first,)):
         window.tallies[destination] = [int(n or 0) for n in counts]
     for destination, text in conn.execute(READ_LATENCY, (first,)):

@@ -9,17 +9,20 @@ own, and a busy writer pays one small upsert a second. Every process reads the
 sums of the last `WINDOW_SLOTS` slots, so rates seen from a process that runs no
 jobs include the completions of workers in other processes.
 
-Attempt durations are kept as a histogram of log-spaced buckets, 8 per doubling:
-a percentile read from it is within 4.5 % of the duration it stands for. The
-writer samples at most `LATENCY_SAMPLES` successes of each batch of outcomes
-(every failure), so that a batch costs the same whatever its size.
+The hot path pays almost nothing: a turn keeps references to what it has anyway
+(each batch's list of the destinations of its successes), and after its commit
+they are counted at C speed (`Counter.update` of a list). Failures, cancels and
+crashes, rarer, are counted one by one. Attempt durations are kept as a histogram
+of log-spaced buckets, 8 per doubling (a percentile read from it is within 4.5 %
+of the duration it stands for), from at most `LATENCY_SAMPLES` successes of each
+batch of outcomes, and every failure.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 #: Width of a slot, seconds.
@@ -35,12 +38,11 @@ KEEP_SLOTS = 2 * WINDOW_SLOTS
 #: (in real seconds), and at close.
 WRITE_EVERY = 1.0
 #: Successes per batch of outcomes whose durations go into the histogram.
-LATENCY_SAMPLES = 32
+LATENCY_SAMPLES = 4
 #: Buckets per doubling of the duration (8: each bucket spans 9 %).
 BUCKETS_PER_DOUBLING = 8
 
-# Where a job's state changes show what happened (see `Activity.ended`).
-_FINISHED = frozenset({"succeeded", "dead", "cancelled"})
+Sample = tuple[str, int]  # (destination, latency bucket)
 
 
 def slot_of(now: float) -> int:
@@ -63,151 +65,156 @@ def bucket_seconds(bucket: int) -> float:
     return float(2 ** ((bucket - 0.5) / BUCKETS_PER_DOUBLING) / 1_000_000)
 
 
-def percentile(histogram: Mapping[int, int], fraction: float) -> float | None:
-    """The duration (seconds) below which `fraction` of the attempts in
-    `histogram` fall (nearest rank); None for no attempts."""
+def percentiles(histogram: Mapping[int, int], fractions: Sequence[float]) -> list[float | None]:
+    """The durations (seconds) below which each of `fractions` (ascending) of the
+    attempts in `histogram` fall (nearest rank); None for no attempts."""
     total = sum(histogram.values())
     if total <= 0:
-        return None
-    rank = max(1, math.ceil(fraction * total))
+        return [None] * len(fractions)
+    found: list[float | None] = []
+    ranks = iter(max(1, math.ceil(f * total)) for f in fractions)
+    rank = next(ranks)
     seen = 0
     for bucket in sorted(histogram):
         seen += histogram[bucket]
-        if seen >= rank:
-            return bucket_seconds(bucket)
-    return bucket_seconds(max(histogram))  # pragma: no cover - the loop always returns
+        while seen >= rank:
+            found.append(bucket_seconds(bucket))
+            rank = next(ranks, -1)
+            if rank < 0:
+                return found
+    return found  # pragma: no cover - the last rank is the total
 
 
 @dataclass(slots=True)
-class Tally:
-    """One destination's activity in one slot (or one batch of outcomes)."""
+class Counts:
+    """What happened in one slot, by destination, not yet written to the store."""
 
-    arrived: int = 0
-    calls: int = 0
-    finished: int = 0
-    retried: int = 0
-    dead: int = 0
-    latency: Counter[int] = field(default_factory=Counter)  # bucket -> attempts
+    succeeded: Counter[str] = field(default_factory=Counter)  # each a call and a finish
+    arrived: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)  # calls that did not succeed
+    finished: Counter[str] = field(default_factory=Counter)  # finishes other than successes
+    retried: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+    latency: Counter[Sample] = field(default_factory=Counter)
 
-    def add(self, other: Tally) -> None:
-        self.arrived += other.arrived
-        self.calls += other.calls
-        self.finished += other.finished
-        self.retried += other.retried
-        self.dead += other.dead
-        self.latency.update(other.latency)
+    def add(self, other: Counts) -> None:
+        for name in self.__slots__:
+            getattr(self, name).update(getattr(other, name))
 
-    def copy(self) -> Tally:
-        return Tally(
-            self.arrived, self.calls, self.finished, self.retried, self.dead, Counter(self.latency)
+    def copy(self) -> Counts:
+        copied = Counts()
+        copied.add(self)
+        return copied
+
+    def by_destination(self) -> dict[str, list[int]]:
+        """[arrived, calls, finished, retried, dead] per destination."""
+        rows: dict[str, list[int]] = {}
+        columns = (
+            (self.arrived, 0),
+            (self.succeeded, 1),
+            (self.calls, 1),
+            (self.succeeded, 2),
+            (self.finished, 2),
+            (self.retried, 3),
+            (self.dead, 4),
         )
+        for counter, column in columns:
+            for destination, n in counter.items():
+                rows.setdefault(destination, [0, 0, 0, 0, 0])[column] += n
+        return rows
+
+    def histograms(self) -> dict[str, dict[int, int]]:
+        found: dict[str, dict[int, int]] = {}
+        for (destination, bucket), n in self.latency.items():
+            histogram = found.setdefault(destination, {})
+            histogram[bucket] = histogram.get(bucket, 0) + n
+        return found
 
 
 class Activity:
-    """Tallies by (slot, destination): what one writer turn did, or what a journal
-    has not written yet."""
+    """What one writer turn did, kept as references to what the turn has anyway;
+    counted into `Counts` (`count_into`) once the turn has committed."""
 
-    __slots__ = ("at", "tallies")
+    __slots__ = ("at", "others", "samples", "successes")
 
     def __init__(self) -> None:
-        self.tallies: dict[tuple[int, str], Tally] = {}
         #: The latest time recorded (seconds since the epoch), -inf if none.
         self.at = -math.inf
+        self.successes: list[list[str]] = []  # each batch's success destinations
+        self.samples: list[tuple[list[Sample], int]] = []  # (samples, each stands for)
+        self.others: list[tuple[str, str, int]] = []  # (Counts field, destination, n)
 
     def __bool__(self) -> bool:
-        return bool(self.tallies)
+        return bool(self.successes or self.samples or self.others)
 
-    def of(self, destination: str, now: float) -> Tally:
+    def saw(self, now: float) -> None:
         if now > self.at:
             self.at = now
-        key = (slot_of(now), destination)
-        tally = self.tallies.get(key)
-        if tally is None:
-            tally = self.tallies[key] = Tally()
-        return tally
+
+    def count(self, kind: str, destination: str, n: int, now: float) -> None:
+        """`n` more of `kind` (a `Counts` field) for `destination`."""
+        self.saw(now)
+        self.others.append((kind, destination, n))
+
+    def batch(
+        self,
+        now: float,
+        successes: list[str] | None,
+        samples: list[Sample],
+        weight: int,
+        other_calls: Iterable[str],
+        other_samples: list[Sample],
+    ) -> None:
+        """A batch of outcomes: the destinations of its successes (None: counted
+        otherwise), samples of their durations each standing for `weight`, and the
+        calls that did not succeed, with their durations."""
+        self.saw(now)
+        if successes:
+            self.successes.append(successes)
+        if samples:
+            self.samples.append((samples, weight))
+        if other_samples:
+            self.samples.append((other_samples, 1))
+        for destination in other_calls:
+            self.others.append(("calls", destination, 1))
 
     def arrived(self, moves: Mapping[tuple[str, str], int], now: float) -> None:
         """Jobs inserted (`moves`: the inserts' changes of counts by destination and
         state). A child inserted cancelled (its parent had failed) also finished."""
         for (destination, state), n in moves.items():
             if n > 0:
-                tally = self.of(destination, now)
-                tally.arrived += n
+                self.count("arrived", destination, n, now)
                 if state == "cancelled":
-                    tally.finished += n
+                    self.count("finished", destination, n, now)
 
     def ended(
         self, moves: Mapping[tuple[str, str], int], now: float, *, retries: bool = True
     ) -> None:
-        """Jobs that left for a final state, or (with `retries`) went back to wait
-        for a retry, read from the changes of counts a write made. Pass
-        `retries=False` for writes whose jobs enter `scheduled` for another reason
-        (a child whose parent succeeded, with its delay still to run)."""
+        """Jobs that succeeded, left for another final state, or (with `retries`)
+        went back to wait for a retry, read from the changes of counts a write made.
+        Pass `retries=False` for writes whose jobs enter `scheduled` for another
+        reason (a child whose parent succeeded, with its delay still to run)."""
         for (destination, state), n in moves.items():
             if n <= 0:
                 continue
-            if state in _FINISHED:
-                tally = self.of(destination, now)
-                tally.finished += n
+            if state == "succeeded":
+                self.count("succeeded", destination, n, now)
+            elif state in ("dead", "cancelled"):
+                self.count("finished", destination, n, now)
                 if state == "dead":
-                    tally.dead += n
+                    self.count("dead", destination, n, now)
             elif retries and state == "scheduled":
-                self.of(destination, now).retried += n
+                self.count("retried", destination, n, now)
 
-    def calls(self, attempts: Mapping[str, Tally], now: float) -> None:
-        """Calls and their durations, counted from a batch of outcomes."""
-        for destination, tally in attempts.items():
-            self.of(destination, now).add(tally)
-
-    def crashed(self, destinations: Iterable[str], now: float) -> None:
-        """Attempts whose handler had started when their process died: calls made,
-        of unknown duration."""
-        for destination in destinations:
-            self.of(destination, now).calls += 1
-
-    def add(self, other: Activity) -> None:
-        for key, tally in other.tallies.items():
-            mine = self.tallies.get(key)
-            if mine is None:
-                self.tallies[key] = tally.copy()
-            else:
-                mine.add(tally)
-        self.at = max(self.at, other.at)
-
-    def copy(self) -> Activity:
-        copied = Activity()
-        copied.add(self)
-        return copied
-
-
-def outcome_attempts(
-    now_us: int,
-    succeeded: Iterable[tuple[str, int]],
-    success_count: Mapping[str, int],
-    others: Iterable[tuple[str, int | None, bool]],
-) -> dict[str, Tally]:
-    """The calls of one batch of outcomes, by destination, with a sample of their
-    durations: `succeeded` gives (destination, start in us) of the sampled
-    successes (each stands for an equal share of them); `success_count` every success by
-    destination; `others` (destination, start in us or None, timed) for the
-    failures and cancels (a start None: no handler ran; `timed` False: a call cut
-    short, whose duration says nothing)."""
-    attempts: dict[str, Tally] = {d: Tally(calls=n) for d, n in success_count.items()}
-    samples = list(succeeded)
-    total = sum(success_count.values())
-    weight = max(1, round(total / len(samples))) if samples else 0
-    for destination, started_us in samples:
-        attempts[destination].latency[latency_bucket(now_us - started_us)] += weight
-    for destination, start_us, timed in others:
-        if start_us is None or not destination:
-            continue
-        tally = attempts.get(destination)
-        if tally is None:
-            tally = attempts[destination] = Tally()
-        tally.calls += 1
-        if timed:
-            tally.latency[latency_bucket(now_us - start_us)] += 1
-    return attempts
+    def count_into(self, counts: Counts) -> None:
+        succeeded = counts.succeeded
+        for destinations in self.successes:
+            succeeded.update(destinations)  # at C speed: a list, not a mapping
+        latency = counts.latency
+        for samples, weight in self.samples:
+            latency.update(samples * weight if weight > 1 else samples)  # C speed too
+        for kind, destination, n in self.others:
+            getattr(counts, kind)[destination] += n
 
 
 def figures(
@@ -221,16 +228,16 @@ def figures(
     durations, as DestinationCounts fields."""
     arrived, calls, finished, retried, dead = counts or (0, 0, 0, 0, 0)
     call_rate = calls / seconds
-    histogram = histogram or {}
+    p50, p95, p99 = percentiles(histogram or {}, (0.50, 0.95, 0.99))
     return {
         "arrival_rate": arrived / seconds,
         "completion_rate": finished / seconds,
         "call_rate": call_rate,
         "retries_per_minute": retried / seconds * 60,
         "dead_per_minute": dead / seconds * 60,
-        "latency_p50": percentile(histogram, 0.50),
-        "latency_p95": percentile(histogram, 0.95),
-        "latency_p99": percentile(histogram, 0.99),
+        "latency_p50": p50,
+        "latency_p95": p95,
+        "latency_p99": p99,
         "limit": limit,
         "limit_used": None if limit is None else call_rate / limit,
     }

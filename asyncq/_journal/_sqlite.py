@@ -279,18 +279,35 @@ class SqliteJournal:
     def _write_outcomes(
         self, conn: sqlite3.Connection, owner: str, now: float, batch: writes.EncodedOutcomes
     ) -> None:
-        """One batch of outcomes and the children they settle, counted apart so that
-        the turn's activity can tell a retry from a child whose delay is still to run."""
-        moves: writes.Deltas = Counter()
-        every_success = writes.write_outcomes(conn, owner, now, batch, moves)
-        self._activity.ended(moves, now)
-        self._activity.calls(batch.attempts, now)
-        settled: writes.Deltas = Counter()
-        self._children_cancelled += deps.settle_outcomes(
-            conn, now, batch, settled, every_success=every_success
+        """One batch of outcomes and the children they settle, and what they count
+        for monitoring: a batch of successes alone (the common case) from the batch
+        itself, one with failures, releases or cancels from what its statements
+        moved, so that a retry is told from a job cancelled instead."""
+        activity = self._activity
+        successes: list[str] | None = None
+        if batch.fail or batch.release or batch.cancel:
+            moves: writes.Deltas = Counter()
+            every_success = writes.write_outcomes(conn, owner, now, batch, moves)
+            self._ended(moves, now, retries=True)
+        else:
+            every_success = writes.write_outcomes(conn, owner, now, batch, self._deltas)
+            if every_success:  # a stale ack (its lease had expired) is not counted
+                successes = batch.success_destinations
+        activity.batch(
+            now,
+            successes,
+            batch.samples,
+            batch.sample_weight,
+            batch.other_calls,
+            batch.other_samples,
         )
-        self._ended(settled, now, retries=False)
-        self._deltas.update(moves)
+        cancelled = deps.settle_outcomes(
+            conn, now, batch, self._deltas, every_success=every_success
+        )
+        if cancelled:  # children of jobs that failed: rare, counted by a query
+            self._children_cancelled += cancelled
+            for destination, n in monitoring.destinations_of(conn, cancelled):
+                activity.count("finished", destination, n, now)
 
     def _ended(self, moves: writes.Deltas, now: float, *, retries: bool) -> None:
         """Count what a write apart from the turn's counts did (see `Activity.ended`),
@@ -365,7 +382,9 @@ class SqliteJournal:
             moves: writes.Deltas = Counter()
             reclaimed, dead = leases.reclaim(conn, now, decide, moves)
             self._ended(moves, now, retries=True)
-            self._activity.crashed((job.destination for job, _ in reclaimed if job.started), now)
+            for job, _ in reclaimed:
+                if job.started:  # a call made, of unknown duration
+                    self._activity.count("calls", job.destination, 1, now)
             self._settle(conn, [], dead, now)
             return reclaimed
 
@@ -483,7 +502,8 @@ class SqliteJournal:
             # The job is counted like any insert of the turn (`self._deltas`).
             inserted = writes.insert_keyed(conn, job, now, self._deltas)
             conn.execute(sql.TICK_JOB, (inserted.id, name))
-            self._activity.of(job.destination, now).arrived += 1
+            if inserted.created:
+                self._activity.count("arrived", job.destination, 1, now)
             return inserted.id
 
         return await self._enqueue_call(make)

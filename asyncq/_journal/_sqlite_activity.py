@@ -5,15 +5,27 @@ by stats() on the read connection."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ._activity import KEEP_SLOTS, SLOT_SECONDS, WINDOW_SLOTS, WRITE_EVERY, Activity, slot_of
+from ._activity import (
+    KEEP_SLOTS,
+    SLOT_SECONDS,
+    WINDOW_SLOTS,
+    WRITE_EVERY,
+    Activity,
+    Counts,
+    slot_of,
+)
 from ._messages import WorkerRecord
+
+log = logging.getLogger("asyncq.journal")
 
 # A process's counts since its last write, added to the slots' rows: one row per
 # slot and destination, the histograms merged bucket by bucket.
@@ -76,6 +88,24 @@ class Window:
     latency: dict[str, Counter[int]] = field(default_factory=dict)
 
 
+#: Rows a turn writes at most: a second in which 10,000 destinations were busy is
+#: written over many turns (a row costs 10-15 us), not in one that stalls.
+MAX_ROWS_PER_TURN = 256
+
+
+class Row(NamedTuple):
+    """One slot's counts for one destination, as the store keeps them."""
+
+    slot: int
+    destination: str
+    arrived: int
+    calls: int
+    finished: int
+    retried: int
+    dead: int
+    latency: dict[int, int] | None  # bucket -> attempts
+
+
 class ActivityLog:
     """A journal's counts not yet written, and when to write them.
 
@@ -84,73 +114,108 @@ class ActivityLog:
     read connection's thread, hence the lock."""
 
     def __init__(self) -> None:
-        self._pending = Activity()
+        self._pending: dict[int, Counts] = {}  # by slot
+        self._queued: list[Row] = []  # counted, to be written by the next turns
+        self._leftover: list[Row] = []  # what the running turn leaves queued
         self._lock = threading.Lock()
+        self._at = -math.inf  # the latest time counted in `_pending`
         self._written_at = -math.inf  # the queue's time of the last write
         self._pruned_slot = 0
+        self._failing = False  # the last write failed (logged once)
         #: Set (from the event loop) to have the next turn write whatever is pending.
         self.write_wanted = False
 
     @property
     def pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self._pending or self._queued)
 
     def save(self, conn: sqlite3.Connection, turn: Activity) -> bool:
         """Inside a turn's transaction: write the pending counts and this turn's, if
-        it is time (`WRITE_EVERY`, or asked for). Whether it wrote."""
-        if not (turn or self._pending):
+        it is time (`WRITE_EVERY`, asked for, or rows are queued), at most
+        `MAX_ROWS_PER_TURN` rows. Whether it wrote."""
+        if not (turn or self._pending or self._queued):
             return False
-        at = max(turn.at, self._pending.at)
-        if not self.write_wanted and at - self._written_at < WRITE_EVERY:
+        at = max(turn.at, self._at)
+        if not (self.write_wanted or self._queued) and at - self._written_at < WRITE_EVERY:
             return False
-        rows = _rows(self._pending, turn)
-        conn.execute(SAVE, (json.dumps(rows),))
-        current = slot_of(at)
-        if current != self._pruned_slot:
-            conn.execute(PRUNE, (current - KEEP_SLOTS,))
-            self._pruned_slot = current
+        at = max(at, self._written_at)  # a turn with no counts of its own writes queued rows
+        counted = {slot: counts.copy() for slot, counts in self._pending.items()}
+        if turn:
+            turn.count_into(counted.setdefault(slot_of(turn.at), Counts()))
+        rows = self._queued + _rows(counted)
+        # In a savepoint of its own: counting must never fail the turn's jobs. What
+        # could not be written stays pending.
+        conn.execute("SAVEPOINT activity")
+        try:
+            conn.execute(SAVE, (json.dumps([_encoded(row) for row in rows[:MAX_ROWS_PER_TURN]]),))
+            current = slot_of(at)
+            if current != self._pruned_slot:
+                conn.execute(PRUNE, (current - KEEP_SLOTS,))
+                self._pruned_slot = current
+        except Exception as exc:  # noqa: BLE001 - logged; the jobs' own writes go on
+            conn.execute("ROLLBACK TO activity")
+            conn.execute("RELEASE activity")
+            if not self._failing:  # once until a write succeeds again
+                log.warning("journal: the counts for stats() were not written (%s)", exc)
+            self._failing = True
+            return False
+        conn.execute("RELEASE activity")
+        self._failing = False
+        self._leftover = rows[MAX_ROWS_PER_TURN:]
         return True
 
     def committed(self, turn: Activity, written: bool) -> None:
         """After the turn's commit: what it wrote is no longer pending; what it did
         not write waits for a later turn."""
+        if not (turn or written):
+            return
         with self._lock:
             if written:
-                self._written_at = max(turn.at, self._pending.at)
-                self._pending = Activity()
+                self._written_at = max(turn.at, self._at, self._written_at)
+                self._queued, self._leftover = self._leftover, []
+                self._pending = {}
+                self._at = -math.inf
                 self.write_wanted = False
-            elif turn:
-                self._pending.add(turn)
+            else:
+                slot = slot_of(turn.at)
+                counts = self._pending.get(slot)
+                if counts is None:
+                    counts = self._pending[slot] = Counts()
+                turn.count_into(counts)
+                self._at = max(self._at, turn.at)
 
-    def unwritten(self) -> Activity:
+    def unwritten(self) -> list[Row]:
         with self._lock:
-            return self._pending.copy()
+            return self._queued + _rows(self._pending)
 
 
-def _rows(pending: Activity, turn: Activity) -> list[list[object]]:
-    merged = pending.copy()
-    merged.add(turn)
-    return [
-        [
-            slot,
-            destination,
-            t.arrived,
-            t.calls,
-            t.finished,
-            t.retried,
-            t.dead,
-            json.dumps({str(b): n for b, n in t.latency.items()}) if t.latency else None,
-        ]
-        for (slot, destination), t in merged.tallies.items()
-    ]
+def _rows(counted: dict[int, Counts]) -> list[Row]:
+    rows = []
+    for slot, counts in counted.items():
+        histograms = counts.histograms()
+        for destination, (
+            arrived,
+            calls,
+            finished,
+            retried,
+            dead,
+        ) in counts.by_destination().items():
+            latency = histograms.get(destination)
+            rows.append(Row(slot, destination, arrived, calls, finished, retried, dead, latency))
+    return rows
 
 
-def read_window(conn: sqlite3.Connection, now: float, unwritten: Activity) -> Window:
+def _encoded(row: Row) -> list[object]:
+    latency = None if row.latency is None else json.dumps(row.latency)
+    return [*row[:-1], latency]
+
+
+def read_window(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> Window:
     """The last minute's counts per destination: the store's, and this process's
     not written yet."""
     first = slot_of(now) - WINDOW_SLOTS + 1
     (kept,) = conn.execute(FIRST_SLOT).fetchone()
-    known = [slot for slot in (kept, *(s for s, _ in unwritten.tallies)) if slot is not None]
+    known = [slot for slot in (kept, *(row.slot for row in unwritten)) if slot is not None]
     start = max(first, min(known, default=first))
     window = Window(seconds=max(1.0, now - start * SLOT_SECONDS))
     for destination, *counts in conn.execute(READ, (first,)):
@@ -159,15 +224,29 @@ def read_window(conn: sqlite3.Connection, now: float, unwritten: Activity) -> Wi
         histogram = window.latency.setdefault(destination, Counter())
         for bucket, n in json.loads(text).items():
             histogram[int(bucket)] += int(n)
-    for (slot, destination), t in unwritten.tallies.items():
-        if slot < first:
+    for row in unwritten:
+        if row.slot < first:
             continue
-        counts = window.tallies.setdefault(destination, [0, 0, 0, 0, 0])
-        for index, value in enumerate((t.arrived, t.calls, t.finished, t.retried, t.dead)):
-            counts[index] += value
-        if t.latency:
-            window.latency.setdefault(destination, Counter()).update(t.latency)
+        tally = window.tallies.setdefault(row.destination, [0, 0, 0, 0, 0])
+        for index, value in enumerate(
+            (row.arrived, row.calls, row.finished, row.retried, row.dead)
+        ):
+            tally[index] += value
+        if row.latency:
+            window.latency.setdefault(row.destination, Counter()).update(row.latency)
     return window
+
+
+# A cancel that settles children reports their ids; counting them needs their
+# destinations (a rare path: jobs that wait for parents whose run failed).
+DESTINATIONS_OF = """
+SELECT destination, count(*) FROM jobs WHERE id IN (SELECT value FROM json_each(?))
+GROUP BY destination
+"""
+
+
+def destinations_of(conn: sqlite3.Connection, ids: list[int]) -> list[tuple[str, int]]:
+    return [(d, int(n)) for d, n in conn.execute(DESTINATIONS_OF, (json.dumps(ids),))]
 
 
 def heartbeat(

@@ -12,7 +12,7 @@ from .._codec import is_utf8
 from .._records import JobInfo
 from . import _sqlite_activity as monitoring
 from . import _sqlite_sql as sql
-from ._activity import Activity, figures, percentile
+from ._activity import figures, percentiles
 from ._messages import ClaimedJob, DestinationCounts, JournalStats
 
 
@@ -65,7 +65,7 @@ def info(row: tuple[Any, ...]) -> JobInfo:
     )
 
 
-def stats(conn: sqlite3.Connection, now: float, unwritten: Activity) -> JournalStats:
+def stats(conn: sqlite3.Connection, now: float, unwritten: list[monitoring.Row]) -> JournalStats:
     """Jobs per destination and state, from the counts the writer keeps, and the few
     rows that counts cannot tell apart: running jobs, due scheduled ones, the age of
     each destination's oldest ready job; the last minute's activity (with this
@@ -123,13 +123,14 @@ def stats(conn: sqlite3.Connection, now: float, unwritten: Activity) -> JournalS
     every_call: Counter[int] = Counter()
     for histogram in window.latency.values():
         every_call.update(histogram)
+    p50, p95, p99 = percentiles(every_call, (0.50, 0.95, 0.99))
     return JournalStats(
         {d: DestinationCounts(**c) for d, c in sorted(per.items())},
         at=now,
         workers=monitoring.workers_alive(conn, now),
-        latency_p50=percentile(every_call, 0.50),
-        latency_p95=percentile(every_call, 0.95),
-        latency_p99=percentile(every_call, 0.99),
+        latency_p50=p50,
+        latency_p95=p95,
+        latency_p99=p99,
     )
 
 

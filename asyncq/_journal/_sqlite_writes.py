@@ -17,7 +17,7 @@ from .._limiter import schedule_calls
 from .._policy import Rate
 from . import _sqlite_cancel as cancelling
 from . import _sqlite_sql as sql
-from ._activity import LATENCY_SAMPLES, Tally, outcome_attempts
+from ._activity import LATENCY_SAMPLES, Sample, latency_bucket
 from ._messages import (
     Booked,
     Cancelled,
@@ -223,8 +223,14 @@ class EncodedOutcomes:
     fail: str | None
     release: str | None
     cancel: str | None = None
-    #: The calls these outcomes end, by destination, with a sample of their durations.
-    attempts: dict[str, Tally] = field(default_factory=dict)
+    #: For the counts of activity (see `_activity.py`): the destination of each
+    #: success, a sample of their durations (each standing for `sample_weight`),
+    #: and the calls that did not succeed, with their durations.
+    success_destinations: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    sample_weight: int = 1
+    other_calls: list[str] = field(default_factory=list)
+    other_samples: list[Sample] = field(default_factory=list)
     #: Filled by the transaction that writes the batch: the jobs it cancelled in turn.
     settled: list[int] = field(default_factory=list)
 
@@ -237,25 +243,32 @@ def encode_outcomes(
     cancelled: Sequence[Cancelled] = (),
     now: float = 0.0,
 ) -> EncodedOutcomes:
-    by_destination = Counter(map(_destination, succeeded))
+    destinations = list(map(_destination, succeeded))
+    now_us = micros(now)
     # A bounded sample of the successes' durations: the same cost for any batch.
-    stride = -(-len(succeeded) // LATENCY_SAMPLES)
-    attempts = outcome_attempts(
-        micros(now),
-        ((s.destination, s.started_us) for s in succeeded[:: stride or 1]),
-        by_destination,
-        [(f.destination, f.started_us, True) for f in failed]
-        + [(c.destination, c.started_us, False) for c in cancelled],
-    )
+    weight = -(-len(succeeded) // LATENCY_SAMPLES) or 1
+    samples = [(s.destination, latency_bucket(now_us - s.started_us)) for s in succeeded[::weight]]
+    # Failures and cancels are rarer: every call counts one by one.
+    other_calls = [f.destination for f in failed if f.started_us is not None and f.destination]
+    other_calls += [c.destination for c in cancelled if c.started_us is not None and c.destination]
+    other_samples = [
+        (f.destination, latency_bucket(now_us - f.started_us))
+        for f in failed
+        if f.started_us is not None and f.destination
+    ]
     return EncodedOutcomes(
         json.dumps(started) if started else None,
         json.dumps(succeeded) if succeeded else None,
         len(succeeded),
-        by_destination,
+        Counter(destinations),
         json.dumps(failed) if failed else None,
         json.dumps(released) if released else None,
         json.dumps(cancelled) if cancelled else None,
-        attempts,
+        destinations,
+        samples,
+        weight,
+        other_calls,
+        other_samples,
     )
 
 

@@ -189,3 +189,22 @@ async def test_a_journal_counts_across_its_slots(journal: Journal) -> None:
     crm = (await journal.stats(NOW + 119.5)).destinations["crm"]
     assert crm.arrival_rate == pytest.approx(3.0, rel=0.02)
     assert crm.ready == 360
+
+
+async def test_a_burst_over_many_destinations_is_counted_in_full(journal: Journal) -> None:
+    # 600 destinations busy at once: more than one turn writes (see MAX_ROWS_PER_TURN).
+    await journal.insert_many([job(f"endpoint:{n}") for n in range(600)], NOW)
+    await journal.insert_many([job("endpoint:0")], NOW + 0.5)
+    mine = await journal.stats(NOW + 1)
+    await journal.close()
+    other = type(journal)(journal.description)  # type: ignore[call-arg]
+    await other.open()
+    try:
+        theirs = await other.stats(NOW + 1)
+    finally:
+        await other.close()
+        await journal.open()
+    for stats in (mine, theirs):
+        rates = {name: d.arrival_rate for name, d in stats.destinations.items()}
+        assert len(rates) == 600
+        assert rates["endpoint:0"] == 2 * rates["endpoint:599"] > 0

@@ -5,8 +5,8 @@ watch that takes the stats and calls back is `_monitoring.py`'s.
 A watch fires once when a threshold is crossed and once more (`cleared=True`) when
 the destination has recovered. Recovery needs more than being back under the
 threshold, so an alert does not flap: the depth and the oldest job's age must be
-at most half their thresholds, and a destination that was growing must have
-stopped filling faster than it drains.
+at most half their thresholds, and a destination watched for growth must drain
+at least as fast as jobs arrive (it fires at arrivals 5 % faster than the drain).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class BacklogRule:
                 return None
             state.firing = _event(name, counts, stats, depth, reason, cleared=False)
             return state.firing
-        if self._recovered(depth, age, filling):
+        if self._recovered(depth, age, counts):
             fired, state.firing = state.firing, None
             return _event(name, counts, stats, depth, fired.reason, cleared=True, cause=fired.cause)
         return None
@@ -156,12 +156,13 @@ class BacklogRule:
             )
         return None
 
-    def _recovered(self, depth: int, age: float | None, filling: bool) -> bool:
+    def _recovered(self, depth: int, age: float | None, counts: DestinationCounts) -> bool:
         if self.depth is not None and depth > self.depth * CLEAR_SHARE:
             return False
         if self.oldest_age is not None and age is not None and age > self.oldest_age * CLEAR_SHARE:
             return False
-        return not (self.growing_for is not None and filling)
+        draining = depth == 0 or counts.completion_rate >= counts.arrival_rate
+        return self.growing_for is None or draining
 
 
 def waiting(counts: DestinationCounts) -> int:
@@ -251,7 +252,7 @@ def diagnose(
         if counts.circuit != "closed":
             parts.append(f"its circuit is {counts.circuit}")
         if calls:
-            parts.append(f"{error_rate:.0%} of {calls:.0f} calls failed in the last minute")
+            parts.append(f"{error_rate:.0%} of its calls failed in the last minute")
         return BacklogCause.FAILING, f"{subject} is failing: {'; '.join(parts)}", drain_time
     if counts.held_until is not None:
         wait = max(0.0, counts.held_until - stats.at)

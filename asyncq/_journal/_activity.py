@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 SLOT_SECONDS = 5
 #: Slots read for "the last minute": the current one and the 11 before it, so a
 #: rate covers between 55 and 60 seconds (divided by the time actually covered),
-#: or, on a journal younger than that, the time since its first slot began.
+#: or, on a journal younger than that, the time since its first event.
 WINDOW_SLOTS = 12
 #: Slots kept in the store (older ones are deleted when a new slot starts).
 KEEP_SLOTS = 2 * WINDOW_SLOTS
@@ -96,10 +96,14 @@ class Counts:
     retried: Counter[str] = field(default_factory=Counter)
     dead: Counter[str] = field(default_factory=Counter)
     latency: Counter[Sample] = field(default_factory=Counter)
+    #: The earliest time counted (seconds since the epoch): a journal younger than
+    #: a minute has rates over its life so far.
+    first_at: float = math.inf
 
     def add(self, other: Counts) -> None:
-        for name in self.__slots__:
+        for name in _COUNTERS:
             getattr(self, name).update(getattr(other, name))
+        self.first_at = min(self.first_at, other.first_at)
 
     def copy(self) -> Counts:
         copied = Counts()
@@ -131,15 +135,19 @@ class Counts:
         return found
 
 
+_COUNTERS = ("succeeded", "arrived", "calls", "finished", "retried", "dead", "latency")
+
+
 class Activity:
     """What one writer turn did, kept as references to what the turn has anyway;
     counted into `Counts` (`count_into`) once the turn has committed."""
 
-    __slots__ = ("at", "others", "samples", "successes")
+    __slots__ = ("at", "first", "others", "samples", "successes")
 
     def __init__(self) -> None:
-        #: The latest time recorded (seconds since the epoch), -inf if none.
+        #: The latest and earliest times recorded (seconds since the epoch).
         self.at = -math.inf
+        self.first = math.inf
         self.successes: list[list[str]] = []  # each batch's success destinations
         self.samples: list[tuple[list[Sample], int]] = []  # (samples, each stands for)
         self.others: list[tuple[str, str, int]] = []  # (Counts field, destination, n)
@@ -150,6 +158,8 @@ class Activity:
     def saw(self, now: float) -> None:
         if now > self.at:
             self.at = now
+        if now < self.first:
+            self.first = now
 
     def count(self, kind: str, destination: str, n: int, now: float) -> None:
         """`n` more of `kind` (a `Counts` field) for `destination`."""
@@ -207,6 +217,7 @@ class Activity:
                 self.count("retried", destination, n, now)
 
     def count_into(self, counts: Counts) -> None:
+        counts.first_at = min(counts.first_at, self.first)
         succeeded = counts.succeeded
         for destinations in self.successes:
             succeeded.update(destinations)  # at C speed: a list, not a mapping

@@ -245,8 +245,8 @@ class DestinationCounts:
     its owner's next outcomes) under a live lease.
 
     Rates cover the last minute (between 55 and 60 seconds: the journal counts in
-    5-second slots; on a journal younger than that, its life so far, from the start
-    of its first slot) and every process sharing the journal: jobs per second, or
+    5-second slots; on a journal younger than that, its life so far, since its
+    first event, and at least a second) and every process sharing the journal: jobs per second, or
     per minute where the name says so. A call is an attempt that reached the handler,
     counted when it ends; latencies are those attempts' durations, seconds, from the
     handler's start until its outcome was written (within 4.5 %, from a histogram).

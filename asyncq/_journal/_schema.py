@@ -199,6 +199,7 @@ CREATE TABLE activity (
     retried     INTEGER NOT NULL DEFAULT 0,   -- failed attempts scheduled to run again
     dead        INTEGER NOT NULL DEFAULT 0,   -- jobs dead-lettered
     latency     TEXT,                         -- JSON {bucket: attempts}: see _activity.py
+    first_at    REAL    NOT NULL,             -- the earliest of these events
     PRIMARY KEY (slot, destination)
 ) WITHOUT ROWID;
 CREATE TABLE workers (

@@ -29,13 +29,16 @@ log = logging.getLogger("asyncq.journal")
 
 # A process's counts since its last write, added to the slots' rows: one row per
 # slot and destination, the histograms merged bucket by bucket.
-# [[slot, destination, arrived, calls, finished, retried, dead, {bucket: n} or null]]
+# [[slot, destination, arrived, calls, finished, retried, dead, {bucket: n} or null,
+#   first_at]]
 SAVE = """
-INSERT INTO activity (slot, destination, arrived, calls, finished, retried, dead, latency)
+INSERT INTO activity
+    (slot, destination, arrived, calls, finished, retried, dead, latency, first_at)
 SELECT a.value ->> 0, a.value ->> 1, a.value ->> 2, a.value ->> 3, a.value ->> 4,
-       a.value ->> 5, a.value ->> 6, a.value ->> 7
+       a.value ->> 5, a.value ->> 6, a.value ->> 7, a.value ->> 8
 FROM json_each(?) AS a WHERE true
 ON CONFLICT (slot, destination) DO UPDATE SET
+    first_at = min(first_at, excluded.first_at),
     arrived = arrived + excluded.arrived, calls = calls + excluded.calls,
     finished = finished + excluded.finished, retried = retried + excluded.retried,
     dead = dead + excluded.dead,
@@ -55,9 +58,11 @@ SELECT destination, sum(arrived), sum(calls), sum(finished), sum(retried), sum(d
 FROM activity WHERE slot >= ? GROUP BY destination
 """
 READ_LATENCY = "SELECT destination, latency FROM activity WHERE slot >= ? AND latency IS NOT NULL"
-# The journal's first slot still kept: a journal younger than a minute has rates
+# The journal's first event still kept: a journal younger than a minute has rates
 # over its life so far, not over a minute most of which it did not exist.
-FIRST_SLOT = "SELECT min(slot) FROM activity"
+FIRST_AT = """
+SELECT min(first_at) FROM activity WHERE slot = (SELECT min(slot) FROM activity)
+"""
 
 HEARTBEAT = """
 INSERT INTO workers (owner, host, pid, concurrency, started_at, last_seen, alive_until)
@@ -104,6 +109,7 @@ class Row(NamedTuple):
     retried: int
     dead: int
     latency: dict[int, int] | None  # bucket -> attempts
+    first_at: float  # the earliest of these events
 
 
 class ActivityLog:
@@ -201,23 +207,35 @@ def _rows(counted: dict[int, Counts]) -> list[Row]:
             dead,
         ) in counts.by_destination().items():
             latency = histograms.get(destination)
-            rows.append(Row(slot, destination, arrived, calls, finished, retried, dead, latency))
+            rows.append(
+                Row(
+                    slot,
+                    destination,
+                    arrived,
+                    calls,
+                    finished,
+                    retried,
+                    dead,
+                    latency,
+                    counts.first_at,
+                )
+            )
     return rows
 
 
 def _encoded(row: Row) -> list[object]:
     latency = None if row.latency is None else json.dumps(row.latency)
-    return [*row[:-1], latency]
+    return [*row[:7], latency, row.first_at]
 
 
 def read_window(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> Window:
     """The last minute's counts per destination: the store's, and this process's
     not written yet."""
     first = slot_of(now) - WINDOW_SLOTS + 1
-    (kept,) = conn.execute(FIRST_SLOT).fetchone()
-    known = [slot for slot in (kept, *(row.slot for row in unwritten)) if slot is not None]
-    start = max(first, min(known, default=first))
-    window = Window(seconds=max(1.0, now - start * SLOT_SECONDS))
+    (kept,) = conn.execute(FIRST_AT).fetchone()
+    known = [at for at in (kept, *(row.first_at for row in unwritten)) if at is not None]
+    start = max(first * SLOT_SECONDS, min(known, default=-math.inf))
+    window = Window(seconds=max(1.0, now - start))
     for destination, *counts in conn.execute(READ, (first,)):
         window.tallies[destination] = [int(n or 0) for n in counts]
     for destination, text in conn.execute(READ_LATENCY, (first,)):

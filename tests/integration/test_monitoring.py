@@ -355,3 +355,22 @@ def test_on_backlog_refuses_what_it_cannot_watch(
     with pytest.raises(TypeError, match="callable"):
         queue.on_backlog("not a function", depth=5)  # type: ignore[arg-type]
     assert queue._backlog.rules == []
+
+
+async def test_stats_read_without_a_turn_of_the_writer(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    # stats() reads on the second connection: no writer turn, so a submit never
+    # waits behind it (benchmarks/stats.py measures the latencies).
+    queue = make_queue(concurrency=0)
+
+    @queue.task(name="send")
+    async def send(i: int) -> None:
+        pass
+
+    async with queue:
+        await send.submit(i=1)
+        commits = queue._journal.commits  # type: ignore[attr-defined]
+        reads = await asyncio.gather(*(queue.stats() for _ in range(20)))
+        assert queue._journal.commits == commits  # type: ignore[attr-defined]
+    assert {stats.ready for stats in reads} == {1}

@@ -25,8 +25,8 @@ from asyncq._journal import (
 NOW = 1_800_000_000.0
 LEASE = 30.0
 # Rates are over the last minute as the journal counts it (between 55 and 60 s), or
-# over its life so far if shorter (from up to 5 s before its first activity).
-SHORTEST_MINUTE, LONGEST_MINUTE, SLOT = 55.0, 60.0, 5.0
+# over its life so far if shorter (since its first event, at least a second).
+SHORTEST_MINUTE, LONGEST_MINUTE = 55.0, 60.0
 
 
 def job(destination: str = "crm", run_at: float = NOW) -> NewJob:
@@ -40,7 +40,7 @@ async def claim(journal: Journal, now: float = NOW, limit: int = 100) -> list[Cl
 def per_second_over_a_minute(rate: float, count: int, age: float = LONGEST_MINUTE) -> None:
     """`rate` is `count` events over the journal's last minute, for a journal whose
     first activity was `age` seconds ago."""
-    longest = min(LONGEST_MINUTE, age + SLOT)
+    longest = max(1.0, min(LONGEST_MINUTE, age))
     shortest = max(1.0, min(SHORTEST_MINUTE, age))
     assert count / longest - 1e-9 <= rate <= count / shortest + 1e-9, (rate, count, age)
 

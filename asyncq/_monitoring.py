@@ -164,10 +164,11 @@ class Monitoring:
             if total:
                 raise ValueError("give a destination or total=True, not both")
             check_name(destination, "destination name")
+        if self._open:
+            self._require_open()  # from the queue's own loop, and not failed
         rule = BacklogRule(callback, *limits, destination=destination, total=bool(total))
         self._backlog.rules.append(rule)
         if self._open:
-            self._require_open()
             self._start_backlog_watch()
 
     def _start_backlog_watch(self) -> None:

@@ -140,9 +140,10 @@ _COUNTERS = ("succeeded", "arrived", "calls", "finished", "retried", "dead", "la
 
 class Activity:
     """What one writer turn did, kept as references to what the turn has anyway;
-    counted into `Counts` (`count_into`) once the turn has committed."""
+    counted into `Counts` (`count_into`) once the turn has committed. `at` is -inf
+    while nothing was recorded."""
 
-    __slots__ = ("at", "first", "others", "samples", "successes")
+    __slots__ = ("arrivals", "at", "first", "others", "samples", "successes")
 
     def __init__(self) -> None:
         #: The latest and earliest times recorded (seconds since the epoch).
@@ -150,10 +151,8 @@ class Activity:
         self.first = math.inf
         self.successes: list[list[str]] = []  # each batch's success destinations
         self.samples: list[tuple[list[Sample], int]] = []  # (samples, each stands for)
+        self.arrivals: list[dict[tuple[str, str], int]] = []  # inserts' count changes
         self.others: list[tuple[str, str, int]] = []  # (Counts field, destination, n)
-
-    def __bool__(self) -> bool:
-        return bool(self.successes or self.samples or self.others)
 
     def saw(self, now: float) -> None:
         if now > self.at:
@@ -190,12 +189,9 @@ class Activity:
 
     def arrived(self, moves: Mapping[tuple[str, str], int], now: float) -> None:
         """Jobs inserted (`moves`: the inserts' changes of counts by destination and
-        state). A child inserted cancelled (its parent had failed) also finished."""
-        for (destination, state), n in moves.items():
-            if n > 0:
-                self.count("arrived", destination, n, now)
-                if state == "cancelled":
-                    self.count("finished", destination, n, now)
+        state, copied: the turn goes on changing them)."""
+        self.saw(now)
+        self.arrivals.append(dict(moves))
 
     def ended(
         self, moves: Mapping[tuple[str, str], int], now: float, *, retries: bool = True
@@ -224,6 +220,13 @@ class Activity:
         latency = counts.latency
         for samples, weight in self.samples:
             latency.update(samples * weight if weight > 1 else samples)  # C speed too
+        arrived = counts.arrived
+        for moves in self.arrivals:
+            for (destination, state), n in moves.items():
+                if n > 0:
+                    arrived[destination] += n
+                    if state == "cancelled":  # a child inserted cancelled: its parent failed
+                        counts.finished[destination] += n
         for kind, destination, n in self.others:
             getattr(counts, kind)[destination] += n
 

@@ -366,7 +366,7 @@ class SqliteJournal:
         failed = [
             f if f.error.isascii() else f._replace(error=storable_text(f.error)) for f in failed
         ]
-        batch = writes.encode_outcomes(started, succeeded, failed, released, cancelled, now)
+        batch = writes.encode_outcomes(started, succeeded, failed, released, cancelled, now=now)
         await self._writer.record(owner, now, batch)
         return batch.settled
 

@@ -139,14 +139,15 @@ class ActivityLog:
         """Inside a turn's transaction: write the pending counts and this turn's, if
         it is time (`WRITE_EVERY`, asked for, or rows are queued), at most
         `MAX_ROWS_PER_TURN` rows. Whether it wrote."""
-        if not (turn or self._pending or self._queued):
+        recorded = turn.at > -math.inf
+        if not (recorded or self._pending or self._queued):
             return False
         at = max(turn.at, self._at)
         if not (self.write_wanted or self._queued) and at - self._written_at < WRITE_EVERY:
             return False
         at = max(at, self._written_at)  # a turn with no counts of its own writes queued rows
         counted = {slot: counts.copy() for slot, counts in self._pending.items()}
-        if turn:
+        if recorded:
             turn.count_into(counted.setdefault(slot_of(turn.at), Counts()))
         rows = self._queued + _rows(counted)
         # In a savepoint of its own: counting must never fail the turn's jobs. What
@@ -173,7 +174,7 @@ class ActivityLog:
     def committed(self, turn: Activity, written: bool) -> None:
         """After the turn's commit: what it wrote is no longer pending; what it did
         not write waits for a later turn."""
-        if not (turn or written):
+        if not written and turn.at == -math.inf:
             return
         with self._lock:
             if written:

@@ -241,8 +241,11 @@ def encode_outcomes(
     failed: Sequence[Failed],
     released: Sequence[Released],
     cancelled: Sequence[Cancelled] = (),
-    now: float = 0.0,
+    *,
+    now: float,
 ) -> EncodedOutcomes:
+    """Outcomes as the JSON their statements take, and what they count for
+    monitoring (durations up to `now`, when they are written)."""
     destinations = list(map(_destination, succeeded))
     now_us = micros(now)
     # A bounded sample of the successes' durations: the same cost for any batch.

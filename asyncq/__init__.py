@@ -1,5 +1,6 @@
 """asyncq: a durable, asyncio-native job queue for outbound API calls."""
 
+from ._backlog import BacklogCause, BacklogEvent
 from ._clock import Clock, SystemClock
 from ._context import JobContext, current_job
 from ._errors import (
@@ -46,6 +47,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AddressRefused",
     "AsyncqError",
+    "BacklogCause",
+    "BacklogEvent",
     "Circuit",
     "CircuitOpen",
     "Clock",

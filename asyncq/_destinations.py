@@ -230,6 +230,14 @@ class Destinations:
             self._lane_caps[name] = cap
         return int(min(cap, prefetch))
 
+    def declared_rates(self) -> dict[str, float | None]:
+        """Calls per second allowed to each destination declared by name (None: no
+        rate); patterns and `"*"` name no destination."""
+        return {
+            name: None if policy.rate is None else policy.rate.per_second
+            for name, policy in self._exact.items()
+        }
+
     def policy_for(self, name: str) -> DestinationPolicy:
         policy = self._exact.get(name)
         if policy is not None:

@@ -277,14 +277,17 @@ class WorkerPool:
         a running handler's coroutine gets `CancelledError` (whatever it does then,
         the job stays cancelled), a job not started leaves the prefetch. The number
         found; a job not here (finished, or another process's) is left alone."""
-        outcomes = [Cancelled(job.id, job.token, None) for job in self._dispatcher.remove(set(ids))]
+        outcomes = [
+            Cancelled(job.id, job.token, None, job.destination)
+            for job in self._dispatcher.remove(set(ids))
+        ]
         for job_id in ids:
             job = self._running.get(job_id)
             task = self._deadlines.task_of(job_id)
             if job is None or task is None or job_id in self._stopped:
                 continue
             self._stopped.add(job_id)
-            outcomes.append(Cancelled(job_id, job.token, job.started_us))
+            outcomes.append(Cancelled(job_id, job.token, job.started_us, job.destination))
             task.cancel()
         if outcomes:
             self._cancelled += outcomes
@@ -305,7 +308,7 @@ class WorkerPool:
 
     def _bury(self, job: ClaimedJob, exc: BaseException, error: str) -> Ended:
         """Dead at once, without a policy: no retry could ever run this job."""
-        self._failed.append(Failed(job.id, job.token, error, None))
+        self._failed.append(Failed(job.id, job.token, error, None, 0, None, job.destination))
         self._have_outcomes.set()
         events.dead_lettered(job.id, job.task, job.destination, job.attempts, error)
         return "dead", exc
@@ -322,10 +325,10 @@ class WorkerPool:
         error = describe_error(exc)
         if isinstance(exc, PermanentFailure):
             # The receiver answered, and said no: no retry, and not a sign it is down.
-            record = Failed(job.id, job.token, error, None, 0, job.started_us)
+            record = Failed(job.id, job.token, error, None, 0, job.started_us, job.destination)
         elif isinstance(exc, RetryAfter) and job.snoozes < policy.max_snoozes:
             until = now + exc.seconds
-            record = Failed(job.id, job.token, error, until, 1, job.started_us)
+            record = Failed(job.id, job.token, error, until, 1, job.started_us, job.destination)
             if until > state.hold_until:
                 state.hold_until = until
                 self._on_destination_change(state)
@@ -339,7 +342,7 @@ class WorkerPool:
                 first_attempt_at=job.first_started_at or _seconds(job.started_us) or now,
                 now=now,
             )
-            record = Failed(job.id, job.token, error, retry_at, 0, job.started_us)
+            record = Failed(job.id, job.token, error, retry_at, 0, job.started_us, job.destination)
             self._circuit(state, failed=True)
         self._failed.append(record)
         self._have_outcomes.set()
@@ -454,7 +457,7 @@ class WorkerPool:
             )
             # Charged as an attempt with no handler start: the circuit answered for
             # the receiver, as a call failing fast would have.
-            self._failed.append(Failed(job.id, job.token, text, retry_at))
+            self._failed.append(Failed(job.id, job.token, text, retry_at, 0, None, job.destination))
             if retry_at is None:
                 events.dead_lettered(job.id, job.task, job.destination, job.attempts, text)
             if instrument is not None:

@@ -23,8 +23,9 @@ from ._engine import Engine
 from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
 from ._http import Http, HttpMethods, http_concurrency
 from ._instrument import Instrument
-from ._journal import Failed, Journal, JournalStats, PostgresJournal, SqliteJournal
+from ._journal import Failed, Journal, PostgresJournal, SqliteJournal, WorkerRecord
 from ._journal._postgres_dsn import is_postgres_dsn
+from ._monitoring import BacklogWatch, Monitoring
 from ._operating import Operating
 from ._periodic import PeriodicJobs, build_schedule, registered_task
 from ._policy import Circuit, Rate, Retry
@@ -55,7 +56,7 @@ R = TypeVar("R")
 Lifespan = Callable[["Queue"], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 
-class Queue(Submitting, Operating, HttpMethods):
+class Queue(Submitting, Operating, Monitoring, HttpMethods):
     """A durable job queue in this process.
 
     `path` is the SQLite journal file (":memory:" for throwaway use), or a
@@ -150,6 +151,9 @@ class Queue(Submitting, Operating, HttpMethods):
         self._watchers: list[asyncio.Task[None]] = []  # the instrument's background parts
         self._resources: AsyncExitStack | None = None
         self._add_http_task()
+        # Backlog alerts (`on_backlog`): the rules outlive a run, the watch's task does not.
+        self._backlog = BacklogWatch(self._journal, self.clock)
+        self._backlog_task: asyncio.Task[None] | None = None
 
     # -- destinations ---------------------------------------------------------
 
@@ -237,11 +241,6 @@ class Queue(Submitting, Operating, HttpMethods):
             raise JobNotFound(job_id)
         return info
 
-    async def stats(self) -> JournalStats:
-        """Jobs per destination and state, from the journal."""
-        self._require_open()
-        return await self._journal.stats(self.clock.now())
-
     async def _wait_result(self, job_id: int, timeout: float | None) -> Any:
         self._require_open()
         assert self._waiters is not None
@@ -315,6 +314,8 @@ class Queue(Submitting, Operating, HttpMethods):
         engine = None
         try:
             self._destinations.load(await self._journal.load_destinations())
+            # For stats() in processes that do not declare them (the CLI, say).
+            await self._journal.save_rates(self._destinations.declared_rates())
             if self.concurrency:
                 upkeep = Upkeep(
                     self._journal,
@@ -323,8 +324,16 @@ class Queue(Submitting, Operating, HttpMethods):
                     owner=self._owner,
                     lease=self.lease,
                     on_reclaimed=self._reclaimed,
+                    worker=WorkerRecord(
+                        owner=self._owner,
+                        host=socket.gethostname(),
+                        pid=os.getpid(),
+                        concurrency=self.concurrency,
+                        started_at=self.clock.now(),
+                    ),
                 )
                 await upkeep.reclaim_expired()
+                await upkeep.heartbeat()
                 state = None
                 if self._lifespan is not None:
                     state = await resources.enter_async_context(self._lifespan(self))
@@ -346,6 +355,7 @@ class Queue(Submitting, Operating, HttpMethods):
         if self._instrument is not None:
             parts = self._instrument.background(self)
             self._watchers = [self._spawn(coro, part) for coro, part in parts]
+        self._start_backlog_watch()
 
     def _new_engine(self, upkeep: Upkeep, state: Mapping[str, Any]) -> Engine:
         assert self._waiters is not None
@@ -448,9 +458,11 @@ class Queue(Submitting, Operating, HttpMethods):
                 watcher.cancel()
             if watchers:
                 await asyncio.wait(watchers)
+            await self._stop_backlog_watch()
             await self._periodic.stop()
             if self._engine is not None:
                 errors += await self._engine.close(end, SHUTDOWN_GRACE)
+                await self._sign_off(self._engine.upkeep)
             if self._hooks:
                 await asyncio.wait(set(self._hooks), timeout=max(0.0, end - loop.time()))
                 for hook in self._hooks:
@@ -469,6 +481,14 @@ class Queue(Submitting, Operating, HttpMethods):
                 errors.append(exc)
             finally:
                 await self._journal.close()
+
+    async def _sign_off(self, upkeep: Upkeep) -> None:
+        """This process no longer runs jobs: say so, so that it stops counting as a
+        worker at once (if the journal cannot hear it, its heartbeat runs out)."""
+        try:
+            await upkeep.sign_off()
+        except Exception as exc:  # noqa: BLE001 - the journal may be gone; stopping goes on
+            log.warning("asyncq: could not sign this worker off (%s)", exc)
 
     # -- periodic jobs ----------------------------------------------------------
 

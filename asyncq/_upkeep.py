@@ -1,5 +1,6 @@
 """The periodic chores of a queue that runs jobs: renew this process's leases,
-take back expired ones (transient journal faults waited out, see `_backoff.py`).
+beat its heartbeat (so that any process can tell that a worker runs), take back
+expired leases (transient journal faults waited out, see `_backoff.py`).
 Pruning and checkpoints are `_retention.py`'s."""
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from ._backoff import Backoff
 from ._clock import Clock
 from ._destinations import Destinations
 from ._errors import JournalError, LeaseExpired
-from ._journal import LEASE_EXPIRED, ExpiredJob, Journal
+from ._journal import LEASE_EXPIRED, ExpiredJob, Journal, WorkerRecord
 
 log = logging.getLogger("asyncq")
 
 
 class Upkeep:
-    """Every `lease / 3` seconds of the queue's clock: renew, reclaim.
+    """Every `lease / 3` seconds of the queue's clock: renew, beat, reclaim.
+
+    The heartbeat says this process is alive until a lease from now: as long as
+    other processes would wait before taking its jobs back.
 
     `on_reclaimed(dead_ids, any_reclaimed)` runs after a reclaim wrote something.
     """
@@ -32,11 +36,13 @@ class Upkeep:
         owner: str,
         lease: float,
         on_reclaimed: Callable[[list[int]], None],
+        worker: WorkerRecord,
     ) -> None:
         self._journal = journal
         self._clock = clock
         self._destinations = destinations
         self._owner = owner
+        self._worker = worker
         self._lease = lease
         self._on_reclaimed = on_reclaimed
         # Until when this process's leases were last made to last (None: not yet).
@@ -82,6 +88,15 @@ class Upkeep:
             self._on_reclaimed([job.id for job, retry_at in reclaimed if retry_at is None])
         return len(reclaimed)
 
+    async def heartbeat(self) -> None:
+        """Say that this process runs jobs, for a lease from now."""
+        now = self._clock.now()
+        await self._journal.heartbeat(self._worker, now, now + self._lease)
+
+    async def sign_off(self) -> None:
+        """Say that this process stopped running jobs."""
+        await self._journal.sign_off(self._owner)
+
     async def run(self) -> None:
         """Do the chores every `lease / 3` seconds, until cancelled."""
         backoff = Backoff("lease keeper")
@@ -105,4 +120,5 @@ class Upkeep:
         # not look expired to the reclaim below.
         await self._journal.renew(self._owner, now + self._lease)
         self._leased_until = now + self._lease
+        await self.heartbeat()
         await self.reclaim_expired()

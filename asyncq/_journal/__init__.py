@@ -22,6 +22,7 @@ from ._messages import (
     RetryDecision,
     Started,
     Succeeded,
+    WorkerRecord,
     micros,
 )
 from ._postgres import PostgresJournal
@@ -51,5 +52,6 @@ __all__ = [
     "SqliteJournal",
     "Started",
     "Succeeded",
+    "WorkerRecord",
     "micros",
 ]

@@ -31,6 +31,7 @@ from ._messages import (
     RetryDecision,
     Started,
     Succeeded,
+    WorkerRecord,
 )
 
 
@@ -155,7 +156,27 @@ class Journal(Protocol):
         dispatcher."""
         ...
 
-    async def stats(self, now: float) -> JournalStats: ...
+    async def stats(self, now: float) -> JournalStats:
+        """Jobs per destination and state, the last minute's rates and latencies (of
+        every process on the journal), the known rate limits and the live workers,
+        as seen at `now`. Never waits for the writer."""
+        ...
+
+    # -- monitoring ----------------------------------------------------------
+
+    async def heartbeat(self, worker: WorkerRecord, now: float, alive_until: float) -> None:
+        """Record that `worker` runs jobs, and will count as alive until `alive_until`
+        (seconds since the epoch) unless it beats again."""
+        ...
+
+    async def sign_off(self, owner: str) -> None:
+        """The worker `owner` stopped: it no longer counts as alive."""
+        ...
+
+    async def save_rates(self, rates: Mapping[str, float | None]) -> None:
+        """Record the calls per second each named destination allows (None: no
+        rate), so that stats() in any process can show its limit."""
+        ...
 
     async def prune_finished(self, before: float | None, keep: int | None = None) -> Pruned:
         """Delete succeeded and cancelled jobs: those that finished before `before`,

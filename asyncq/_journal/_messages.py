@@ -172,6 +172,7 @@ class Failed(NamedTuple):
     retry_at: float | None  # None: dead
     snoozed: int = 0  # 1: a RetryAfter, which gives the attempt back
     started_us: int | None = None  # None: no handler ran (the attempt is charged now)
+    destination: str = ""  # the job's, for the counts of calls (see `_activity.py`)
 
 
 class Pruned(NamedTuple):
@@ -197,6 +198,7 @@ class Cancelled(NamedTuple):
     id: int
     token: int
     started_us: int | None = None  # see `micros`; None: no handler ran
+    destination: str = ""  # the job's, for the counts of calls (see `_activity.py`)
 
 
 class Cancellation(NamedTuple):
@@ -227,12 +229,31 @@ class DestinationRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRecord:
+    """A process that runs jobs, as its heartbeats describe it."""
+
+    owner: str  # the name its claims carry: host:pid:token
+    host: str
+    pid: int
+    concurrency: int
+    started_at: float  # seconds since the epoch
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DestinationCounts:
-    """One destination's jobs by state, and what holds its calls back now.
+    """One destination's jobs by state, what happened to them lately, and what
+    holds its calls back now.
 
     `claimed` jobs sit in a worker process's prefetch, not started; `running` jobs
     have a handler started (as far as the journal knows: a start is written with
     its owner's next outcomes) under a live lease.
+
+    Rates cover the last minute (between 55 and 60 seconds: the journal counts in
+    5-second slots; on a journal younger than that, its life so far, since its
+    first event, and at least a second) and every process sharing the journal: jobs per second, or
+    per minute where the name says so. A call is an attempt that reached the handler,
+    counted when it ends; latencies are those attempts' durations, seconds, from the
+    handler's start until its outcome was written (within 4.5 %, from a histogram).
     """
 
     ready: int = 0  # pending and due now
@@ -244,6 +265,17 @@ class DestinationCounts:
     dead: int = 0
     cancelled: int = 0
     oldest_ready_at: float | None = None  # seconds since the epoch
+    oldest_ready_age: float | None = None  # seconds the oldest ready job has waited
+    arrival_rate: float = 0.0  # jobs submitted per second
+    completion_rate: float = 0.0  # jobs finished (succeeded, dead or cancelled) per second
+    call_rate: float = 0.0  # calls made per second
+    retries_per_minute: float = 0.0  # failed attempts scheduled to run again
+    dead_per_minute: float = 0.0  # jobs dead-lettered
+    latency_p50: float | None = None  # seconds; None: no call in the last minute
+    latency_p95: float | None = None
+    latency_p99: float | None = None
+    limit: float | None = None  # calls per second its Rate allows (None: none known)
+    limit_used: float | None = None  # call_rate / limit
     paused: bool = False
     held_until: float | None = None  # a RetryAfter hold in force until then
     circuit: str = "closed"
@@ -257,45 +289,83 @@ class DestinationCounts:
 
 @dataclass(frozen=True, slots=True)
 class JournalStats:
-    """Jobs per destination (`destinations`), and their totals."""
+    """Jobs per destination (`destinations`), and their totals; taken `at` (seconds
+    since the epoch), when `workers` processes that run jobs were alive on the
+    journal (seen from their heartbeats). The latencies are those of every call."""
 
     destinations: dict[str, DestinationCounts] = field(default_factory=dict)
+    at: float = 0.0
+    workers: int = 0
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    latency_p99: float | None = None
 
-    def _total(self, name: str) -> int:
+    def _total(self, name: str) -> Any:
         return sum(getattr(counts, name) for counts in self.destinations.values())
 
     @property
     def ready(self) -> int:
-        return self._total("ready")
+        return int(self._total("ready"))
 
     @property
     def scheduled(self) -> int:
-        return self._total("scheduled")
+        return int(self._total("scheduled"))
 
     @property
     def pending(self) -> int:
-        return self._total("pending")
+        return int(self._total("pending"))
 
     @property
     def blocked(self) -> int:
-        return self._total("blocked")
+        return int(self._total("blocked"))
 
     @property
     def claimed(self) -> int:
-        return self._total("claimed")
+        return int(self._total("claimed"))
 
     @property
     def running(self) -> int:
-        return self._total("running")
+        return int(self._total("running"))
 
     @property
     def succeeded(self) -> int:
-        return self._total("succeeded")
+        return int(self._total("succeeded"))
 
     @property
     def dead(self) -> int:
-        return self._total("dead")
+        return int(self._total("dead"))
 
     @property
     def cancelled(self) -> int:
-        return self._total("cancelled")
+        return int(self._total("cancelled"))
+
+    @property
+    def arrival_rate(self) -> float:
+        return float(self._total("arrival_rate"))
+
+    @property
+    def completion_rate(self) -> float:
+        return float(self._total("completion_rate"))
+
+    @property
+    def call_rate(self) -> float:
+        return float(self._total("call_rate"))
+
+    @property
+    def retries_per_minute(self) -> float:
+        return float(self._total("retries_per_minute"))
+
+    @property
+    def dead_per_minute(self) -> float:
+        return float(self._total("dead_per_minute"))
+
+    @property
+    def oldest_ready_at(self) -> float | None:
+        """The oldest ready job's time over every destination."""
+        times = [c.oldest_ready_at for c in self.destinations.values()]
+        return min((t for t in times if t is not None), default=None)
+
+    @property
+    def oldest_ready_age(self) -> float | None:
+        ages = [c.oldest_ready_age for c in self.destinations.values()]
+        return max((a for a in ages if a is not None), default=None)

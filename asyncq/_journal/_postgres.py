@@ -61,10 +61,14 @@ from ._messages import (
     RetryDecision,
     Started,
     Succeeded,
+    WorkerRecord,
 )
 from ._postgres_deps import Settled
 from ._postgres_dsn import describe, scrub
 from ._postgres_schema import checked_schema_name, migrate
+
+# A worker that stopped beating a day ago is forgotten (killed, it never signed off).
+_GONE_AFTER = 86_400.0
 
 log = logging.getLogger("asyncq.journal")
 
@@ -441,9 +445,56 @@ class PostgresJournal:
                 counts["held_until"] = hold if hold > now else None
                 counts["circuit"] = circuit
                 counts["circuit_until"] = circuit_until if circuit != "closed" else None
-            return JournalStats({d: DestinationCounts(**c) for d, c in sorted(per.items())})
+            limits = {name: float(rate) for name, rate in await conn.fetch(sql.RATES)}
+            for destination, counts in per.items():
+                oldest = counts.get("oldest_ready_at")
+                if oldest is not None:
+                    counts["oldest_ready_age"] = max(0.0, now - oldest)
+                limit = limits.get(destination)
+                if limit is not None:
+                    counts["limit"] = (
+                        limit  # how much is used needs the call rate: not kept here yet
+                    )
+            workers = await conn.fetchval(sql.WORKERS_ALIVE, now)
+            return JournalStats(
+                {d: DestinationCounts(**c) for d, c in sorted(per.items())},
+                at=now,
+                workers=int(workers),
+            )
 
         return await self._read(stats)
+
+    async def heartbeat(self, worker: WorkerRecord, now: float, alive_until: float) -> None:
+        async def beat(conn: Conn) -> None:
+            await conn.execute(
+                sql.HEARTBEAT,
+                worker.owner,
+                worker.host,
+                worker.pid,
+                worker.concurrency,
+                worker.started_at,
+                now,
+                alive_until,
+            )
+            await conn.execute(sql.FORGET_GONE, now - _GONE_AFTER)
+
+        await self._call(beat)
+
+    async def sign_off(self, owner: str) -> None:
+        async def sign_off(conn: Conn) -> None:
+            await conn.execute(sql.SIGN_OFF, owner)
+
+        await self._call(sign_off)
+
+    async def save_rates(self, rates: Mapping[str, float | None]) -> None:
+        if not rates:
+            return
+        names, values = list(rates), list(rates.values())
+
+        async def save(conn: Conn) -> None:
+            await conn.execute(sql.SAVE_RATES, names, values)
+
+        await self._call(save)
 
     async def load_destinations(self) -> list[DestinationRecord]:
         rows = await self._read(lambda conn: conn.fetch(sql.LOAD_DESTINATIONS))

@@ -87,10 +87,31 @@ CREATE TABLE periodic (
 )
 """
 
+# Version 2: monitoring. A heartbeat per process that runs jobs, so that a process
+# that runs none can tell whether any does; a destination's `rate` (calls per
+# second), written by the processes that declare it, so that others can show it.
+# (The activity slots of the SQLite journal, for rates and latencies, are not kept
+# here yet.)
+_V2 = """
+CREATE TABLE workers (
+    owner       text PRIMARY KEY,             -- the claim owner: host:pid:token
+    host        text             NOT NULL,
+    pid         integer          NOT NULL,
+    concurrency integer          NOT NULL,
+    started_at  double precision NOT NULL,
+    last_seen   double precision NOT NULL,
+    alive_until double precision NOT NULL     -- no heartbeat by then: presumed gone
+);
+ALTER TABLE destinations ADD COLUMN rate double precision  -- NULL: no rate known
+"""
+
+
+def _statements(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
 #: MIGRATIONS[n] brings a schema from version n to n + 1: a list of statements.
-MIGRATIONS: list[list[str]] = [
-    [statement.strip() for statement in _V1.split(";") if statement.strip()],
-]
+MIGRATIONS: list[list[str]] = [_statements(_V1), _statements(_V2)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

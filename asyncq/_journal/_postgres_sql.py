@@ -117,8 +117,9 @@ BUCKETS = """
 SELECT name, full_at FROM destinations WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE
 """
 SAVE_BUCKETS = """
-UPDATE destinations SET full_at = b.full_at
-FROM unnest($1::text[], $2::float8[]) AS b (name, full_at) WHERE destinations.name = b.name
+UPDATE destinations SET full_at = b.full_at, rate = b.rate
+FROM unnest($1::text[], $2::float8[], $3::float8[]) AS b (name, full_at, rate)
+WHERE destinations.name = b.name
 """
 SAVE_DESTINATIONS = """
 INSERT INTO destinations (name, paused, hold_until, circuit, circuit_until)
@@ -308,3 +309,21 @@ RETURNING id
 """
 FINISHED_COUNT = "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled')"
 FORGET = "DELETE FROM deps WHERE child = ANY($1::bigint[])"
+
+# -- monitoring: heartbeats and declared rates ----------------------------------
+
+HEARTBEAT = """
+INSERT INTO workers (owner, host, pid, concurrency, started_at, last_seen, alive_until)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (owner) DO UPDATE SET last_seen = excluded.last_seen,
+    alive_until = excluded.alive_until, concurrency = excluded.concurrency
+"""
+# Rows of processes long gone (killed, so never signed off) are kept a day, then go.
+FORGET_GONE = "DELETE FROM workers WHERE alive_until < $1"
+SIGN_OFF = "DELETE FROM workers WHERE owner = $1"
+WORKERS_ALIVE = "SELECT count(*) FROM workers WHERE alive_until >= $1"
+SAVE_RATES = """
+INSERT INTO destinations (name, rate) SELECT * FROM unnest($1::text[], $2::float8[])
+ON CONFLICT (name) DO UPDATE SET rate = excluded.rate
+"""
+RATES = "SELECT name, rate FROM destinations WHERE rate IS NOT NULL"

@@ -316,7 +316,12 @@ async def book(
         name: schedule_calls(rates[name], wants[name], full.get(name, 0.0), now, horizon)
         for name in names
     }
-    await conn.execute(sql.SAVE_BUCKETS, names, [b[1] for b in booked.values()])
+    await conn.execute(
+        sql.SAVE_BUCKETS,
+        list(booked),
+        [b[1] for b in booked.values()],
+        [rates[name].per_second for name in booked],
+    )
     return booked
 
 

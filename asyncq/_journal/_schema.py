@@ -181,6 +181,45 @@ def _migrate_to_4(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 5: monitoring. `activity` holds what happened lately per destination, in
+# time slots a few seconds wide (see `_activity.py`): jobs that arrived, calls made,
+# jobs finished, retried and dead, and a histogram of attempt durations. Each
+# process adds its own counts now and then, so the rates that stats() reads are
+# those of every process on the journal. `workers` holds a heartbeat per process
+# that runs jobs, so that a process that runs none can tell whether any does. A
+# destination's `rate` (calls per second) is written by the processes that declare
+# it, so that one that does not (the CLI) can show the limit.
+_V5 = """
+CREATE TABLE activity (
+    slot        INTEGER NOT NULL,             -- seconds since the epoch // SLOT_SECONDS
+    destination TEXT    NOT NULL,
+    arrived     INTEGER NOT NULL DEFAULT 0,   -- jobs submitted
+    calls       INTEGER NOT NULL DEFAULT 0,   -- attempts that called the handler (as they ended)
+    finished    INTEGER NOT NULL DEFAULT 0,   -- jobs that succeeded, died or were cancelled
+    retried     INTEGER NOT NULL DEFAULT 0,   -- failed attempts scheduled to run again
+    dead        INTEGER NOT NULL DEFAULT 0,   -- jobs dead-lettered
+    latency     TEXT,                         -- JSON {bucket: attempts}: see _activity.py
+    first_at    REAL    NOT NULL,             -- the earliest of these events
+    PRIMARY KEY (slot, destination)
+) WITHOUT ROWID;
+CREATE TABLE workers (
+    owner       TEXT    PRIMARY KEY,          -- the claim owner: host:pid:token
+    host        TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    started_at  REAL    NOT NULL,
+    last_seen   REAL    NOT NULL,
+    alive_until REAL    NOT NULL              -- no heartbeat by then: presumed gone
+) WITHOUT ROWID;
+ALTER TABLE destinations ADD COLUMN rate REAL;  -- calls per second allowed; NULL: none known
+"""
+
+
+def _migrate_to_5(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V5):
+        conn.execute(statement)
+
+
 # Trace contexts (asyncq[otel]): the W3C `traceparent` (and `tracestate`) of the
 # span that submitted a job, as a JSON object, so that its attempts join that
 # trace in whichever process runs them. NULL when tracing is off: nothing else
@@ -195,6 +234,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_to_2,
     _migrate_to_3,
     _migrate_to_4,
+    _migrate_to_5,
     _add_trace_column,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

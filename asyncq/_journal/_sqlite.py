@@ -24,6 +24,7 @@ from .._codec import storable_text
 from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
+from . import _sqlite_activity as monitoring
 from . import _sqlite_cancel as cancelling
 from . import _sqlite_dead as dead
 from . import _sqlite_deps as deps
@@ -33,6 +34,7 @@ from . import _sqlite_retention as retention
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
+from ._activity import WRITE_EVERY, Activity
 from ._groupcommit import GroupCommit, Turn
 from ._messages import (
     Booked,
@@ -52,6 +54,7 @@ from ._messages import (
     RetryDecision,
     Started,
     Succeeded,
+    WorkerRecord,
 )
 from ._sqlite_file import Identity, check_identity, identity, prepare_file
 from ._thread import ConnectionThread
@@ -100,6 +103,11 @@ class SqliteJournal:
         self._children_cancelled: list[int] = []
         self._on_children_settled: Callable[[list[int]], None] | None = None
         self._pruner = retention.Pruner()
+        # What the running turn did (only the connection's thread touches it, inside
+        # a transaction), and what earlier turns did that is not written yet.
+        self._activity = Activity()
+        self._activity_log = monitoring.ActivityLog()
+        self._write_activity_later: asyncio.TimerHandle | None = None
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
         self._data_version: int | None = None
@@ -146,6 +154,13 @@ class SqliteJournal:
     async def close(self) -> None:
         if self._db is None:
             return
+        if self._write_activity_later is not None:
+            self._write_activity_later.cancel()
+            self._write_activity_later = None
+        written = self._write_activity()
+        if written is not None:
+            # Awaited: a call handed to the writer as it stops could be left unwritten.
+            await asyncio.wait({written})
         try:
             await self._writer.stop()
         finally:
@@ -210,7 +225,27 @@ class SqliteJournal:
     async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
         results = await self._run(lambda conn: self._transaction(conn, turn))
         self._tell_children_settled()
+        if self._activity_log.pending and self._write_activity_later is None:
+            # Counts left unwritten (see `_activity.py`) are written once the writer
+            # has been idle for a while, so that other processes see the last of them.
+            self._write_activity_later = asyncio.get_running_loop().call_later(
+                WRITE_EVERY, self._write_activity
+            )
         return results
+
+    def _write_activity(self) -> asyncio.Future[None] | None:
+        """Have the next turn write the pending counts (a turn of its own if need
+        be); the turn's future, or None if there is nothing to write or no writer."""
+        self._write_activity_later = None
+        if not self._activity_log.pending:
+            return None
+        self._activity_log.write_wanted = True
+        try:
+            future = self._writer.call(lambda conn: None)
+        except JournalError:
+            return None  # closed or stopped: those counts are lost, never jobs
+        future.add_done_callback(_ignore_failure)
+        return future
 
     def _transaction(self, conn: sqlite3.Connection, turn: Turn[sqlite3.Connection]) -> list[Any]:
         """One turn of the writer, run on the connection thread."""
@@ -220,24 +255,65 @@ class SqliteJournal:
             check_identity(self.path, self._identity)
         conn.execute("BEGIN IMMEDIATE")
         deltas = self._deltas = Counter()
+        activity = self._activity = Activity()
         self._children_cancelled = []
         try:
             # Inserts first, so a claim in the same turn can take the jobs just written.
             results = deps.insert_all(conn, turn.inserts, deltas)
+            if turn.inserts:  # every count changed so far is an insert's
+                activity.arrived(deltas, max(now for _, now, _ in turn.inserts))
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
-                    every_success = writes.write_outcomes(conn, owner, outcomes.now, batch, deltas)
-                    self._children_cancelled += deps.settle_outcomes(
-                        conn, outcomes.now, batch, deltas, every_success=every_success
-                    )
+                    self._write_outcomes(conn, owner, outcomes.now, batch)
             results.extend(call(conn) for call, _ in turn.calls)
             writes.save_counts(conn, deltas)
+            written = self._activity_log.save(conn, activity)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._activity_log.committed(activity, written)
         return results
+
+    def _write_outcomes(
+        self, conn: sqlite3.Connection, owner: str, now: float, batch: writes.EncodedOutcomes
+    ) -> None:
+        """One batch of outcomes and the children they settle, and what they count
+        for monitoring: a batch of successes alone (the common case) from the batch
+        itself, one with failures, releases or cancels from what its statements
+        moved, so that a retry is told from a job cancelled instead."""
+        activity = self._activity
+        successes: list[str] | None = None
+        if batch.fail or batch.release or batch.cancel:
+            moves: writes.Deltas = Counter()
+            every_success = writes.write_outcomes(conn, owner, now, batch, moves)
+            self._ended(moves, now, retries=True)
+        else:
+            every_success = writes.write_outcomes(conn, owner, now, batch, self._deltas)
+            if every_success:  # a stale ack (its lease had expired) is not counted
+                successes = batch.success_destinations
+        activity.batch(
+            now,
+            successes,
+            batch.samples,
+            batch.sample_weight,
+            batch.other_calls,
+            batch.other_samples,
+        )
+        cancelled = deps.settle_outcomes(
+            conn, now, batch, self._deltas, every_success=every_success
+        )
+        if cancelled:  # children of jobs that failed: rare, counted by a query
+            self._children_cancelled += cancelled
+            for destination, n in monitoring.destinations_of(conn, cancelled):
+                activity.count("finished", destination, n, now)
+
+    def _ended(self, moves: writes.Deltas, now: float, *, retries: bool) -> None:
+        """Count what a write apart from the turn's counts did (see `Activity.ended`),
+        then add it to them."""
+        self._activity.ended(moves, now, retries=retries)
+        self._deltas.update(moves)
 
     # -- writes -----------------------------------------------------------
 
@@ -291,7 +367,7 @@ class SqliteJournal:
         failed = [
             f if f.error.isascii() else f._replace(error=storable_text(f.error)) for f in failed
         ]
-        batch = writes.encode_outcomes(started, succeeded, failed, released, cancelled)
+        batch = writes.encode_outcomes(started, succeeded, failed, released, cancelled, now=now)
         await self._writer.record(owner, now, batch)
         return batch.settled
 
@@ -304,7 +380,12 @@ class SqliteJournal:
         self, now: float, decide: RetryDecision | None = None
     ) -> list[tuple[ExpiredJob, float | None]]:
         def reclaim(conn: sqlite3.Connection) -> list[tuple[ExpiredJob, float | None]]:
-            reclaimed, dead = leases.reclaim(conn, now, decide, self._deltas)
+            moves: writes.Deltas = Counter()
+            reclaimed, dead = leases.reclaim(conn, now, decide, moves)
+            self._ended(moves, now, retries=True)
+            for job, _ in reclaimed:
+                if job.started:  # a call made, of unknown duration
+                    self._activity.count("calls", job.destination, 1, now)
             self._settle(conn, [], dead, now)
             return reclaimed
 
@@ -346,7 +427,18 @@ class SqliteJournal:
         return bool(changed)
 
     async def stats(self, now: float) -> JournalStats:
-        return await self._read(lambda conn: reads.stats(conn, now))
+        unwritten = self._activity_log.unwritten()
+        return await self._read(lambda conn: reads.stats(conn, now, unwritten))
+
+    async def heartbeat(self, worker: WorkerRecord, now: float, alive_until: float) -> None:
+        await self._enqueue_call(lambda conn: monitoring.heartbeat(conn, worker, now, alive_until))
+
+    async def sign_off(self, owner: str) -> None:
+        await self._enqueue_call(lambda conn: conn.execute(monitoring.SIGN_OFF, (owner,)))
+
+    async def save_rates(self, rates: Mapping[str, float | None]) -> None:
+        if rates:
+            await self._enqueue_call(lambda conn: monitoring.save_rates(conn, rates))
 
     async def load_destinations(self) -> list[DestinationRecord]:
         def load(conn: sqlite3.Connection) -> list[DestinationRecord]:
@@ -411,6 +503,8 @@ class SqliteJournal:
             # The job is counted like any insert of the turn (`self._deltas`).
             inserted = writes.insert_keyed(conn, job, now, self._deltas)
             conn.execute(sql.TICK_JOB, (inserted.id, name))
+            if inserted.created:
+                self._activity.count("arrived", job.destination, 1, now)
             return inserted.id
 
         return await self._enqueue_call(make)
@@ -431,8 +525,11 @@ class SqliteJournal:
         self, conn: sqlite3.Connection, succeeded: Sequence[int], failed: Sequence[int], now: float
     ) -> None:
         """`settle_children` inside a write of this journal, for every path that makes
-        jobs final; the jobs it cancels are told with the turn (see `_execute_turn`)."""
-        self._children_cancelled += deps.settle_children(conn, succeeded, failed, now, self._deltas)
+        jobs final; the jobs it cancels are told with the turn (see `_execute_turn`),
+        and counted as finished."""
+        moves: writes.Deltas = Counter()
+        self._children_cancelled += deps.settle_children(conn, succeeded, failed, now, moves)
+        self._ended(moves, now, retries=False)
 
     def _tell_children_settled(self) -> None:
         """After a commit: if blocked jobs moved (ready, or cancelled), say so."""
@@ -448,9 +545,13 @@ class SqliteJournal:
     # -- cancellation (see _sqlite_cancel.py) ------------------------------
 
     async def cancel(self, job_id: int, now: float) -> Cancellation | None:
-        return await self._enqueue_call(
-            lambda conn: cancelling.cancel_one(conn, job_id, now, self._deltas)
-        )
+        def cancel(conn: sqlite3.Connection) -> Cancellation | None:
+            moves: writes.Deltas = Counter()
+            cancellation = cancelling.cancel_one(conn, job_id, now, moves)
+            self._ended(moves, now, retries=False)
+            return cancellation
+
+        return await self._enqueue_call(cancel)
 
     async def cancel_where(
         self,
@@ -460,16 +561,15 @@ class SqliteJournal:
         states: Sequence[JobState],
         now: float,
     ) -> Cancellation:
-        return await self._enqueue_call(
-            lambda conn: cancelling.cancel_where(
-                conn,
-                destination=destination,
-                task=task,
-                states=states,
-                now=now,
-                deltas=self._deltas,
+        def cancel(conn: sqlite3.Connection) -> Cancellation:
+            moves: writes.Deltas = Counter()
+            cancellation = cancelling.cancel_where(
+                conn, destination=destination, task=task, states=states, now=now, deltas=moves
             )
-        )
+            self._ended(moves, now, retries=False)
+            return cancellation
+
+        return await self._enqueue_call(cancel)
 
     async def cancel_requests(self, owner: str) -> list[int]:
         rows = await self._read(lambda conn: conn.execute(cancelling.REQUESTS, (owner,)).fetchall())
@@ -490,3 +590,9 @@ class SqliteJournal:
         # On the writer's thread between its turns: a checkpoint cannot run inside
         # a transaction, and the writer's own connection never holds a snapshot.
         await self._run(lambda conn: retention.checkpoint(conn, self.path, max_wal, busy_ms))
+
+
+def _ignore_failure(future: asyncio.Future[Any]) -> None:
+    # Writing counts is best effort: a failed turn has logged or told its callers.
+    if not future.cancelled():
+        future.exception()

@@ -90,7 +90,7 @@ class ReadOnlyJournal:
 
     def stats(self, now: float) -> JournalStats:
         """Jobs per destination and state, as `Queue.stats()` gives them."""
-        return self.read(lambda conn: reads.stats(conn, now))
+        return self.read(lambda conn: reads.stats(conn, now, []))
 
     def get(self, job_id: int) -> JobDetail | None:
         """The job with this id, or None."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from .._codec import is_utf8
 from .._records import JobInfo
+from . import _sqlite_activity as monitoring
 from . import _sqlite_sql as sql
+from ._activity import figures, percentiles
 from ._messages import ClaimedJob, DestinationCounts, JournalStats
 
 
@@ -62,10 +65,12 @@ def info(row: tuple[Any, ...]) -> JobInfo:
     )
 
 
-def stats(conn: sqlite3.Connection, now: float) -> JournalStats:
+def stats(conn: sqlite3.Connection, now: float, unwritten: list[monitoring.Row]) -> JournalStats:
     """Jobs per destination and state, from the counts the writer keeps, and the few
     rows that counts cannot tell apart: running jobs, due scheduled ones, the age of
-    each destination's oldest ready job. Nothing here scans the backlog."""
+    each destination's oldest ready job; the last minute's activity (with this
+    process's `unwritten` counts), the known rate limits and the live workers.
+    Nothing here scans the backlog."""
     per: dict[str, dict[str, Any]] = {}
 
     def of(destination: str) -> dict[str, Any]:
@@ -99,7 +104,34 @@ def stats(conn: sqlite3.Connection, now: float) -> JournalStats:
         counts["held_until"] = hold if hold > now else None
         counts["circuit"] = circuit
         counts["circuit_until"] = circuit_until if circuit != "closed" else None
-    return JournalStats({d: DestinationCounts(**c) for d, c in sorted(per.items())})
+    window = monitoring.read_window(conn, now, unwritten)
+    for destination in window.tallies:
+        of(destination)
+    limits = monitoring.rates(conn)
+    for destination, counts in per.items():
+        oldest = counts.get("oldest_ready_at")
+        if oldest is not None:
+            counts["oldest_ready_age"] = max(0.0, now - oldest)
+        counts.update(
+            figures(
+                window.tallies.get(destination),
+                window.latency.get(destination),
+                window.seconds,
+                limits.get(destination),
+            )
+        )
+    every_call: Counter[int] = Counter()
+    for histogram in window.latency.values():
+        every_call.update(histogram)
+    p50, p95, p99 = percentiles(every_call, (0.50, 0.95, 0.99))
+    return JournalStats(
+        {d: DestinationCounts(**c) for d, c in sorted(per.items())},
+        at=now,
+        workers=monitoring.workers_alive(conn, now),
+        latency_p50=p50,
+        latency_p95=p95,
+        latency_p99=p99,
+    )
 
 
 def oldest_ready(conn: sqlite3.Connection, destination: str) -> float | None:

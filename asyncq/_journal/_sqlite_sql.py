@@ -255,9 +255,11 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused,
     hold_until = max(hold_until, excluded.hold_until),
     circuit = excluded.circuit, circuit_until = excluded.circuit_until
 """
+# The bucket's rate (calls per second) goes with it, so that stats() in any process
+# can show the limit of a destination that only a pattern or "*" declares.
 SAVE_BUCKET = """
-INSERT INTO destinations (name, full_at) VALUES (?, ?)
-ON CONFLICT (name) DO UPDATE SET full_at = excluded.full_at
+INSERT INTO destinations (name, full_at, rate) VALUES (?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET full_at = excluded.full_at, rate = excluded.rate
 """
 # A redriven job starts over: attempts, snoozes and the first-attempt time are
 # reset (its history of attempts is kept).

@@ -17,6 +17,7 @@ from .._limiter import schedule_calls
 from .._policy import Rate
 from . import _sqlite_cancel as cancelling
 from . import _sqlite_sql as sql
+from ._activity import LATENCY_SAMPLES, Sample, latency_bucket
 from ._messages import (
     Booked,
     Cancelled,
@@ -55,7 +56,9 @@ def book(
         name: schedule_calls(rates[name], wants[name], full.get(name, 0.0), now, horizon)
         for name in wanted
     }
-    conn.executemany(sql.SAVE_BUCKET, [(name, b[1]) for name, b in booked.items()])
+    conn.executemany(
+        sql.SAVE_BUCKET, [(name, b[1], rates[name].per_second) for name, b in booked.items()]
+    )
     return booked
 
 
@@ -223,6 +226,14 @@ class EncodedOutcomes:
     fail: str | None
     release: str | None
     cancel: str | None = None
+    #: For the counts of activity (see `_activity.py`): the destination of each
+    #: success, a sample of their durations (each standing for `sample_weight`),
+    #: and the calls that did not succeed, with their durations.
+    success_destinations: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    sample_weight: int = 1
+    other_calls: list[str] = field(default_factory=list)
+    other_samples: list[Sample] = field(default_factory=list)
     #: Filled by the transaction that writes the batch: the jobs it cancelled in turn.
     settled: list[int] = field(default_factory=list)
 
@@ -233,15 +244,37 @@ def encode_outcomes(
     failed: Sequence[Failed],
     released: Sequence[Released],
     cancelled: Sequence[Cancelled] = (),
+    *,
+    now: float,
 ) -> EncodedOutcomes:
+    """Outcomes as the JSON their statements take, and what they count for
+    monitoring (durations up to `now`, when they are written)."""
+    destinations = list(map(_destination, succeeded))
+    now_us = micros(now)
+    # A bounded sample of the successes' durations: the same cost for any batch.
+    weight = -(-len(succeeded) // LATENCY_SAMPLES) or 1
+    samples = [(s.destination, latency_bucket(now_us - s.started_us)) for s in succeeded[::weight]]
+    # Failures and cancels are rarer: every call counts one by one.
+    other_calls = [f.destination for f in failed if f.started_us is not None and f.destination]
+    other_calls += [c.destination for c in cancelled if c.started_us is not None and c.destination]
+    other_samples = [
+        (f.destination, latency_bucket(now_us - f.started_us))
+        for f in failed
+        if f.started_us is not None and f.destination
+    ]
     return EncodedOutcomes(
         json.dumps(started) if started else None,
         json.dumps(succeeded) if succeeded else None,
         len(succeeded),
-        Counter(map(_destination, succeeded)),
+        Counter(destinations),
         json.dumps(failed) if failed else None,
         json.dumps(released) if released else None,
         json.dumps(cancelled) if cancelled else None,
+        destinations,
+        samples,
+        weight,
+        other_calls,
+        other_samples,
     )
 
 

@@ -79,15 +79,18 @@ async def test_vacuum_compacts_the_journal_and_keeps_its_jobs(db_path: str) -> N
 async def test_a_journal_in_use_by_a_worker_is_refused_at_once(db_path: str) -> None:
     async with Queue(db_path, concurrency=0) as queue:  # opens and sets up the journal
         await queue.stats()
-    # A worker process has the journal open (idle: no job is running).
+    # A worker process has the journal open (idle: no job is running). Its heartbeat
+    # at start is checkpointed into the file before the digest is taken, and the
+    # next is a third of its long lease away: the worker itself leaves the file be.
     worker = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         "import asyncio, sys\n"
         "from asyncq import Queue\n"
         "async def main():\n"
-        f"    async with Queue({db_path!r}, concurrency=2) as queue:\n"
+        f"    async with Queue({db_path!r}, concurrency=2, lease=3600) as queue:\n"
         "        await queue.stats()\n"
+        "        await queue._journal.checkpoint()\n"
         "        print('open', flush=True)\n"
         "        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)\n"
         "asyncio.run(main())\n",

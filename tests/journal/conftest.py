@@ -31,3 +31,17 @@ async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             yield backend
         finally:
             await backend.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Contract tests of the activity counts (rates, latencies, call rates against the
+    limit) are expected to fail on PostgreSQL, strictly: they flip loudly once it
+    keeps them."""
+    for item in items:
+        if item.get_closest_marker("needs_activity") and "[postgres" in item.nodeid:
+            item.add_marker(
+                pytest.mark.xfail(
+                    strict=True,
+                    reason="the PostgreSQL journal does not record activity yet (issue 13)",
+                )
+            )

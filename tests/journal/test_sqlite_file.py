@@ -148,7 +148,7 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_jobs(tmp_path: Path
     finally:
         await journal.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
 
 
 async def test_a_version_2_journal_with_a_key_held_twice_keeps_both_jobs(tmp_path: Path) -> None:
@@ -176,6 +176,46 @@ async def test_a_version_2_journal_with_a_key_held_twice_keeps_both_jobs(tmp_pat
         assert (stats.destinations["crm"].ready, stats.destinations["crm"].scheduled) == (1, 1)
     finally:
         await journal.close()
+
+
+async def test_a_version_4_journal_gains_activity_heartbeats_and_rates(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    with sqlite3.connect(path) as conn:
+        for migrate in MIGRATIONS[:4]:
+            migrate(conn)
+        conn.execute("PRAGMA user_version = 4")
+        conn.execute(
+            "INSERT INTO jobs (task, payload, destination, state, created_at, run_at) "
+            "VALUES ('t', '{}', 'crm', 'pending', ?, ?)",
+            (NOW, NOW),
+        )
+        conn.execute("INSERT INTO counts VALUES ('crm', 'pending', 1)")
+        conn.execute(
+            "INSERT INTO destinations (name, paused, full_at) VALUES ('crm', 1, ?)", (NOW,)
+        )
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    try:
+        before = (await journal.stats(NOW)).destinations["crm"]
+        assert (before.ready, before.paused, before.limit, before.arrival_rate) == (
+            1,
+            True,
+            None,
+            0,
+        )
+        await journal.save_rates({"crm": 4.0})
+        await journal.insert_many([NewJob("t", "{}", "crm", 0, NOW)], NOW)
+        after = (await journal.stats(NOW + 1)).destinations["crm"]
+        assert (after.ready, after.paused, after.limit) == (2, True, 4.0)
+        assert after.arrival_rate > 0
+        (record,) = await journal.load_destinations()
+        assert (record.paused, record.full_at) == (True, NOW)  # kept as it was
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"activity", "workers"} <= tables
 
 
 def test_the_key_lookup_and_the_stats_use_indexes_not_scans(tmp_path: Path) -> None:

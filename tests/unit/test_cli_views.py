@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
 
 from rich.console import Console
 
@@ -16,47 +15,21 @@ from asyncq._cli._tables import TOP_COLUMNS, span, stats_view, top_view
 AT = 1_800_000_000.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Monitored(DestinationCounts):
-    """DestinationCounts with the contract's figures (CONTRACT-stats.md)."""
-
-    arrival_rate: float
-    completion_rate: float
-    call_rate: float
-    retries_per_minute: float
-    dead_per_minute: float
-    latency_p50: float | None
-    latency_p95: float | None
-    latency_p99: float | None
-    limit: float | None
-    limit_used: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class MonitoredStats(JournalStats):
-    at: float = AT
-    workers: int = 2
-
-    @property
-    def arrival_rate(self) -> float:
-        return sum(d.arrival_rate for d in self.destinations.values())  # type: ignore[attr-defined]
-
-
-def monitored() -> MonitoredStats:
-    email = Monitored(
+def monitored() -> JournalStats:
+    email = DestinationCounts(
         ready=300, scheduled=12, running=4, succeeded=1200, dead=1,
         oldest_ready_at=AT - 42.0,
         arrival_rate=12.5, completion_rate=4.9, call_rate=4.9, retries_per_minute=3.0,
         dead_per_minute=0.0, latency_p50=0.012, latency_p95=0.080, latency_p99=1.5,
         limit=5.0, limit_used=0.98,
     )  # fmt: skip
-    crm = Monitored(
+    crm = DestinationCounts(
         scheduled=40, dead=7, circuit="open", circuit_until=AT + 25.0,
         arrival_rate=2.0, completion_rate=0.0, call_rate=0.0, retries_per_minute=6.0,
         dead_per_minute=1.0, latency_p50=None, latency_p95=None, latency_p99=None,
         limit=None, limit_used=None,
     )  # fmt: skip
-    return MonitoredStats({"crm": crm, "email": email})
+    return JournalStats({"crm": crm, "email": email}, at=AT, workers=2)
 
 
 def render(renderable: object) -> str:
@@ -69,7 +42,7 @@ def rows(text: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in text.splitlines() if line.strip()}
 
 
-def test_the_document_has_the_same_keys_with_and_without_the_figures() -> None:
+def test_the_document_has_the_same_keys_for_an_idle_and_a_busy_journal() -> None:
     plain = JournalStats({"email": DestinationCounts(ready=3)})
     without = stats_document(plain, AT)
     full = stats_document(monitored(), AT + 99)
@@ -83,8 +56,8 @@ def test_the_document_has_the_same_keys_with_and_without_the_figures() -> None:
         "oldest_ready_age",
     }
     assert without["totals"].keys() == full["totals"].keys()
-    assert (without["at"], without["workers"]) == (AT, None)
-    assert without["destinations"]["email"]["arrival_rate"] is None
+    assert (without["at"], without["workers"]) == (AT, 0)
+    assert without["destinations"]["email"]["arrival_rate"] == 0.0
     json.dumps(without)  # plain JSON
     json.dumps(full)
 

@@ -1,0 +1,257 @@
+"""What happened lately, per destination: the counts behind the rates of stats().
+
+A journal counts what its writer's transactions do (jobs that arrived, calls made,
+jobs finished, retried and dead) and the durations of attempts, per destination in
+time slots of `SLOT_SECONDS`, from the times its callers pass in (the queue's
+clock). It adds them to the store's slots at most every `WRITE_EVERY` seconds, in
+a writer turn that runs anyway: a turn of one submit never pays for a row of its
+own, and a busy writer pays one small upsert a second. Every process reads the
+sums of the last `WINDOW_SLOTS` slots, so rates seen from a process that runs no
+jobs include the completions of workers in other processes.
+
+The hot path pays almost nothing: a turn keeps references to what it has anyway
+(each batch's list of the destinations of its successes), and after its commit
+they are counted at C speed (`Counter.update` of a list). Failures, cancels and
+crashes, rarer, are counted one by one. Attempt durations are kept as a histogram
+of log-spaced buckets, 8 per doubling (a percentile read from it is within 4.5 %
+of the duration it stands for), from at most `LATENCY_SAMPLES` successes of each
+batch of outcomes, and every failure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+#: Width of a slot, seconds.
+SLOT_SECONDS = 5
+#: Slots read for "the last minute": the current one and the 11 before it, so a
+#: rate covers between 55 and 60 seconds (divided by the time actually covered),
+#: or, on a journal younger than that, the time since its first event.
+WINDOW_SLOTS = 12
+#: Slots kept in the store (older ones are deleted when a new slot starts).
+KEEP_SLOTS = 2 * WINDOW_SLOTS
+#: Seconds of the queue's clock between two writes of a process's counts at most;
+#: the journal also writes what is left once the writer has been idle this long
+#: (in real seconds), and at close.
+WRITE_EVERY = 1.0
+#: Successes per batch of outcomes whose durations go into the histogram.
+LATENCY_SAMPLES = 4
+#: Buckets per doubling of the duration (8: each bucket spans 9 %).
+BUCKETS_PER_DOUBLING = 8
+
+Sample = tuple[str, int]  # (destination, latency bucket)
+
+
+def slot_of(now: float) -> int:
+    """The slot a time (seconds since the epoch) falls in."""
+    return int(now // SLOT_SECONDS)
+
+
+def latency_bucket(micros: int) -> int:
+    """The bucket of a duration in whole microseconds: 0 for under 1 us, else
+    bucket b holds [2 ** ((b - 1) / 8), 2 ** (b / 8)) us."""
+    if micros < 1:
+        return 0
+    return int(BUCKETS_PER_DOUBLING * math.log2(micros)) + 1
+
+
+def bucket_seconds(bucket: int) -> float:
+    """The duration a bucket stands for, seconds: its geometric middle (0 for bucket 0)."""
+    if bucket <= 0:
+        return 0.0
+    return float(2 ** ((bucket - 0.5) / BUCKETS_PER_DOUBLING) / 1_000_000)
+
+
+def percentiles(histogram: Mapping[int, int], fractions: Sequence[float]) -> list[float | None]:
+    """The durations (seconds) below which each of `fractions` (ascending) of the
+    attempts in `histogram` fall (nearest rank); None for no attempts."""
+    total = sum(histogram.values())
+    if total <= 0:
+        return [None] * len(fractions)
+    found: list[float | None] = []
+    ranks = iter(max(1, math.ceil(f * total)) for f in fractions)
+    rank = next(ranks)
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        while seen >= rank:
+            found.append(bucket_seconds(bucket))
+            rank = next(ranks, -1)
+            if rank < 0:
+                return found
+    return found  # pragma: no cover - the last rank is the total
+
+
+@dataclass(slots=True)
+class Counts:
+    """What happened in one slot, by destination, not yet written to the store."""
+
+    succeeded: Counter[str] = field(default_factory=Counter)  # each a call and a finish
+    arrived: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)  # calls that did not succeed
+    finished: Counter[str] = field(default_factory=Counter)  # finishes other than successes
+    retried: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+    latency: Counter[Sample] = field(default_factory=Counter)
+    #: The earliest time counted (seconds since the epoch): a journal younger than
+    #: a minute has rates over its life so far.
+    first_at: float = math.inf
+
+    def add(self, other: Counts) -> None:
+        for name in _COUNTERS:
+            getattr(self, name).update(getattr(other, name))
+        self.first_at = min(self.first_at, other.first_at)
+
+    def copy(self) -> Counts:
+        copied = Counts()
+        copied.add(self)
+        return copied
+
+    def by_destination(self) -> dict[str, list[int]]:
+        """[arrived, calls, finished, retried, dead] per destination."""
+        rows: dict[str, list[int]] = {}
+        columns = (
+            (self.arrived, 0),
+            (self.succeeded, 1),
+            (self.calls, 1),
+            (self.succeeded, 2),
+            (self.finished, 2),
+            (self.retried, 3),
+            (self.dead, 4),
+        )
+        for counter, column in columns:
+            for destination, n in counter.items():
+                rows.setdefault(destination, [0, 0, 0, 0, 0])[column] += n
+        return rows
+
+    def histograms(self) -> dict[str, dict[int, int]]:
+        found: dict[str, dict[int, int]] = {}
+        for (destination, bucket), n in self.latency.items():
+            histogram = found.setdefault(destination, {})
+            histogram[bucket] = histogram.get(bucket, 0) + n
+        return found
+
+
+_COUNTERS = ("succeeded", "arrived", "calls", "finished", "retried", "dead", "latency")
+
+
+class Activity:
+    """What one writer turn did, kept as references to what the turn has anyway;
+    counted into `Counts` (`count_into`) once the turn has committed. `at` is -inf
+    while nothing was recorded."""
+
+    __slots__ = ("arrivals", "at", "first", "others", "samples", "successes")
+
+    def __init__(self) -> None:
+        #: The latest and earliest times recorded (seconds since the epoch).
+        self.at = -math.inf
+        self.first = math.inf
+        self.successes: list[list[str]] = []  # each batch's success destinations
+        self.samples: list[tuple[list[Sample], int]] = []  # (samples, each stands for)
+        self.arrivals: list[dict[tuple[str, str], int]] = []  # inserts' count changes
+        self.others: list[tuple[str, str, int]] = []  # (Counts field, destination, n)
+
+    def saw(self, now: float) -> None:
+        if now > self.at:
+            self.at = now
+        if now < self.first:
+            self.first = now
+
+    def count(self, kind: str, destination: str, n: int, now: float) -> None:
+        """`n` more of `kind` (a `Counts` field) for `destination`."""
+        self.saw(now)
+        self.others.append((kind, destination, n))
+
+    def batch(
+        self,
+        now: float,
+        successes: list[str] | None,
+        samples: list[Sample],
+        weight: int,
+        other_calls: Iterable[str],
+        other_samples: list[Sample],
+    ) -> None:
+        """A batch of outcomes: the destinations of its successes (None: counted
+        otherwise), samples of their durations each standing for `weight`, and the
+        calls that did not succeed, with their durations."""
+        self.saw(now)
+        if successes:
+            self.successes.append(successes)
+        if samples:
+            self.samples.append((samples, weight))
+        if other_samples:
+            self.samples.append((other_samples, 1))
+        for destination in other_calls:
+            self.others.append(("calls", destination, 1))
+
+    def arrived(self, moves: Mapping[tuple[str, str], int], now: float) -> None:
+        """Jobs inserted (`moves`: the inserts' changes of counts by destination and
+        state, copied: the turn goes on changing them)."""
+        self.saw(now)
+        self.arrivals.append(dict(moves))
+
+    def ended(
+        self, moves: Mapping[tuple[str, str], int], now: float, *, retries: bool = True
+    ) -> None:
+        """Jobs that succeeded, left for another final state, or (with `retries`)
+        went back to wait for a retry, read from the changes of counts a write made.
+        Pass `retries=False` for writes whose jobs enter `scheduled` for another
+        reason (a child whose parent succeeded, with its delay still to run)."""
+        for (destination, state), n in moves.items():
+            if n <= 0:
+                continue
+            if state == "succeeded":
+                self.count("succeeded", destination, n, now)
+            elif state in ("dead", "cancelled"):
+                self.count("finished", destination, n, now)
+                if state == "dead":
+                    self.count("dead", destination, n, now)
+            elif retries and state == "scheduled":
+                self.count("retried", destination, n, now)
+
+    def count_into(self, counts: Counts) -> None:
+        counts.first_at = min(counts.first_at, self.first)
+        succeeded = counts.succeeded
+        for destinations in self.successes:
+            succeeded.update(destinations)  # at C speed: a list, not a mapping
+        latency = counts.latency
+        for samples, weight in self.samples:
+            latency.update(samples * weight if weight > 1 else samples)  # C speed too
+        arrived = counts.arrived
+        for moves in self.arrivals:
+            for (destination, state), n in moves.items():
+                if n > 0:
+                    arrived[destination] += n
+                    if state == "cancelled":  # a child inserted cancelled: its parent failed
+                        counts.finished[destination] += n
+        for kind, destination, n in self.others:
+            getattr(counts, kind)[destination] += n
+
+
+def figures(
+    counts: list[int] | None,
+    histogram: Mapping[int, int] | None,
+    seconds: float,
+    limit: float | None,
+) -> dict[str, float | None]:
+    """A destination's rates and latencies over a window of `seconds`, from its
+    counts [arrived, calls, finished, retried, dead] and its histogram of
+    durations, as DestinationCounts fields."""
+    arrived, calls, finished, retried, dead = counts or (0, 0, 0, 0, 0)
+    call_rate = calls / seconds
+    p50, p95, p99 = percentiles(histogram or {}, (0.50, 0.95, 0.99))
+    return {
+        "arrival_rate": arrived / seconds,
+        "completion_rate": finished / seconds,
+        "call_rate": call_rate,
+        "retries_per_minute": retried / seconds * 60,
+        "dead_per_minute": dead / seconds * 60,
+        "latency_p50": p50,
+        "latency_p95": p95,
+        "latency_p99": p99,
+        "limit": limit,
+        "limit_used": None if limit is None else call_rate / limit,
+    }

@@ -1,8 +1,6 @@
 """The demo's backlog alert on the CRM destination: `queue.on_backlog` (issue 11)
 fires when the receiver goes down and the backlog builds, and clears when it
 drains. Each event goes to the demo's timeline, view and summary.
-
-A build without `Queue.on_backlog` runs the demo without alerts and says so.
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._backlog import BacklogEvent
 from .._queue import Queue
 
 
@@ -32,24 +31,20 @@ def watch_backlog(
     depth: int,
     clock: Callable[[], float],
     record: Callable[[AlertRecord], None],
-) -> bool:
+) -> None:
     """Ask `queue` to call back when `destination` holds more than `depth` jobs, and
-    when that clears; `record` gets each event. False if this build has no alerts."""
-    on_backlog = getattr(queue, "on_backlog", None)
-    if on_backlog is None:
-        return False
+    when that clears; `record` gets each event."""
 
-    def alert(event: object) -> None:
+    def alert(event: BacklogEvent) -> None:
         record(
             AlertRecord(
                 at=clock(),
-                destination=getattr(event, "destination", None),
-                depth=int(getattr(event, "depth", 0)),
-                cause=str(getattr(event, "cause", "")),
-                detail=str(getattr(event, "detail", "")),
-                cleared=bool(getattr(event, "cleared", False)),
+                destination=event.destination,
+                depth=event.depth,
+                cause=str(event.cause),
+                detail=event.detail,
+                cleared=event.cleared,
             )
         )
 
-    on_backlog(alert, depth=depth, destination=destination)
-    return True
+    queue.on_backlog(alert, depth=depth, destination=destination)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from asyncq import Queue
 from asyncq.cli import main
 
 ASYNCQ = Path(sys.executable).with_name("asyncq")  # this checkout's console script
@@ -130,12 +129,8 @@ def test_the_quick_demo_passes_its_own_checks(runs: dict[str, Run]) -> None:
         assert lost == 0
     assert "passed: no receiver saw its limit exceeded, every job was delivered" in run.out
     assert "FAILED" not in run.out
-    # The backlog alert fired when the CRM went down and cleared once it was back
-    # (where this build has issue 11's `Queue.on_backlog`; otherwise it says so).
-    if hasattr(Queue, "on_backlog"):
-        assert re.search(r"backlog alert on crm: fired at [\d.]+ s \(\w+\), cleared at", run.out)
-    else:
-        assert "backlog alerts: not available in this build" in run.out
+    # The backlog alert fired when the CRM went down and cleared once it was back.
+    assert re.search(r"backlog alert on crm: fired at [\d.]+ s \(\w+\), cleared at", run.out)
     # On a terminal it showed the live view: the queue's stats and the receivers' side.
     assert "the queue (asyncq stats)" in run.out
     assert "what the receivers see" in run.out

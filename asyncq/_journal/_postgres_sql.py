@@ -308,3 +308,7 @@ RETURNING id
 """
 FINISHED_COUNT = "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled')"
 FORGET = "DELETE FROM deps WHERE child = ANY($1::bigint[])"
+
+# A transaction's id, and later (on another connection) whether it committed.
+TRANSACTION_ID = "SELECT pg_current_xact_id()::text"
+TRANSACTION_STATUS = "SELECT pg_xact_status($1::text::xid8)"

@@ -20,7 +20,7 @@ async def dsn() -> AsyncIterator[str]:
         yield schema_dsn
 
 
-async def test_stats_dead_redrive_pause_and_resume_on_a_connection_string(
+async def test_stats_dead_redrive_pause_resume_and_cancel_on_a_connection_string(
     dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     queue = Queue(dsn, concurrency=2)
@@ -54,3 +54,8 @@ async def test_stats_dead_redrive_pause_and_resume_on_a_connection_string(
     assert "hook: resumed" in capsys.readouterr().out
     async with Queue(dsn, concurrency=0) as reader:
         assert not (await reader.stats()).destinations["hook"].paused
+    # The redriven job waits (its worker is gone): cancel it by id.
+    await asyncio.to_thread(main, ["cancel", dsn, str(jobs[0].id)])
+    capsys.readouterr()
+    async with Queue(dsn, concurrency=0) as reader:
+        assert (await reader.get(jobs[0].id)).state is JobState.CANCELLED

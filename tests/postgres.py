@@ -111,6 +111,9 @@ class CommitCutter:
         self._tasks: set[asyncio.Task[None]] = set()
         self.armed = False
         self.cuts = 0
+        #: Connections to refuse right after a cut (the server "still down").
+        self.refuse_after_cut = 0
+        self._refusing = 0
 
     async def __aenter__(self) -> CommitCutter:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -135,6 +138,10 @@ class CommitCutter:
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
+        if self._refusing:
+            self._refusing -= 1
+            client_out.close()
+            return
         server_in, server_out = await asyncio.open_connection(*self._target)
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, answers: bool) -> None:
@@ -143,6 +150,7 @@ class CommitCutter:
                     if answers and self.armed and self.COMMITTED in data:
                         self.armed = False
                         self.cuts += 1
+                        self._refusing = self.refuse_after_cut
                         break  # the answer is dropped, and both connections closed
                     dst.write(data)
                     await dst.drain()

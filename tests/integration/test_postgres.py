@@ -226,3 +226,30 @@ async def test_work_committed_as_the_connection_was_lost_is_not_reported_lost(
     assert [job.id for job in claim.jobs] == [inserted.id]
     assert info is not None
     assert info.state == JobState.RUNNING
+
+
+async def test_a_keyed_submit_whose_commit_is_in_doubt_can_be_retried(schema_dsn: str) -> None:
+    # The answer to COMMIT is lost and the server cannot be asked (it refuses the
+    # next connection, as one still restarting would): the submit raises a
+    # transient error although its job was written. Submitted again with the same
+    # key, it finds that job instead of adding a second.
+    parts = urllib.parse.urlsplit(schema_dsn)
+    async with CommitCutter(parts.hostname or "127.0.0.1", parts.port or 5432) as cutter:
+        queue = Queue(cutter.dsn(schema_dsn), concurrency=0)
+
+        @queue.task(name="charge")
+        async def charge(order: int) -> None:
+            pass
+
+        async with queue:
+            cutter.armed, cutter.refuse_after_cut = True, 1
+            with pytest.raises(JournalError, match="lost the connection") as raised:
+                await charge.options(key="order-7").submit(order=7)
+            assert raised.value.transient
+            job = await charge.options(key="order-7").submit(order=7)
+            info = await queue.get(job.id)
+            stats = await queue.stats()
+    assert cutter.cuts == 1
+    assert info is not None
+    assert info.key == "order-7"
+    assert stats.destinations["default"].pending == 1  # one job, not two

@@ -241,7 +241,8 @@ class AsyncqAdapter(SqliteFileAdapter):
 
     async def remaining(self) -> int:
         stats = await self.target.stats()
-        return sum(d.pending + d.running for d in stats.destinations.values())
+        # Claimed jobs count too: a killed worker's prefetch, held until its lease ends.
+        return sum(d.pending + d.claimed + d.running for d in stats.destinations.values())
 
     async def close(self) -> None:
         await self.producer.__aexit__(None, None, None)
@@ -680,10 +681,27 @@ class SaqPostgresAdapter(SaqAdapter):
         await fresh_pg_database()
 
 
+class AsyncqPostgresAdapter(AsyncqAdapter):
+    """asyncq's PostgreSQL journal, on the server and database the PostgreSQL peers use."""
+
+    name = "asyncq-pg"
+    backend = "PostgreSQL"
+    durability = PG_DURABILITY
+    delivery = "at-least-once (lease)"
+    modules = ("asyncq", "asyncpg")
+
+    def __init__(self, ctx: dict[str, Any], rec: Recorder, rate: float | None) -> None:
+        super().__init__({**ctx, "path": pg_dsn()}, rec, rate)
+
+    async def reset(self) -> None:
+        await fresh_pg_database()
+
+
 ADAPTERS: dict[str, type[Adapter]] = {
     a.name: a
     for a in (
         AsyncqAdapter,
+        AsyncqPostgresAdapter,
         HueyAdapter,
         PersistQueueAdapter,
         LitequeueAdapter,
@@ -694,7 +712,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
         SaqPostgresAdapter,
     )
 }
-for _a in (ProcrastinateAdapter, PgqueuerAdapter):
+for _a in (AsyncqPostgresAdapter, ProcrastinateAdapter, PgqueuerAdapter):
     _a.server = (PG_HOST, PG_PORT)
 MODULE_IMPORTS = {"persist-queue": "persistqueue", "psycopg": "psycopg"}
 NOT_RUN = {
@@ -1083,7 +1101,9 @@ WHY_FAST = {
 def target_lines(peers: list[str], results: Results, sizes: Sizes) -> list[str]:
     lines = []
     durable = [
-        p for p in peers if p != "asyncq" and ADAPTERS[p].backend.startswith(DURABLE_BACKENDS)
+        p
+        for p in peers
+        if not p.startswith("asyncq") and ADAPTERS[p].backend.startswith(DURABLE_BACKENDS)
     ]
     for workload, key, label in (("drain", "processing_rate", "W1"), ("steady", "rate", "W2")):
         ours = median(results, "asyncq", workload, key)
@@ -1111,11 +1131,35 @@ def target_lines(peers: list[str], results: Results, sizes: Sizes) -> list[str]:
             f"W3: asyncq's worst 1-second window {top:.0f} jobs (median {worst:.0f}) "
             f"against the limit {RATE:.0f}/s; target never above: {verdict}"
         )
+    lines += postgres_target_lines(results)
     if ("asyncq", "crash") in results:
         lost = max(r["lost"] for r in results["asyncq", "crash"])
         verdict = "ok" if lost == 0 else "MISS"
         lines.append(
             f"W4: asyncq lost {lost:.0f} of {sizes.crash:,} in its worst run; target 0: {verdict}"
+        )
+    return lines
+
+
+def postgres_target_lines(results: Results) -> list[str]:
+    """asyncq on PostgreSQL against pgqueuer on the same server (issue 13):
+    W1 and W2 at least 4x, W4 nothing lost."""
+    lines = []
+    for workload, key, label in (("drain", "processing_rate", "W1"), ("steady", "rate", "W2")):
+        ours = median(results, "asyncq-pg", workload, key)
+        theirs = median(results, "pgqueuer", workload, key)
+        if not ours or not theirs:
+            continue
+        verdict = "ok" if ours >= 4 * theirs else "MISS"
+        lines.append(
+            f"{label} on PostgreSQL: asyncq-pg {ours:,.0f} jobs/s = {ours / theirs:.1f}x "
+            f"pgqueuer ({theirs:,.0f} jobs/s); target >= 4x: {verdict}"
+        )
+    if ("asyncq-pg", "crash") in results:
+        lost = max(r["lost"] for r in results["asyncq-pg", "crash"])
+        verdict = "ok" if lost == 0 else "MISS"
+        lines.append(
+            f"W4 on PostgreSQL: asyncq-pg lost {lost:.0f} in its worst run; target 0: {verdict}"
         )
     return lines
 

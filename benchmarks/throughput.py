@@ -3,6 +3,12 @@
     python benchmarks/throughput.py             # full: 3 runs per figure, a few minutes
     python benchmarks/throughput.py --quick     # 1 run per figure, smaller N
     python benchmarks/throughput.py --dir PATH  # put the journals under PATH (default: a temp dir)
+    python benchmarks/throughput.py --postgres  # a third column: the PostgreSQL journal
+    python benchmarks/throughput.py --postgres postgresql://user@host/db   # on that server
+
+With --postgres, every run of the PostgreSQL column gets a fresh schema on the
+server (default postgresql://postgres@127.0.0.1:5432/test), dropped after it; the
+server shares this machine's cores unless it is elsewhere.
 
 Every run is a fresh subprocess (`--one SPEC`, internal) with a fresh journal
 file, so runs share no warm state but the OS page cache. Runs of the two
@@ -44,10 +50,11 @@ import asyncq
 from asyncq import Queue
 from asyncq.testing import run_until_idle
 
-Sync = Literal["NORMAL", "FULL"]
+Sync = Literal["NORMAL", "FULL", "postgres"]  # SQLite's two modes, or the PostgreSQL journal
 Figures = dict[str, float]
 
-MODES: tuple[Sync, ...] = ("NORMAL", "FULL")
+MODES: tuple[Sync, ...] = ("NORMAL", "FULL")  # with --postgres, "postgres" too
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 CONCURRENCY = 64
 # jobs/s offered by the paced producers (2.): above the 15,000 jobs/s target, so one
 # run shows the target's rate and its latency together (a run offered exactly 15,000
@@ -110,11 +117,19 @@ class Countdown:
             self.done.set()
 
 
+def make_queue(path: str, sync: Sync, concurrency: int) -> Queue:
+    """A queue on the journal at `path`: a SQLite file in mode `sync`, or a
+    PostgreSQL connection string."""
+    if sync == "postgres":
+        return Queue(path, concurrency=concurrency)
+    return Queue(path, concurrency=concurrency, synchronous=sync)
+
+
 def noop_queue(
     path: str, sync: Sync, countdown: Countdown, concurrency: int = CONCURRENCY
 ) -> Queue:
     """A queue with one no-op task, `TASK_NAME`, that ticks `countdown`."""
-    queue = Queue(path, concurrency=concurrency, synchronous=sync)
+    queue = make_queue(path, sync, concurrency)
 
     @queue.task(name=TASK_NAME)
     async def noop(i: int) -> None:
@@ -164,7 +179,7 @@ async def measure_producers(
     countdown = Countdown(n)
     to_start: list[float] = []  # submit called -> handler started
     to_return: list[float] = []  # submit called -> submit returned (durable)
-    queue = Queue(path, concurrency=CONCURRENCY, synchronous=sync)
+    queue = make_queue(path, sync, CONCURRENCY)
 
     @queue.task(name=TASK_NAME)
     async def stamp(t: float) -> None:
@@ -326,21 +341,45 @@ def child(kind: str, **args: Any) -> Figures:
     return figures
 
 
-def fresh_journal(directory: Path, name: str) -> str:
-    """A path for a new journal; any leftovers of an earlier run are removed."""
+def fresh_journal(directory: Path, name: str, postgres: str | None = None) -> str:
+    """A path for a new journal (on `postgres`: a connection string naming a new
+    schema); any leftovers of an earlier run are removed."""
+    if postgres is not None:
+        schema = "asyncq_bench_" + "".join(c if c.isalnum() else "_" for c in name.lower())
+        path = f"{postgres}?schema={schema}"
+        remove_journal(path)
+        return path
     path = directory / f"{name}.db"
     remove_journal(path)
     return str(path)
 
 
 def remove_journal(path: str | Path) -> None:
+    if str(path).startswith("postgresql://"):
+        asyncio.run(drop_schema(str(path)))
+        return
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+async def drop_schema(dsn: str) -> None:
+    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+
+    server, schema = dsn.split("?schema=")
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+POSTGRES: str | None = None  # the server of the "postgres" column (--postgres)
+
+
 def one_run(bench: str, sync: Sync, sizes: Sizes, directory: Path, run: int) -> Figures:
-    """One run of one benchmark in its own journal file, which is removed after."""
-    path = fresh_journal(directory, f"{bench}-{sync}-{run}")
+    """One run of one benchmark in its own journal, which is removed after."""
+    server = POSTGRES if sync == "postgres" else None
+    path = fresh_journal(directory, f"{bench}-{sync}-{run}", server)
     try:
         if bench == "backlog":
             return child("backlog", path=path, sync=sync, n=sizes.backlog)
@@ -586,11 +625,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one run each, smaller N")
     parser.add_argument("--dir", type=Path, help="directory for the journal files")
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=DEFAULT_POSTGRES,
+        metavar="DSN",
+        help=f"also run on the PostgreSQL journal (default server: {DEFAULT_POSTGRES})",
+    )
     parser.add_argument("--one", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         run_one(args.one)
         return
+    if args.postgres:
+        global MODES, POSTGRES
+        MODES, POSTGRES = (*MODES, "postgres"), args.postgres
     sizes = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory(prefix="asyncq-bench-", dir=args.dir) as tmp:
         directory = Path(tmp).resolve()

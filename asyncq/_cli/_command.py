@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import JournalError
+from .._journal._postgres_dsn import is_postgres_dsn
 
 #: Exit statuses: the command ran into a problem (a missing journal, an unknown job,
 #: a module that does not import); the command line itself is wrong (argparse's).
@@ -41,7 +42,7 @@ class CliError(Exception):
 
 def add_journal(parser: argparse.ArgumentParser, *, json_output: bool = True) -> None:
     """The journal file argument, and `--json` for commands that print a document."""
-    parser.add_argument("path", help="the journal file")
+    parser.add_argument("path", help="the journal file (or a postgresql:// connection string)")
     if json_output:
         parser.add_argument(
             "--json", action="store_true", help="print one JSON document (for scripts)"
@@ -49,7 +50,10 @@ def add_journal(parser: argparse.ArgumentParser, *, json_output: bool = True) ->
 
 
 def require_existing(path: str) -> None:
-    """Refuse a journal path that does not exist, before a `Queue` would create it."""
+    """Refuse a journal path that does not exist, before a `Queue` would create it
+    (a `postgresql://` connection string names a database, not a file)."""
+    if is_postgres_dsn(path):
+        return
     if os.path.isdir(path):
         raise JournalError(path, "is a directory, not a journal file")
     if not os.path.exists(path):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from .._journal._sqlite_readonly import ReadOnlyJournal
 from .._records import JobState
 from ._command import CliError, Command, add_journal, positive, print_json, require_rich
 from ._documents import detail_document, job_document, stats_document
+from ._readers import reader
 
 
 def _stats_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def _stats_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _stats(args: argparse.Namespace) -> int:
     now = time.time()
-    document = stats_document(ReadOnlyJournal(args.path).stats(now), now)
+    document = stats_document(reader(args.path).stats(now), now)
     if args.json:
         print_json(document)
         return 0
@@ -45,7 +45,7 @@ def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _jobs(args: argparse.Namespace) -> int:
     # One more than asked tells whether there is a next page.
-    found = ReadOnlyJournal(args.path).jobs(
+    found = reader(args.path).jobs(
         state=None if args.state is None else JobState(args.state),
         destination=args.destination,
         task=args.task,
@@ -71,7 +71,7 @@ def _show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    detail = ReadOnlyJournal(args.path).get(args.id)
+    detail = reader(args.path).get(args.id)
     if detail is None:
         raise CliError(f"no job with id {args.id} in the journal {args.path!r}")
     document = detail_document(detail)
@@ -92,7 +92,7 @@ def _dead_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dead(args: argparse.Namespace) -> int:
-    dead = ReadOnlyJournal(args.path).dead_letters(args.destination, limit=args.limit)
+    dead = reader(args.path).dead_letters(args.destination, limit=args.limit)
     documents = [job_document(info) for info in dead]
     if args.json:
         print_json({"dead": documents})

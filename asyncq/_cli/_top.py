@@ -12,9 +12,9 @@ import time
 from typing import TYPE_CHECKING
 
 from .._errors import JournalError
-from .._journal._sqlite_readonly import ReadOnlyJournal
 from ._command import Command, add_journal, require_rich
 from ._documents import Document, stats_document
+from ._readers import reader
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ._tables import console, top_view
 
-    journal = ReadOnlyJournal(args.path)
+    journal = reader(args.path)
     out = console()
     last: Document | None = None
 

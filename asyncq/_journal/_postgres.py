@@ -26,6 +26,7 @@ migrations in `_postgres_schema.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -140,6 +141,10 @@ class PostgresJournal:
         base = describe(self._dsn)
         self.description = f"{base}{'&' if '?' in base else '?'}schema={self.schema}"
         self._connect_timeout = connect_timeout
+        self._server_settings = {"search_path": self.schema}
+        if "application_name" not in urllib.parse.parse_qs(urllib.parse.urlsplit(self._dsn).query):
+            # The DSN's own name, if it has one, names the connections in pg_stat_activity.
+            self._server_settings["application_name"] = "asyncq"
         self._writer: GroupCommit[Conn] = GroupCommit(
             self._execute_turn, description=self.description, lock_timeout=self._is_conflict
         )
@@ -211,7 +216,7 @@ class PostgresJournal:
             return await self._asyncpg.connect(
                 self._dsn,
                 timeout=self._connect_timeout,
-                server_settings={"search_path": self.schema, "application_name": "asyncq"},
+                server_settings=self._server_settings,
             )
         except Exception as exc:  # noqa: BLE001 - every cause is reported the same way
             # The driver's message may quote the connection string: never its password.
@@ -248,9 +253,12 @@ class PostgresJournal:
     async def _execute_turn(self, turn: Turn[Conn]) -> list[Any]:
         settled = self._turn_settled = Settled()
         self._turn_news = bool(turn.inserts)
+        xid: str | None = None
         try:
             conn = await self._writer_connection()
-            async with conn.transaction():
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
                 # Inserts first, so a claim in the same turn can take the jobs just written.
                 results = await writes.insert_all(conn, turn.inserts)
                 for owner, outcomes in turn.outcomes.items():
@@ -262,13 +270,55 @@ class PostgresJournal:
                 if self._turn_news or settled.moved:
                     # Delivered at commit, to every process listening but this one.
                     await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._instance)
+                if turn.inserts or turn.calls:
+                    # Outcomes name their attempt and can be written twice; new jobs
+                    # and claims cannot: keep the transaction's id, to ask the
+                    # server whether it committed if the connection is lost at COMMIT.
+                    xid = await conn.fetchval(sql.TRANSACTION_ID)
+            except BaseException:
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):  # the fault raised below says why
+                        await transaction.rollback()
+                raise
+            await transaction.commit()
         except Exception as exc:
-            raise self._translate(exc) from exc
+            translated = self._translate(exc)
+            if self._is_lost(translated):
+                _terminate(self._conn)  # the next turn connects afresh
+                self._conn = None
+                if xid is not None and await self._committed(xid):
+                    log.warning(
+                        "journal %s: lost the connection at COMMIT; the server says the "
+                        "transaction committed",
+                        self.description,
+                    )
+                    self._tell_children_settled(settled)
+                    return results
+            raise translated from exc
         self._tell_children_settled(settled)
         return results
 
+    async def _committed(self, xid: str) -> bool:
+        """Whether transaction `xid`, whose COMMIT got no answer, committed: asked on
+        a new connection (False if the server cannot say yet: the caller's error
+        then stands, transient)."""
+        try:
+            conn = await self._writer_connection()
+            for _ in range(50):
+                status = await conn.fetchval(sql.TRANSACTION_STATUS, xid)
+                if status != "in progress":  # its backend may still be ending
+                    return bool(status == "committed")
+                await asyncio.sleep(0.02)
+        except Exception:  # noqa: BLE001 - cannot tell: the turn's fault stands
+            _terminate(self._conn)
+            self._conn = None
+        return False
+
     def _is_conflict(self, exc: BaseException) -> bool:
         return getattr(exc, "sqlstate", None) in _CONFLICT
+
+    def _is_lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, JournalError) and exc.transient
 
     def _translate(self, exc: BaseException) -> BaseException:
         """A driver error as a `JournalError` naming the journal (others unchanged);
@@ -281,6 +331,9 @@ class PostgresJournal:
             state in _CONNECTION_LOST
             or isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError))
             or (isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc))
+            # A connection cut in the middle of an operation can leave the driver's
+            # protocol stuck in it: the connection is as good as lost.
+            or isinstance(exc, asyncpg.exceptions.InternalClientError)
         ):
             return JournalError(
                 self.description,
@@ -313,7 +366,11 @@ class PostgresJournal:
                     self._reader = await self._connect_reader()
                 return await fn(self._reader)
             except Exception as exc:
-                raise self._translate(exc) from exc
+                translated = self._translate(exc)
+                if self._is_lost(translated):
+                    _terminate(self._reader)
+                    self._reader = None
+                raise translated from exc
 
     # -- writes -----------------------------------------------------------
 
@@ -614,6 +671,12 @@ class PostgresJournal:
 
     async def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL keeps its own write-ahead log bounded."""
+
+
+def _terminate(conn: Conn | None) -> None:
+    """Close a connection that was lost (at once: it may be stuck mid-operation)."""
+    if conn is not None:
+        conn.terminate()
 
 
 def _info(row: Sequence[Any]) -> JobInfo:

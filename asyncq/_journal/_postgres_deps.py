@@ -85,7 +85,7 @@ UPDATE jobs SET state = 'cancelled', finished_at = $2, owner = NULL, lease_until
        started_at = coalesce(started_at, o.at::float8 / 1e6::float8)
 FROM unnest($3::bigint[], $4::bigint[], $5::bigint[]) AS o (id, token, at)
 WHERE jobs.id = o.id AND jobs.claim_token = o.token AND jobs.owner = $1
-  AND jobs.state = 'running'
+  AND jobs.state || '' = 'running'  -- by primary key: see _postgres_sql._OUTCOME_MATCH
 RETURNING jobs.id
 """
 REQUESTS = """

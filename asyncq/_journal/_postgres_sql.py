@@ -133,8 +133,15 @@ LOAD_DESTINATIONS = """
 SELECT name, paused, hold_until, circuit, circuit_until, full_at FROM destinations ORDER BY name
 """
 
+# Statements that update the rows an array names (`unnest`) find each row by its
+# primary key. Their state test is written `jobs.state || '' = ...` on purpose: it
+# cannot use the partial indexes of that state. With the plain test, the planner
+# (its statistics taken while, say, every job was pending) would estimate a single
+# running row, scan `jobs_running` and join the array in a nested loop: quadratic,
+# 33 ms for an ack of 350 jobs instead of 6 ms (see CHANGELOG).
 _OUTCOME_MATCH = """
-jobs.id = o.id AND jobs.claim_token = o.token AND jobs.owner = $1 AND jobs.state = 'running'
+jobs.id = o.id AND jobs.claim_token = o.token AND jobs.owner = $1
+AND jobs.state || '' = 'running'
 """
 _SECONDS = "o.at::float8 / 1e6::float8"
 # A handler's start: the attempt counts from here.
@@ -215,7 +222,7 @@ UPDATE jobs SET
     first_started_at = coalesce(jobs.first_started_at, jobs.started_at, $1::float8),
     owner = NULL, lease_until = NULL
 FROM unnest($3::bigint[], $4::float8[], $5::int[]) AS o (id, retry_at, charge)
-WHERE jobs.id = o.id AND jobs.state = 'running'
+WHERE jobs.id = o.id AND jobs.state || '' = 'running'
 RETURNING jobs.id, jobs.state
 """
 # An unstarted claim lost to a crash: back to ready, uncharged, the loss counted.
@@ -256,7 +263,7 @@ UPDATE jobs SET state = CASE WHEN o.run_at <= $1 THEN 'pending' ELSE 'scheduled'
        run_at = o.run_at, attempts = 0, snoozes = 0, first_started_at = NULL,
        finished_at = NULL
 FROM unnest($2::bigint[], $3::float8[]) AS o (id, run_at)
-WHERE jobs.id = o.id AND jobs.state = 'dead'
+WHERE jobs.id = o.id AND jobs.state || '' = 'dead'
 """
 SELECT_DEAD = """
 SELECT id FROM jobs WHERE state = 'dead' AND ($1::text IS NULL OR destination = $1)
@@ -296,7 +303,7 @@ NOT EXISTS (SELECT 1 FROM deps JOIN jobs AS child ON child.id = deps.child
 PRUNE_OLD = f"""
 DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < $1
-    AND {_NO_LIVE_CHILD} ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+    AND {_NO_LIVE_CHILD} ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 RETURNING id
 """
@@ -308,6 +315,11 @@ DELETE FROM jobs WHERE id IN (
 RETURNING id
 """
 FINISHED_COUNT = "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled')"
+# At least the number of finished jobs (ids are never reused), from two index probes:
+# when it is within the number kept, nothing need be counted.
+FINISHED_SPAN = """
+SELECT coalesce(max(id) - min(id) + 1, 0) FROM jobs WHERE state IN ('succeeded', 'cancelled')
+"""
 FORGET = "DELETE FROM deps WHERE child = ANY($1::bigint[])"
 
 # -- monitoring: heartbeats and declared rates ----------------------------------
@@ -327,3 +339,8 @@ INSERT INTO destinations (name, rate) SELECT * FROM unnest($1::text[], $2::float
 ON CONFLICT (name) DO UPDATE SET rate = excluded.rate
 """
 RATES = "SELECT name, rate FROM destinations WHERE rate IS NOT NULL"
+# A transaction's id, and later (on another connection) whether it committed. Null
+# for a transaction that wrote nothing: asking would assign an id, and make its
+# commit wait for a WAL flush that it does not need.
+TRANSACTION_ID = "SELECT pg_current_xact_id_if_assigned()::text"
+TRANSACTION_STATUS = "SELECT pg_xact_status($1::text::xid8)"

@@ -483,7 +483,8 @@ async def purge(
 async def prune(conn: Conn, before: float | None, keep: int | None) -> Pruned:
     """One bounded share of pruning (see `Journal.prune_finished`)."""
     excess = 0
-    if keep is not None:
+    # Counting walks every finished job: only when there may be more than `keep`.
+    if keep is not None and await conn.fetchval(sql.FINISHED_SPAN) > keep:
         excess = await conn.fetchval(sql.FINISHED_COUNT) - keep
     if before is None and excess <= 0:
         return Pruned(0, more=False)

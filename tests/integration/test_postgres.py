@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from asyncq import JobState, JournalError, Queue, Retry
 from asyncq._journal import NewJob, PostgresJournal
 from asyncq._journal._postgres_dsn import describe, scrub
 from asyncq._journal._postgres_schema import SCHEMA_VERSION
-from tests.postgres import fresh_schema, postgres_dsn_or_skip
+from tests.postgres import CommitCutter, fresh_schema, postgres_dsn_or_skip
 
 
 @pytest.fixture
@@ -198,3 +199,57 @@ def test_the_readmes_postgresql_snippet_builds_its_queues() -> None:
     assert isinstance(queue, Queue)
     assert isinstance(queue._journal, PostgresJournal)
     assert queue._journal.schema == "outbound"
+
+
+async def test_work_committed_as_the_connection_was_lost_is_not_reported_lost(
+    schema_dsn: str,
+) -> None:
+    # The proxy cuts the connection between the server's COMMIT and its answer:
+    # the journal asks the server (on a new connection) whether the transaction
+    # committed, and hands the callers their results instead of an error that
+    # would make them submit again (a duplicate) or leave a claim unseen (a job
+    # kept `running` by this process's lease renewals).
+    host, port = urllib.parse.urlsplit(schema_dsn).hostname, urllib.parse.urlsplit(schema_dsn).port
+    async with CommitCutter(host or "127.0.0.1", port or 5432) as cutter:
+        journal = PostgresJournal(cutter.dsn(schema_dsn))
+        await journal.open()
+        try:
+            cutter.armed = True
+            (inserted,) = await journal.insert_many([NewJob("t", "{}", "d", 0, 0.0)], 0.0)
+            assert cutter.cuts == 1
+            cutter.armed = True
+            claim = await journal.claim("host:1:a", 10, 60.0, 1.0)
+            assert cutter.cuts == 2
+            info = await journal.get(inserted.id)
+        finally:
+            await journal.close()
+    assert [job.id for job in claim.jobs] == [inserted.id]
+    assert info is not None
+    assert info.state == JobState.RUNNING
+
+
+async def test_a_keyed_submit_whose_commit_is_in_doubt_can_be_retried(schema_dsn: str) -> None:
+    # The answer to COMMIT is lost and the server cannot be asked (it refuses the
+    # next connection, as one still restarting would): the submit raises a
+    # transient error although its job was written. Submitted again with the same
+    # key, it finds that job instead of adding a second.
+    parts = urllib.parse.urlsplit(schema_dsn)
+    async with CommitCutter(parts.hostname or "127.0.0.1", parts.port or 5432) as cutter:
+        queue = Queue(cutter.dsn(schema_dsn), concurrency=0)
+
+        @queue.task(name="charge")
+        async def charge(order: int) -> None:
+            pass
+
+        async with queue:
+            cutter.armed, cutter.refuse_after_cut = True, 1
+            with pytest.raises(JournalError, match="lost the connection") as raised:
+                await charge.options(key="order-7").submit(order=7)
+            assert raised.value.transient
+            job = await charge.options(key="order-7").submit(order=7)
+            info = await queue.get(job.id)
+            stats = await queue.stats()
+    assert cutter.cuts == 1
+    assert info is not None
+    assert info.key == "order-7"
+    assert stats.destinations["default"].pending == 1  # one job, not two

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import fresh_schema, postgres_dsn_or_skip, query
+
 from . import app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +54,7 @@ class Worker:
 class WorkerSet:
     """Starts workers on one journal and always ends them (see the `workers` fixture)."""
 
-    journal: Path
+    journal: Path | str  # a SQLite file, or a `postgresql://...?schema=` string
     log_dir: Path
     settings: dict[str, str] = field(default_factory=dict)
     started: list[Worker] = field(default_factory=list)
@@ -132,6 +134,26 @@ async def workers(tmp_path: Path) -> AsyncIterator[WorkerSet]:
         await worker_set.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_workers(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[WorkerSet]:
+    """Workers on a SQLite file, then on a fresh PostgreSQL schema."""
+    log_dir = tmp_path / "runs"
+    log_dir.mkdir()
+    if request.param == "sqlite":
+        worker_set = WorkerSet(journal=tmp_path / "jobs.db", log_dir=log_dir)
+        try:
+            yield worker_set
+        finally:
+            await worker_set.close()
+        return
+    async with fresh_schema(postgres_dsn_or_skip()) as dsn:
+        worker_set = WorkerSet(journal=dsn, log_dir=log_dir)
+        try:
+            yield worker_set
+        finally:
+            await worker_set.close()
+
+
 class RunLogs:
     """What the workers ran, read from the files `app.record` appends to."""
 
@@ -168,12 +190,20 @@ class RunLogs:
         return Counter(i for runs in self._runs.values() for i in runs)
 
 
-def held_by(journal: Path, pid: int) -> set[int]:
+def held_by(journal: Path | str, pid: int) -> set[int]:
     """The jobs (their `i`) that the worker with this pid had claimed and not acked.
 
     Relies on the engine's owner tag, `host:pid:token`, which is how a claim is
     stamped in the journal.
     """
+    if isinstance(journal, str):
+        rows = query(
+            journal,
+            "SELECT (payload::json ->> 'i')::int FROM jobs "
+            "WHERE state = 'running' AND owner LIKE $1",
+            f"%:{pid}:%",
+        )
+        return {int(i) for (i,) in rows}
     with contextlib.closing(sqlite3.connect(journal, timeout=10)) as conn:
         rows = conn.execute(
             "SELECT json_extract(payload, '$.i') FROM jobs "
@@ -183,8 +213,10 @@ def held_by(journal: Path, pid: int) -> set[int]:
     return {int(i) for (i,) in rows}
 
 
-def journal_states(journal: Path) -> dict[str, int]:
-    """Jobs per stored state, read straight from the file."""
+def journal_states(journal: Path | str) -> dict[str, int]:
+    """Jobs per stored state, read straight from the file (or the schema)."""
+    if isinstance(journal, str):
+        return dict(query(journal, "SELECT state, count(*) FROM jobs GROUP BY state"))
     if not journal.exists():
         return {}
     with contextlib.closing(sqlite3.connect(journal, timeout=10)) as conn:

@@ -4,6 +4,8 @@ ASYNCQ_PACED_JOURNAL   the journal file
 ASYNCQ_PACED_LOG_DIR   where each process appends "<job> <unix time>" per call
 ASYNCQ_PACED_RATE      calls per second (default 20)
 ASYNCQ_PACED_BURST     bucket size (default 5; empty: the Rate's default burst)
+ASYNCQ_PACED_CLOCK_OFFSET  seconds this host's clock is off (PostgreSQL journals only;
+                       default 0): a host whose clock is ahead or behind the others'
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 from asyncq import Queue, Rate
+from asyncq._journal import PostgresJournal
 
 _env = os.environ.get
 
@@ -23,6 +26,11 @@ queue = Queue(
     poll_interval=0.01,
     shutdown_timeout=2.0,
 )
+_offset = float(_env("ASYNCQ_PACED_CLOCK_OFFSET", "0"))
+if _offset:
+    journal = queue._journal
+    assert isinstance(journal, PostgresJournal)
+    journal.local_clock = lambda: time.time() + _offset
 _burst = _env("ASYNCQ_PACED_BURST", "5")
 queue.destination(
     "api",

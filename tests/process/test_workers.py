@@ -22,6 +22,13 @@ from .conftest import RunLogs, Worker, WorkerSet, held_by, wait_until
 
 pytestmark = pytest.mark.process
 
+
+@pytest.fixture
+def workers(any_workers: WorkerSet) -> WorkerSet:
+    """Every test here runs on a SQLite file, then on a PostgreSQL schema."""
+    return any_workers
+
+
 CONCURRENCY = 8
 PREFETCH = 64
 JOB_SECONDS = 0.002
@@ -36,7 +43,7 @@ def assert_clean_output(worker: Worker) -> None:
     assert "locked" not in output.lower(), f"{worker.name}:\n{output}"
 
 
-async def assert_all_succeeded(journal: Path, jobs: int) -> None:
+async def assert_all_succeeded(journal: Path | str, jobs: int) -> None:
     async with app.producer(journal) as producer:
         stats = await producer.stats()
     assert stats.succeeded == jobs

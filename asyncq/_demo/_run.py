@@ -267,9 +267,11 @@ def _live(console: Console, live: bool) -> Iterator[Live | None]:
 
 @contextmanager
 def _queue_logs_to(console: Console) -> Iterator[None]:
-    """The queue's warnings (a circuit opens) go through rich, above the live view."""
+    """The queue's warnings (a circuit opens, a backlog alert) go through rich, above
+    the live view; not one line per dead webhook: the demo counts those itself."""
     logger = logging.getLogger("asyncq")
     handler = RichHandler(console=console, show_path=False, level=logging.WARNING)
+    handler.addFilter(lambda record: getattr(record, "event", None) != "dead_lettered")
     saved = logger.propagate
     logger.addHandler(handler)
     logger.propagate = False

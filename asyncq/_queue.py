@@ -15,12 +15,13 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
+from ._backoff import Backoff
 from ._clock import Clock, SystemClock
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES
 from ._context import as_state
 from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
-from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
+from ._errors import JobNotFound, JournalError, QueueFailed, QueueNotRunning, WrongEventLoop
 from ._http import Http, HttpMethods, http_concurrency
 from ._instrument import Instrument
 from ._journal import Failed, Journal, PostgresJournal, SqliteJournal, WorkerRecord
@@ -50,6 +51,9 @@ SHUTDOWN_GRACE = 1.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+#: Tries of each journal call as the queue starts, transient faults waited out between.
+_START_TRIES = 5
 
 #: `Queue(lifespan=...)`: given the queue, an async context manager whose value
 #: (a mapping, or None) handlers read as `current_job().state`.
@@ -313,9 +317,10 @@ class Queue(Submitting, Operating, Monitoring, HttpMethods):
         resources = AsyncExitStack()
         engine = None
         try:
-            self._destinations.load(await self._journal.load_destinations())
+            self._destinations.load(await _started(self._journal.load_destinations))
             # For stats() in processes that do not declare them (the CLI, say).
-            await self._journal.save_rates(self._destinations.declared_rates())
+            rates = self._destinations.declared_rates()
+            await _started(lambda: self._journal.save_rates(rates))
             if self.concurrency:
                 upkeep = Upkeep(
                     self._journal,
@@ -332,8 +337,8 @@ class Queue(Submitting, Operating, Monitoring, HttpMethods):
                         started_at=self.clock.now(),
                     ),
                 )
-                await upkeep.reclaim_expired()
-                await upkeep.heartbeat()
+                await _started(upkeep.reclaim_expired)
+                await _started(upkeep.heartbeat)
                 state = None
                 if self._lifespan is not None:
                     state = await resources.enter_async_context(self._lifespan(self))
@@ -533,3 +538,15 @@ class Queue(Submitting, Operating, Monitoring, HttpMethods):
         """Wait until every tick due at the clock's time has been made (for
         `asyncq.testing.run_until_idle`)."""
         await self._periodic.settled()
+
+
+async def _started(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again after a transient journal fault (a connection cut as
+    the queue starts), a few times, as the background parts would; then its error."""
+    backoff = Backoff("start")
+    for _ in range(_START_TRIES - 1):
+        try:
+            return await call()
+        except JournalError as exc:
+            await backoff.failed(exc)  # re-raises what is not transient
+    return await call()

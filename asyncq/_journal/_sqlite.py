@@ -157,9 +157,12 @@ class SqliteJournal:
         if self._write_activity_later is not None:
             self._write_activity_later.cancel()
             self._write_activity_later = None
-        written = self._write_activity()
-        if written is not None:
-            # Awaited: a call handed to the writer as it stops could be left unwritten.
+        # What this process counted and has not written, a turn's share at a time
+        # (a bounded number of turns: counts are never worth a hang at close).
+        for _ in range(40):
+            written = self._write_activity()
+            if written is None:
+                break
             await asyncio.wait({written})
         try:
             await self._writer.stop()

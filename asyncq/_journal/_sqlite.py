@@ -263,8 +263,8 @@ class SqliteJournal:
         try:
             # Inserts first, so a claim in the same turn can take the jobs just written.
             results = deps.insert_all(conn, turn.inserts, deltas)
-            if turn.inserts:  # every count changed so far is an insert's
-                activity.arrived(deltas, max(now for _, now, _ in turn.inserts))
+            if turn.inserts:  # every count changed so far is an insert's (at about one time)
+                activity.arrived(deltas, turn.inserts[-1][1])
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
                     self._write_outcomes(conn, owner, outcomes.now, batch)

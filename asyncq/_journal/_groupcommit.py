@@ -198,6 +198,10 @@ class GroupCommit(Generic[C]):
                 # outcomes, claims and submits then joins the next turn, instead of
                 # each kind taking a transaction of its own in alternation.
                 await asyncio.sleep(0)
+                if self._closing and not self._turn:
+                    # stop()'s wake may have been taken by this turn (a call handed
+                    # over just before stop() and not awaited): nothing is left.
+                    return
             elif self._closing:
                 return
 

@@ -157,9 +157,12 @@ class SqliteJournal:
         if self._write_activity_later is not None:
             self._write_activity_later.cancel()
             self._write_activity_later = None
-        written = self._write_activity()
-        if written is not None:
-            # Awaited: a call handed to the writer as it stops could be left unwritten.
+        # What this process counted and has not written, a turn's share at a time
+        # (a bounded number of turns: counts are never worth a hang at close).
+        for _ in range(40):
+            written = self._write_activity()
+            if written is None:
+                break
             await asyncio.wait({written})
         try:
             await self._writer.stop()
@@ -260,8 +263,8 @@ class SqliteJournal:
         try:
             # Inserts first, so a claim in the same turn can take the jobs just written.
             results = deps.insert_all(conn, turn.inserts, deltas)
-            if turn.inserts:  # every count changed so far is an insert's
-                activity.arrived(deltas, max(now for _, now, _ in turn.inserts))
+            if turn.inserts:  # every count changed so far is an insert's (at about one time)
+                activity.arrived(deltas, turn.inserts[-1][1])
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
                     self._write_outcomes(conn, owner, outcomes.now, batch)

@@ -30,7 +30,7 @@ log = logging.getLogger("asyncq.journal")
 # A process's counts since its last write, added to the slots' rows: one row per
 # slot and destination, the histograms merged bucket by bucket.
 # [[slot, destination, arrived, calls, finished, retried, dead, {bucket: n} or null,
-#   first_at]]
+#   first_at]], a `Row` as JSON.
 SAVE = """
 INSERT INTO activity
     (slot, destination, arrived, calls, finished, retried, dead, latency, first_at)
@@ -117,17 +117,25 @@ class ActivityLog:
 
     The writer's thread records each turn's `Activity` (`save` inside the
     transaction, `committed` after it); stats() reads a copy (`unwritten`) from the
-    read connection's thread, hence the lock."""
+    read connection's thread, hence the lock.
+
+    Every `WRITE_EVERY` seconds the pending counts become rows (the work grows with
+    the destinations busy since the last time, once); the rows are written
+    `MAX_ROWS_PER_TURN` a turn, so that no turn pays for more, while new counts
+    pend beside them."""
 
     def __init__(self) -> None:
         self._pending: dict[int, Counts] = {}  # by slot
-        self._queued: list[Row] = []  # counted, to be written by the next turns
-        self._leftover: list[Row] = []  # what the running turn leaves queued
+        self._queued: list[Row] = []  # rows made, to be written by the next turns
         self._lock = threading.Lock()
         self._at = -math.inf  # the latest time counted in `_pending`
-        self._written_at = -math.inf  # the queue's time of the last write
+        self._written_at = -math.inf  # the queue's time the pending counts last became rows
         self._pruned_slot = 0
         self._failing = False  # the last write failed (logged once)
+        # What the running turn's write did, for `committed`: the rows it leaves
+        # queued, and whether it took the pending counts (and the turn's own).
+        self._leftover: list[Row] = []
+        self._took_pending = False
         #: Set (from the event loop) to have the next turn write whatever is pending.
         self.write_wanted = False
 
@@ -136,25 +144,38 @@ class ActivityLog:
         return bool(self._pending or self._queued)
 
     def save(self, conn: sqlite3.Connection, turn: Activity) -> bool:
-        """Inside a turn's transaction: write the pending counts and this turn's, if
-        it is time (`WRITE_EVERY`, asked for, or rows are queued), at most
-        `MAX_ROWS_PER_TURN` rows. Whether it wrote."""
-        recorded = turn.at > -math.inf
-        if not (recorded or self._pending or self._queued):
+        """Inside a turn's transaction: write the next queued rows, or, when it is
+        time (`WRITE_EVERY`, or asked for), the pending counts and this turn's, at
+        most `MAX_ROWS_PER_TURN` rows. Whether it wrote."""
+        self._took_pending = False
+        if self._queued:
+            rows = self._queued
+            at = self._written_at
+        else:
+            recorded = turn.at > -math.inf
+            if not (recorded or self._pending):
+                return False
+            at = max(turn.at, self._at)
+            if not self.write_wanted and at - self._written_at < WRITE_EVERY:
+                return False
+            rows = _rows(self._pending)  # pending stays as it is until the commit
+            if recorded:
+                counted = Counts()
+                turn.count_into(counted)
+                rows += _rows({slot_of(turn.at): counted})
+            self._took_pending = True
+        if not self._write(conn, rows[:MAX_ROWS_PER_TURN], at):
+            self._took_pending = False
             return False
-        at = max(turn.at, self._at)
-        if not (self.write_wanted or self._queued) and at - self._written_at < WRITE_EVERY:
-            return False
-        at = max(at, self._written_at)  # a turn with no counts of its own writes queued rows
-        counted = {slot: counts.copy() for slot, counts in self._pending.items()}
-        if recorded:
-            turn.count_into(counted.setdefault(slot_of(turn.at), Counts()))
-        rows = self._queued + _rows(counted)
+        self._leftover = rows[MAX_ROWS_PER_TURN:]
+        return True
+
+    def _write(self, conn: sqlite3.Connection, rows: list[Row], at: float) -> bool:
         # In a savepoint of its own: counting must never fail the turn's jobs. What
         # could not be written stays pending.
         conn.execute("SAVEPOINT activity")
         try:
-            conn.execute(SAVE, (json.dumps([_encoded(row) for row in rows[:MAX_ROWS_PER_TURN]]),))
+            conn.execute(SAVE, (json.dumps(rows),))
             current = slot_of(at)
             if current != self._pruned_slot:
                 conn.execute(PRUNE, (current - KEEP_SLOTS,))
@@ -168,7 +189,6 @@ class ActivityLog:
             return False
         conn.execute("RELEASE activity")
         self._failing = False
-        self._leftover = rows[MAX_ROWS_PER_TURN:]
         return True
 
     def committed(self, turn: Activity, written: bool) -> None:
@@ -178,12 +198,14 @@ class ActivityLog:
             return
         with self._lock:
             if written:
-                self._written_at = max(turn.at, self._at, self._written_at)
                 self._queued, self._leftover = self._leftover, []
+            if self._took_pending:  # the pending counts and the turn's became rows
+                self._written_at = max(turn.at, self._at, self._written_at)
                 self._pending = {}
                 self._at = -math.inf
                 self.write_wanted = False
-            else:
+                self._took_pending = False
+            elif turn.at > -math.inf:
                 slot = slot_of(turn.at)
                 counts = self._pending.get(slot)
                 if counts is None:
@@ -222,11 +244,6 @@ def _rows(counted: dict[int, Counts]) -> list[Row]:
                 )
             )
     return rows
-
-
-def _encoded(row: Row) -> list[object]:
-    latency = None if row.latency is None else json.dumps(row.latency)
-    return [*row[:7], latency, row.first_at]
 
 
 def read_window(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> Window:

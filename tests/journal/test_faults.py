@@ -121,6 +121,18 @@ async def test_a_dead_writer_fails_every_waiting_caller_at_once_and_later_calls_
         await journal.insert_many([job()], NOW)
 
 
+async def test_closing_just_after_a_call_nobody_awaits_does_not_hang(tmp_path: Path) -> None:
+    # A call handed to the writer without awaiting it (as the journal's own timer
+    # does for the counts of stats()) once took the wake that closing gave, and
+    # close() waited for ever.
+    journal = SqliteJournal(str(tmp_path / "journal.db"))
+    await journal.open()
+    pending = journal._enqueue_call(lambda conn: None)
+    async with asyncio.timeout(10):
+        await journal.close()
+    assert pending.done()
+
+
 # -- transient faults --------------------------------------------------------------
 
 

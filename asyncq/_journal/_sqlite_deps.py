@@ -24,7 +24,7 @@ from typing import Any
 
 from .._errors import JobNotFound
 from . import _sqlite_writes as writes
-from ._messages import ClaimedJob, Inserted, NewBatch, NewJob
+from ._messages import ClaimedJob, Inserted, NewBatch, NewJob, Succeeded
 from ._sqlite_writes import Deltas, EncodedOutcomes
 
 #: States in which a parent has not ended yet (a child waits for it).
@@ -64,25 +64,33 @@ LINK_RANGE = """
 WITH RECURSIVE child (id) AS (SELECT :first UNION ALL SELECT id + 1 FROM child WHERE id < :last)
 INSERT INTO deps (parent, child) SELECT p.value, child.id FROM json_each(:parents) AS p, child
 """
-# The children of `:parents` that count them as done: every blocked child for
-# successes; for failures, the children whose mode is "run". A child whose count
-# reaches 0 becomes ready (or scheduled, if its delay is not up).
-_COUNT_DOWN = """
-UPDATE jobs SET waiting = jobs.waiting - d.n,
-    state = CASE WHEN jobs.waiting - d.n > 0 THEN 'blocked'
-                 WHEN jobs.run_at <= :now THEN 'pending' ELSE 'scheduled' END
-FROM (SELECT child, count(*) AS n FROM deps
-      WHERE parent IN (SELECT value FROM json_each(:parents)) GROUP BY child) AS d
-WHERE jobs.id = d.child AND jobs.state = 'blocked' {mode}
-RETURNING jobs.destination, jobs.state
+# The children of `:parents` (a JSON array of ids) that count them as done: every
+# blocked child for successes; for failures, the children whose mode is "run". A
+# child whose count reaches 0 becomes ready (or scheduled, if its delay is not up).
+# A child with one parent counts 1 without a look at its links; one with more
+# counts its links to `:parents` (SET reads the old `waiting`, so `_DONE` is said
+# twice). No UPDATE ... FROM (GROUP BY): sorting every child first cost a child 15 %
+# more. The ids come as plain integers, not read out of the outcome batch
+# (`o.value ->> 0` reparses each element: 5,500 instructions a job, children or not).
+_CHILDREN = "SELECT d.child FROM json_each(:parents) AS p JOIN deps AS d ON d.parent = p.value"
+_DONE = """iif(parents = 1, 1, (SELECT count(*) FROM deps
+    WHERE deps.child = jobs.id AND deps.parent IN (SELECT value FROM json_each(:parents))))"""
+_COUNT_DOWN = f"""
+UPDATE jobs SET waiting = waiting - {_DONE},
+    state = CASE WHEN waiting > {_DONE} THEN 'blocked'
+                 WHEN run_at <= :now THEN 'pending' ELSE 'scheduled' END
+WHERE id IN ({_CHILDREN}) AND state = 'blocked' {{mode}}
 """
-COUNT_DOWN_ALL = _COUNT_DOWN.format(mode="")
-COUNT_DOWN_RUN = _COUNT_DOWN.format(mode="AND jobs.on_parent_failure = 'run'")
-# The same for an outcome batch all of whose successes were recorded: the parents
-# are the batch's own ids, with no read back (`SUCCEEDED_IDS`) and no round trip.
-COUNT_DOWN_BATCH = _COUNT_DOWN.format(mode="").replace(
-    "SELECT value FROM json_each(:parents)", "SELECT o.value ->> 0 FROM json_each(:batch) AS o"
-)
+# The children a count-down will make ready, read before it: when they share one
+# destination (a fan-out; most pipelines), the count-down needs no RETURNING, which
+# cost each child a third more (a row kept, fetched and counted in Python).
+_READY = f"""
+SELECT min(destination), max(destination), count(*), count(*) FILTER (WHERE run_at <= :now)
+FROM jobs WHERE id IN ({_CHILDREN}) AND state = 'blocked' {{mode}} AND waiting <= {_DONE}
+"""
+_RUN = "AND on_parent_failure = 'run'"
+READY_ALL, READY_RUN = _READY.format(mode=""), _READY.format(mode=_RUN)
+COUNT_DOWN_ALL, COUNT_DOWN_RUN = _COUNT_DOWN.format(mode=""), _COUNT_DOWN.format(mode=_RUN)
 CASCADE = """
 UPDATE jobs SET state = 'cancelled', finished_at = :now, cancelled_by = d.parent
 FROM (SELECT child, min(parent) AS parent FROM deps
@@ -148,6 +156,7 @@ HAS_DEPS = "SELECT EXISTS (SELECT 1 FROM deps)"
 FORGET = "DELETE FROM deps WHERE child IN (SELECT value FROM json_each(?))"
 
 _has_parents: Callable[[NewJob], tuple[int, ...]] = operator.attrgetter("after")
+_job_id: Callable[[Succeeded], int] = operator.itemgetter(0)
 
 Insert = tuple[Sequence[NewJob] | NewBatch, float, object]
 
@@ -272,19 +281,36 @@ def _settle(
     deltas: Deltas,
 ) -> list[int]:
     if succeeded:
-        params = {"parents": json.dumps(list(succeeded)), "now": now}
-        writes.moved(deltas, conn.execute(COUNT_DOWN_ALL, params).fetchall(), "blocked")
+        _count_down(conn, {"parents": json.dumps(list(succeeded)), "now": now}, deltas)
     cancelled: list[int] = []
     ended = list(failed)
     # Each round cancels the next generation: a cancelled child ends in turn.
     while ended:
         params = {"parents": json.dumps(ended), "now": now}
-        writes.moved(deltas, conn.execute(COUNT_DOWN_RUN, params).fetchall(), "blocked")
+        _count_down(conn, params, deltas, run_only=True)
         rows = conn.execute(CASCADE, params).fetchall()
         writes.moved(deltas, [(destination,) for _, destination in rows], "blocked", "cancelled")
         ended = [job_id for job_id, _ in rows]
         cancelled += ended
     return cancelled
+
+
+def _count_down(
+    conn: sqlite3.Connection, params: dict[str, object], deltas: Deltas, *, run_only: bool = False
+) -> None:
+    """Count `params["parents"]` as done for their children (only the "run" ones if
+    `run_only`); those that reach 0 become ready."""
+    ready, count_down = (READY_RUN, COUNT_DOWN_RUN) if run_only else (READY_ALL, COUNT_DOWN_ALL)
+    lowest, highest, moving, due = conn.execute(ready, params).fetchone()
+    if lowest == highest:  # one destination, or none (no child becomes ready)
+        conn.execute(count_down, params)
+        if moving:
+            deltas[lowest, "blocked"] -= moving
+            deltas[lowest, "pending"] += due
+            deltas[lowest, "scheduled"] += moving - due
+    else:
+        rows = conn.execute(count_down + "RETURNING destination, state", params).fetchall()
+        writes.moved(deltas, rows, "blocked")
 
 
 def settle_outcomes(
@@ -303,8 +329,7 @@ def settle_outcomes(
     succeeded: list[int] = []
     dead: list[int] = []
     if batch.complete and every_success:
-        params = {"batch": batch.complete, "now": now}
-        writes.moved(deltas, conn.execute(COUNT_DOWN_BATCH, params).fetchall(), "blocked")
+        succeeded = list(map(_job_id, batch.succeeded))
     elif batch.complete:
         (ids,) = conn.execute(SUCCEEDED_IDS, {"batch": batch.complete, "now": now}).fetchone()
         succeeded = json.loads(ids)

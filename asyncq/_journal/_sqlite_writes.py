@@ -220,6 +220,8 @@ class EncodedOutcomes:
     fail: str | None
     release: str | None
     cancel: str | None = None
+    #: The successes themselves: their ids settle the jobs' children, if any wait.
+    succeeded: Sequence[Succeeded] = ()
     #: Filled by the transaction that writes the batch: the jobs it cancelled in turn.
     settled: list[int] = field(default_factory=list)
 
@@ -239,6 +241,7 @@ def encode_outcomes(
         json.dumps(failed) if failed else None,
         json.dumps(released) if released else None,
         json.dumps(cancelled) if cancelled else None,
+        succeeded,
     )
 
 

@@ -20,7 +20,7 @@ import json
 import operator
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import JobNotFound
 from . import _sqlite_writes as writes
@@ -144,10 +144,12 @@ WHERE {_CANCELLED_BY_THESE}
 """
 # What a claim hands a child: each parent's result (null for a parent that did not
 # succeed, or was pruned), only for the claimed jobs that have parents. The result
-# goes in as JSON, not as a string to parse again: a third of the cost per child.
+# goes in as JSON, not as a string to parse again: parsing it on the event loop cost
+# more than the writer saved. Three flat arrays (children, parents, results), not an
+# array per link: that cost the claim 15 % more per child.
 PARENT_RESULTS = """
-SELECT json_group_array(json_array(c.id, d.parent,
-                                   iif(json_valid(p.result), json(p.result), NULL)))
+SELECT json_group_array(c.id), json_group_array(d.parent),
+       json_group_array(iif(json_valid(p.result), json(p.result), NULL))
 FROM jobs AS c JOIN deps AS d ON d.child = c.id LEFT JOIN jobs AS p ON p.id = d.parent
 WHERE c.state = 'running' AND c.owner = ? AND c.claim_token = ? AND c.parents > 0
 """
@@ -365,17 +367,26 @@ def forget(conn: sqlite3.Connection, deleted: Sequence[int]) -> None:
 # -- claims ---------------------------------------------------------------------
 
 
-def parent_results(conn: sqlite3.Connection, owner: str, token: int) -> str:
-    """The parents' results of the jobs a claim took, as JSON [[child, parent, result]]."""
-    (rows,) = conn.execute(PARENT_RESULTS, (owner, token)).fetchone()
-    return str(rows)
+class ParentResults(NamedTuple):
+    """The links of a claim's jobs to their parents, as JSON arrays of the same length."""
+
+    children: str
+    parents: str
+    results: str  # each the parent's result, or null
 
 
-def attach_parents(jobs: Sequence[ClaimedJob], rows: str) -> None:
+def parent_results(conn: sqlite3.Connection, owner: str, token: int) -> ParentResults:
+    """The parents' results of the jobs a claim took (see PARENT_RESULTS)."""
+    children, parents, results = conn.execute(PARENT_RESULTS, (owner, token)).fetchone()
+    return ParentResults(children, parents, results)
+
+
+def attach_parents(jobs: Sequence[ClaimedJob], found: ParentResults) -> None:
     """Give each claimed job with parents its `parents` mapping (on the event loop's
     thread, not in the transaction)."""
     by_id = {job.id: job for job in jobs}
-    for child, parent, result in json.loads(rows):
+    links = zip(*map(json.loads, found), strict=True)
+    for child, parent, result in links:
         job = by_id[child]
         if job.parents is None:
             job.parents = {parent: result}

@@ -34,7 +34,7 @@ class ClaimedRows(NamedTuple):
     rows: str
     booked: dict[str, Booked]
     taken: dict[str, int]
-    parents: str | None
+    parents: deps.ParentResults | None
 
 
 NOTHING = ClaimedRows("[]", {}, {}, None)

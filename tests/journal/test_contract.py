@@ -722,6 +722,25 @@ async def test_a_batch_of_children_shares_its_parents(journal: Journal) -> None:
     assert all(j.parents == {a.id: 7} for j in claimed)
 
 
+async def test_a_parent_result_that_is_not_json_reaches_its_child_as_none(
+    journal: Journal,
+) -> None:
+    """A result edited by hand into something that is not JSON costs its child that
+    one value, not the claim."""
+    if not isinstance(journal, SqliteJournal):
+        pytest.skip("edits the SQLite file")
+    a, b = await journal.insert_many([new(0), new(1)], NOW)
+    (c,) = await journal.insert_many([child(2, a.id, b.id)], NOW)
+    first, second = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(first, "[1]"), ok(second, '"B"')])
+    with sqlite3.connect(journal.path) as conn:
+        conn.execute("UPDATE jobs SET result = '{broken' WHERE id = ?", (a.id,))
+    await journal.insert_many([new(3)], NOW)
+    claimed = {j.id: j for j in await claim(journal)}
+    assert claimed[c.id].parents == {a.id: None, b.id: "B"}
+    assert claimed[c.id + 1].parents is None
+
+
 async def test_stats_follow_children_made_ready_in_one_or_several_destinations(
     journal: Journal,
 ) -> None:

@@ -5,6 +5,8 @@ and (where valgrind is installed) CPU instructions per job per thread.
     python benchmarks/cost.py --destinations 1      # one destination
     python benchmarks/cost.py --against ../old      # beside another checkout of asyncq
     python benchmarks/cost.py --instructions        # also valgrind's instruction counts
+    python benchmarks/cost.py --workload pairs --drain-only --destinations 1
+                                                    # a child after its parent, run only
 
 Wall-clock figures on a shared machine move by 15 % from one minute to the next, so a
 change of a few percent cannot be seen in them. Counts can: each measurement drains N
@@ -15,6 +17,15 @@ every thread; instructions with `valgrind --tool=callgrind --separate-threads=ye
 (thread 1 is the event loop, thread 2 the journal's writer). `--against` names the
 root of another checkout (a `git worktree` of an older commit, say); the table then
 shows both and the difference.
+
+Workloads with dependencies (`after=`, as in `workflow.py`): `succeeded`, N jobs
+after one parent that already succeeded; `pairs`, N/2 parents and a child after each
+(one `submit` per child); `fan-out`, N children of one parent that runs first (N + 1
+jobs in all). With `--drain-only` the jobs are written while their destinations are
+paused, and the baseline is the same program that writes them and never runs them:
+what is left is the drain. Several `--workload`s are counted one after another, and
+each is set beside the first (plain, say): the cost of its job against the first's,
+and for pairs, the cost of a child (its drain less the parents', taken as plain jobs).
 """
 
 from __future__ import annotations
@@ -31,36 +42,74 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The program measured: run as `python -c DRAIN root n destinations journal_dir`.
+# The program measured: run as `python -c DRAIN root n destinations journal_dir
+# workload mode`; mode "all" runs the jobs as they are written, "drain" writes them
+# all (destinations paused) and then runs them, "none" writes them and never runs them.
 DRAIN = """
 import asyncio, sqlite3, sys
 sys.path.insert(0, sys.argv[1])
 from asyncq import Queue
 from asyncq.testing import run_until_idle
 
-async def main(n, destinations, directory):
+async def write(queue, workload, share, destination, paused):
+    \"\"\"Write a destination's share of the workload; the number of jobs to run.\"\"\"
+    payloads = [{"i": i} for i in range(share)]
+    if workload == "plain":
+        await queue.submit_many("noop", payloads, destination=destination)
+        return share
+    if workload == "pairs":
+        parents = await queue.submit_many("noop", payloads[: share // 2], destination=destination)
+        await asyncio.gather(*(
+            queue.submit("noop", i=i, after=[p], destination=destination)
+            for i, p in enumerate(parents)
+        ))
+        return 2 * len(parents)
+    parent = await queue.submit("noop", i=-1, destination=destination)
+    if workload == "succeeded":  # its parent runs first, outside the count
+        if paused:
+            await queue.resume(destination)
+        await parent.result(timeout=60)
+        if paused:
+            await queue.pause(destination)
+    await queue.submit_many("noop", payloads, destination=destination, after=[parent])
+    return share + 1
+
+async def main(n, destinations, directory, workload, mode):
     queue = Queue(directory + "/journal.db", concurrency=64)
 
     @queue.task(name="noop")
     async def noop(i: int) -> None:
         pass
 
+    names = [f"d{d}" for d in range(destinations)] if n else []
+    paused = mode != "all"
     async with queue:
-        for d in range(destinations):
-            share = n // destinations
-            if share:
-                await queue.submit_many(
-                    "noop", [{"i": i} for i in range(share)], destination=f"d{d}"
-                )
-        await run_until_idle(queue, timeout=300)
-    # Checked in the file, not with stats(): its one call (whose cost grows with the
-    # destinations, see benchmarks/stats.py) would count as a cost per job here.
-    with sqlite3.connect(directory + "/journal.db") as conn:
-        (done,) = conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()
-    assert done == n // destinations * destinations, done
+        for name in names:
+            if paused:
+                await queue.pause(name)
+        jobs = 0
+        for name in names:
+            jobs += await write(queue, workload, n // destinations, name, paused)
+        if mode != "none":
+            for name in names:
+                if paused:
+                    await queue.resume(name)
+            await run_until_idle(queue, timeout=300)
+    if mode != "none":
+        # Checked in the file, not with stats(): its one call (whose cost grows with
+        # the destinations, see benchmarks/stats.py) would count as a cost per job here.
+        with sqlite3.connect(directory + "/journal.db") as conn:
+            (done,) = conn.execute(
+                "SELECT count(*) FROM jobs WHERE state = 'succeeded'"
+            ).fetchone()
+            (blocked,) = conn.execute(
+                "SELECT count(*) FROM jobs WHERE state = 'blocked'"
+            ).fetchone()
+        assert done == jobs and not blocked, (jobs, done, blocked)
 
-asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]))
 """
+WORKLOADS = ("plain", "succeeded", "pairs", "fan-out")
 
 # Counts opcodes per (file, function) in every thread, then runs DRAIN.
 TRACED = """
@@ -85,14 +134,21 @@ finally:
 """
 
 
-def opcodes(root: Path, n: int, destinations: int) -> dict[str, float]:
+def programs(n: int, drain_only: bool) -> list[tuple[int, str]]:
+    """The measured run and its baseline, as (jobs, mode) for DRAIN."""
+    return [(n, "drain"), (n, "none")] if drain_only else [(n, "all"), (0, "all")]
+
+
+def opcodes(
+    root: Path, n: int, destinations: int, workload: str = "plain", drain_only: bool = False
+) -> dict[str, float]:
     """Opcodes per job by function (names relative to `root`)."""
     runs = []
-    for jobs in (n, 0):
+    for jobs, mode in programs(n, drain_only):
         with tempfile.TemporaryDirectory() as directory:
             out = Path(directory) / "counts.json"
             code = f"DRAIN = {DRAIN!r}\n{TRACED}"
-            argv = [str(root), str(jobs), str(destinations), directory, str(out)]
+            argv = [str(root), str(jobs), str(destinations), directory, workload, mode, str(out)]
             subprocess.run([sys.executable, "-c", code, *argv], check=True, timeout=600)
             runs.append(json.loads(out.read_text()))
     full, empty = runs
@@ -103,10 +159,12 @@ def opcodes(root: Path, n: int, destinations: int) -> dict[str, float]:
     return per_job
 
 
-def instructions(root: Path, n: int, destinations: int) -> dict[str, float]:
+def instructions(
+    root: Path, n: int, destinations: int, workload: str = "plain", drain_only: bool = False
+) -> dict[str, float]:
     """CPU instructions per job for each thread, from callgrind."""
     totals: list[dict[str, int]] = []
-    for jobs in (n, 0):
+    for jobs, mode in programs(n, drain_only):
         with tempfile.TemporaryDirectory() as directory:
             out = Path(directory) / "callgrind.out"
             command = [
@@ -121,6 +179,8 @@ def instructions(root: Path, n: int, destinations: int) -> dict[str, float]:
                 str(jobs),
                 str(destinations),
                 directory,
+                workload,
+                mode,
             ]
             subprocess.run(command, check=True, capture_output=True, timeout=1200)
             found: dict[str, int] = {}
@@ -155,6 +215,16 @@ def show(title: str, mine: dict[str, float], theirs: dict[str, float] | None, to
         print()
 
 
+def beside_first(unit: str, totals: dict[str, float]) -> None:
+    """Each workload's cost per job against the first workload's (the "plain" one)."""
+    (first, base), *others = totals.items()
+    for workload, total in others:
+        line = f"  {workload}: {total / base:.3f} x a {first} job ({unit} per job)"
+        if workload == "pairs":  # half its jobs are parents, which cost a plain job each
+            line += f"; a child {(2 * total - base) / base:.3f} x"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5_000, help="jobs per drain")
@@ -162,21 +232,41 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="the root of another asyncq checkout")
     parser.add_argument("--instructions", action="store_true", help="also run valgrind")
     parser.add_argument("--top", type=int, default=25, help="functions to list")
+    parser.add_argument(
+        "--workload", nargs="+", choices=WORKLOADS, default=["plain"], help="what the jobs are"
+    )
+    parser.add_argument(
+        "--drain-only", action="store_true", help="count running the jobs, not writing them"
+    )
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (Debian: apt-get install valgrind)")
     other = args.against.resolve() if args.against else None
-    print(f"per job: {args.jobs} no-op jobs over {args.destinations} destination(s)")
-    print(f"  this:    {ROOT}" + (f"\n  against: {other}" if other else ""))
-    mine = opcodes(ROOT, args.jobs, args.destinations)
-    theirs = opcodes(other, args.jobs, args.destinations) if other else None
-    show("Python opcodes per job (this, against, change)", mine, theirs, args.top)
-    if args.instructions:
-        if shutil.which("valgrind") is None:
-            sys.exit("--instructions needs valgrind (Debian: apt-get install valgrind)")
-        mine_i = instructions(ROOT, args.jobs, args.destinations)
-        theirs_i = instructions(other, args.jobs, args.destinations) if other else None
-        show("CPU instructions per job, by thread", mine_i, theirs_i, args.top)
-    counts = collections.Counter({k: v for k, v in mine.items() if "asyncq" in k})
-    print(f"\nasyncq's own functions: {sum(counts.values()):,.0f} opcodes per job")
+    totals: dict[str, dict[str, float]] = {"opcodes": {}, "instructions": {}}
+    for workload in args.workload:
+        what = "run only" if args.drain_only else "written and run"
+        print(
+            f"{workload}: per job: {args.jobs} no-op jobs over {args.destinations} "
+            f"destination(s), {what}"
+        )
+        print(f"  this:    {ROOT}" + (f"\n  against: {other}" if other else ""))
+        measure = (args.jobs, args.destinations, workload, args.drain_only)
+        mine = opcodes(ROOT, *measure)
+        theirs = opcodes(other, *measure) if other else None
+        show("Python opcodes per job (this, against, change)", mine, theirs, args.top)
+        totals["opcodes"][workload] = sum(mine.values())
+        if args.instructions:
+            mine_i = instructions(ROOT, *measure)
+            theirs_i = instructions(other, *measure) if other else None
+            show("CPU instructions per job, by thread", mine_i, theirs_i, args.top)
+            totals["instructions"][workload] = sum(mine_i.values())
+        counts = collections.Counter({k: v for k, v in mine.items() if "asyncq" in k})
+        print(f"\nasyncq's own functions: {sum(counts.values()):,.0f} opcodes per job\n")
+    if len(args.workload) > 1:
+        print(f"beside {args.workload[0]} (this checkout):")
+        for unit, by_workload in totals.items():
+            if by_workload:
+                beside_first(unit, by_workload)
 
 
 if __name__ == "__main__":

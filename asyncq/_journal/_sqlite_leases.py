@@ -35,7 +35,7 @@ class ClaimedRows(NamedTuple):
     rows: str
     booked: dict[str, Booked]
     taken: dict[str, int]
-    parents: str | None
+    parents: deps.ParentResults | None
     traces: str = "{}"
 
 
@@ -96,10 +96,10 @@ def claim(
         if rates:
             booked = writes.book(conn, taken_from, rates, limits.clock, limits.horizon)
     try:
-        rows, linked, traces = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
+        rows, children, traces = conn.execute(sql.CLAIMED, (owner, token)).fetchone()
     except sqlite3.OperationalError:  # a payload is not JSON (see CLAIMED_SAFE)
-        rows, linked, traces = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
-    parents = deps.parent_results(conn, owner, token) if linked else None
+        rows, children, traces = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
+    parents = None if children == "[]" else deps.parent_results(conn, children)
     return ClaimedRows(rows, booked, taken_from, parents, traces), cursor
 
 

@@ -81,13 +81,13 @@ AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND destination = ?1)
 """
 # A payload that is not valid JSON (a journal edited by hand, say) comes back as
 # null, for the worker to mark that one job dead, rather than failing the claim.
-# `max(parents)` says whether any claimed job has parents whose results to fetch.
-# Trace contexts come apart, only for the jobs that have one: a job's row stays as
-# it was when tracing is off.
+# The second column lists the claimed jobs that have parents, whose results to fetch
+# (`_sqlite_deps.PARENT_RESULTS`): "[]" for a claim of plain jobs. Trace contexts come
+# apart, only for the jobs that have one: a job's row stays as it was when tracing is off.
 _CLAIMED = """
 SELECT json_group_array(json_array(id, task, {payload}, destination, priority,
                                    attempts + 1, created_at, first_started_at, snoozes)),
-       max(parents),
+       json_group_array(id) FILTER (WHERE parents > 0),
        json_group_object(id, trace) FILTER (WHERE trace IS NOT NULL)
 FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?
       ORDER BY priority DESC, run_at, id)

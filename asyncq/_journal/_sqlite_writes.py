@@ -234,6 +234,8 @@ class EncodedOutcomes:
     sample_weight: int = 1
     other_calls: list[str] = field(default_factory=list)
     other_samples: list[Sample] = field(default_factory=list)
+    #: The successes themselves: their ids settle the jobs' children, if any wait.
+    succeeded: Sequence[Succeeded] = ()
     #: Filled by the transaction that writes the batch: the jobs it cancelled in turn.
     settled: list[int] = field(default_factory=list)
 
@@ -275,6 +277,7 @@ def encode_outcomes(
         weight,
         other_calls,
         other_samples,
+        succeeded,
     )
 
 

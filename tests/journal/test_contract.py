@@ -723,6 +723,78 @@ async def test_a_batch_of_children_shares_its_parents(journal: Journal) -> None:
     assert all(j.parents == {a.id: 7} for j in claimed)
 
 
+async def test_a_parent_result_that_is_not_json_reaches_its_child_as_none(
+    journal: Journal,
+) -> None:
+    """A result edited by hand into something that is not JSON costs its child that
+    one value, not the claim."""
+    if not isinstance(journal, SqliteJournal):
+        pytest.skip("edits the SQLite file")
+    a, b = await journal.insert_many([new(0), new(1)], NOW)
+    (c,) = await journal.insert_many([child(2, a.id, b.id)], NOW)
+    first, second = await claim(journal)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(first, "[1]"), ok(second, '"B"')])
+    with sqlite3.connect(journal.path) as conn:
+        conn.execute("UPDATE jobs SET result = '{broken' WHERE id = ?", (a.id,))
+    await journal.insert_many([new(3)], NOW)
+    claimed = {j.id: j for j in await claim(journal)}
+    assert claimed[c.id].parents == {a.id: None, b.id: "B"}
+    assert claimed[c.id + 1].parents is None
+
+
+async def test_stats_follow_children_made_ready_in_one_or_several_destinations(
+    journal: Journal,
+) -> None:
+    """A parent's end moves its children out of `blocked`, counted per destination
+    and state whether they share a destination or not."""
+
+    def to(destination: str, c: NewJob) -> NewJob:
+        return c._replace(destination=destination)
+
+    a, b, c, d = await journal.insert_many([new(0), new(1), new(2), new(3)], NOW)
+    ids = [a.id, b.id, c.id, d.id]
+    # a's children share one destination; one is delayed, one waits for b too.
+    ids += [
+        r.id
+        for r in await journal.insert_many(
+            [
+                to("x", child(10, a.id)),
+                to("x", child(11, a.id, run_at=NOW + 60)),
+                to("x", child(12, a.id, b.id)),
+            ],
+            NOW,
+        )
+    ]
+    # c's children are in two destinations, one delayed; d's ("run") in two as well.
+    ids += [
+        r.id
+        for r in await journal.insert_many(
+            [
+                to("x", child(20, c.id)),
+                to("y", child(21, c.id)),
+                to("y", child(22, c.id, run_at=NOW + 60)),
+                to("x", child(30, d.id, mode="run")),
+                to("y", child(31, d.id, mode="run")),
+                to("y", child(32, d.id)),  # cancelled with d
+            ],
+            NOW,
+        )
+    ]
+    jobs = {j.id: j for j in await claim(journal)}
+    await journal.record_outcomes("a", NOW, succeeded=[ok(jobs[a.id])])
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+    x = (await journal.stats(NOW)).destinations["x"]
+    assert (x.ready, x.scheduled, x.blocked) == (1, 1, 3)  # 12 waits for b; 20 and 30 wait
+    await journal.record_outcomes("a", NOW, succeeded=[ok(jobs[c.id])])
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+    await journal.record_outcomes("a", NOW, failed=[fail(jobs[d.id], "E", None)])
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+    await journal.record_outcomes("a", NOW, succeeded=[ok(jobs[b.id])])
+    await assert_stats_agree_with_the_jobs(journal, ids, NOW)
+    stats = await journal.stats(NOW)
+    assert (stats.blocked, stats.ready, stats.scheduled, stats.cancelled) == (0, 6, 2, 1)
+
+
 async def test_a_dead_parent_cancels_the_subtree_and_says_which(journal: Journal) -> None:
     settled: list[list[int]] = []
     journal.on_children_settled(settled.append)

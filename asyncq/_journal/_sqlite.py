@@ -106,6 +106,7 @@ class SqliteJournal:
         # What the running turn did (only the connection's thread touches it, inside
         # a transaction), and what earlier turns did that is not written yet.
         self._activity = Activity()
+        self._activity_written = False
         self._activity_log = monitoring.ActivityLog()
         self._write_activity_later: asyncio.TimerHandle | None = None
         self._tokens = itertools.count(1)
@@ -227,6 +228,9 @@ class SqliteJournal:
 
     async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
         results = await self._run(lambda conn: self._transaction(conn, turn))
+        # Counted here, after the commit and before the next turn, on the event
+        # loop's thread: the writer's thread is what a lone submit waits for.
+        self._activity_log.committed(self._activity, self._activity_written)
         self._tell_children_settled()
         if self._activity_log.pending and self._write_activity_later is None:
             # Counts left unwritten (see `_activity.py`) are written once the writer
@@ -270,13 +274,12 @@ class SqliteJournal:
                     self._write_outcomes(conn, owner, outcomes.now, batch)
             results.extend(call(conn) for call, _ in turn.calls)
             writes.save_counts(conn, deltas)
-            written = self._activity_log.save(conn, activity)
+            self._activity_written = self._activity_log.save(conn, activity)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._activity_log.committed(activity, written)
         return results
 
     def _write_outcomes(

@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,9 +114,10 @@ class Row(NamedTuple):
 class ActivityLog:
     """A journal's counts not yet written, and when to write them.
 
-    The writer's thread records each turn's `Activity` (`save` inside the
-    transaction, `committed` after it); stats() reads a copy (`unwritten`) from the
-    read connection's thread, hence the lock.
+    The writer's thread writes (`save`, inside a turn's transaction); the event
+    loop's thread counts each committed turn's `Activity` (`committed`, before the
+    next turn starts) and reads a copy for stats() (`unwritten`): the two never
+    run at once, so no lock is needed.
 
     Every `WRITE_EVERY` seconds the pending counts become rows (the work grows with
     the destinations busy since the last time, once); the rows are written
@@ -127,7 +127,6 @@ class ActivityLog:
     def __init__(self) -> None:
         self._pending: dict[int, Counts] = {}  # by slot
         self._queued: list[Row] = []  # rows made, to be written by the next turns
-        self._lock = threading.Lock()
         self._at = -math.inf  # the latest time counted in `_pending`
         self._written_at = -math.inf  # the queue's time the pending counts last became rows
         self._pruned_slot = 0
@@ -196,26 +195,24 @@ class ActivityLog:
         not write waits for a later turn."""
         if not written and turn.at == -math.inf:
             return
-        with self._lock:
-            if written:
-                self._queued, self._leftover = self._leftover, []
-            if self._took_pending:  # the pending counts and the turn's became rows
-                self._written_at = max(turn.at, self._at, self._written_at)
-                self._pending = {}
-                self._at = -math.inf
-                self.write_wanted = False
-                self._took_pending = False
-            elif turn.at > -math.inf:
-                slot = slot_of(turn.at)
-                counts = self._pending.get(slot)
-                if counts is None:
-                    counts = self._pending[slot] = Counts()
-                turn.count_into(counts)
-                self._at = max(self._at, turn.at)
+        if written:
+            self._queued, self._leftover = self._leftover, []
+        if self._took_pending:  # the pending counts and the turn's became rows
+            self._written_at = max(turn.at, self._at, self._written_at)
+            self._pending = {}
+            self._at = -math.inf
+            self.write_wanted = False
+            self._took_pending = False
+        elif turn.at > -math.inf:
+            slot = slot_of(turn.at)
+            counts = self._pending.get(slot)
+            if counts is None:
+                counts = self._pending[slot] = Counts()
+            turn.count_into(counts)
+            self._at = max(self._at, turn.at)
 
     def unwritten(self) -> list[Row]:
-        with self._lock:
-            return self._queued + _rows(self._pending)
+        return self._queued + _rows(self._pending)
 
 
 def _rows(counted: dict[int, Counts]) -> list[Row]:

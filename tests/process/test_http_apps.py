@@ -164,6 +164,14 @@ class Processes:
             ]
         return "\n".join(lines)
 
+    async def refuses_connections(self) -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return True
+        writer.close()
+        return False
+
     async def post(self, path: str) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as http, http.post(f"{self.base}{path}") as answer:
             return answer.status, await answer.json()
@@ -238,7 +246,7 @@ async def test_sigterm_to_the_app_loses_no_job(
     processes: Processes, receiver: SignedReceiver, kind: str
 ) -> None:
     receiver.gate.clear()  # the receiver holds the first webhooks: the app is mid-delivery
-    await processes.start_app(kind)
+    await processes.start_app(kind, concurrency=4)
     deals = list(range(100, 120))
     for deal in deals:
         status, _ = await processes.post(f"/deals/{deal}/won")
@@ -246,6 +254,10 @@ async def test_sigterm_to_the_app_loses_no_job(
     await asyncio.wait_for(receiver.held.wait(), timeout=30)
     proc, _ = processes.started[0]
     proc.send_signal(signal.SIGTERM)
+    # Both servers close their listening socket before they stop the queue: open the
+    # gate only then, so the app cannot deliver everything before it sees the signal
+    # (uvicorn looks at its exit flag every 0.1 s).
+    await processes.wait(processes.refuses_connections, "the app to stop listening")
     receiver.gate.set()  # the webhooks in flight finish; the rest stay in the journal
     async with asyncio.timeout(30):
         await processes.stopped(proc)

@@ -87,6 +87,7 @@ class SqliteJournal:
         self.description = path
         self.synchronous = synchronous
         self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._checkpoints = 0  # calls of checkpoint(), for PASSIVE_EVERY
         self._db: aiosqlite.Connection | None = None
         self._thread: ConnectionThread | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -593,9 +594,13 @@ class SqliteJournal:
         if self.path == ":memory:":
             return
         max_wal, busy_ms = self.max_wal_bytes, self._busy_timeout_ms
+        passive = self._checkpoints % retention.PASSIVE_EVERY == 0
+        self._checkpoints += 1
         # On the writer's thread between its turns: a checkpoint cannot run inside
         # a transaction, and the writer's own connection never holds a snapshot.
-        await self._run(lambda conn: retention.checkpoint(conn, self.path, max_wal, busy_ms))
+        await self._run(
+            lambda conn: retention.checkpoint(conn, self.path, max_wal, busy_ms, passive=passive)
+        )
 
 
 def _ignore_failure(future: asyncio.Future[Any]) -> None:

@@ -18,7 +18,8 @@ What SQLite guarantees (https://sqlite.org/wal.html, the `wal_checkpoint` and
   the WAL is rewound, SQLite cuts the file back to that size. Without it the file
   stays as large as it ever was.
 - `checkpoint` (every retention round, see `_retention.py`): a PASSIVE checkpoint
-  while the WAL file is under `max_wal_bytes`; over it, a TRUNCATE checkpoint,
+  at every `PASSIVE_EVERY`-th round while the WAL file is under `max_wal_bytes`
+  (nothing in between); over it, at every round, a TRUNCATE checkpoint,
   which waits for the other writers and for the readers of older snapshots (new
   readers are not held up: they read the database file), copies every frame and
   empties the file. It waits at most `CHECKPOINT_WAIT_MS`: if a reader still holds
@@ -45,6 +46,11 @@ PRUNE_WINDOW = 2_000
 #: The WAL file's bound, bytes: `journal_size_limit`, and the size over which a
 #: checkpoint truncates the file.
 MAX_WAL_BYTES = 16 * 2**20
+#: A PASSIVE checkpoint runs at every this many calls (rounds) only: SQLite's own
+#: autocheckpoint copies the WAL every 1,000 pages anyway, and each checkpoint syncs
+#: the database file (once a second made an idle service sync once a second, and
+#: a test stepping the clock a second at a time pay a sync a step).
+PASSIVE_EVERY = 10
 #: How long a truncating checkpoint waits for other connections (milliseconds): it
 #: runs on the writer's thread, so the writer waits that long at most.
 CHECKPOINT_WAIT_MS = 100
@@ -124,13 +130,21 @@ def wal_bytes(path: str) -> int:
 
 
 def checkpoint(
-    conn: sqlite3.Connection, path: str, max_wal_bytes: int, busy_timeout_ms: int
-) -> tuple[int, int, int]:
+    conn: sqlite3.Connection,
+    path: str,
+    max_wal_bytes: int,
+    busy_timeout_ms: int,
+    *,
+    passive: bool = True,
+) -> tuple[int, int, int] | None:
     """Checkpoint the WAL, outside any transaction, on the writer's connection:
-    PASSIVE while the file is under `max_wal_bytes`, else TRUNCATE, waiting at most
-    `CHECKPOINT_WAIT_MS` for other connections. Returns SQLite's (busy, frames in
-    the WAL, frames copied); busy is 1 if a reader or writer kept it from finishing."""
+    PASSIVE (if `passive`) while the file is under `max_wal_bytes`, else TRUNCATE,
+    waiting at most `CHECKPOINT_WAIT_MS` for other connections. Returns SQLite's
+    (busy, frames in the WAL, frames copied), None if nothing ran; busy is 1 if a
+    reader or writer kept it from finishing."""
     if wal_bytes(path) <= max_wal_bytes:
+        if not passive:
+            return None
         row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     else:
         conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")

@@ -483,7 +483,7 @@ class PostgresJournal:
             return found
 
         found = await self._call(claim)
-        return Claim(found.jobs, found.booked, found.taken)
+        return Claim(found.jobs, found.booked, found.taken, found.traces)
 
     async def record_outcomes(
         self,

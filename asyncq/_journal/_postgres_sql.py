@@ -13,11 +13,14 @@ from __future__ import annotations
 from ._postgres_schema import LIVE
 
 # Unkeyed jobs without parents, every caller's of a turn in one statement. The ids
-# are drawn in ORDINALITY order, so sorted ids match the rows' order.
+# are drawn in ORDINALITY order, so sorted ids match the rows' order. `trace` (the
+# submitter's trace context, asyncq[otel]) is null unless tracing is on: $7 is then
+# null as a whole, not an array of nulls.
 INSERT_ROWS = """
-INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at, trace)
 SELECT r.task, r.payload, r.destination, r.priority, r.run_at,
-       CASE WHEN r.run_at <= r.now THEN 'pending' ELSE 'scheduled' END, r.now
+       CASE WHEN r.run_at <= r.now THEN 'pending' ELSE 'scheduled' END, r.now,
+       ($7::text[])[r.n]
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[])
      WITH ORDINALITY AS r (task, payload, destination, priority, run_at, now, n)
 ORDER BY r.n
@@ -27,8 +30,8 @@ RETURNING id
 # dependency columns (zero and null for a batch without parents).
 INSERT_PAYLOADS = """
 INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at,
-                  parents, waiting, on_parent_failure, cancelled_by, finished_at)
-SELECT $2, p.payload, $3, $4, $5, $6, $12, $7, $8, $9, $10, $11
+                  parents, waiting, on_parent_failure, cancelled_by, finished_at, trace)
+SELECT $2, p.payload, $3, $4, $5, $6, $12, $7, $8, $9, $10, $11, $13
 FROM unnest($1::text[]) WITH ORDINALITY AS p (payload, n)
 ORDER BY p.n
 RETURNING id
@@ -38,8 +41,8 @@ RETURNING id
 # the holder (`FIND_LIVE_KEY`).
 INSERT_ONE = f"""
 INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at,
-                  parents, waiting, on_parent_failure, cancelled_by, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                  parents, waiting, on_parent_failure, cancelled_by, finished_at, trace)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (key) WHERE key IS NOT NULL AND state IN {LIVE} DO NOTHING
 RETURNING id
 """
@@ -100,7 +103,7 @@ UPDATE jobs SET state = 'running', owner = $1, claim_token = $2, lease_until = $
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.task, jobs.payload, jobs.destination, jobs.priority,
           jobs.attempts + 1, jobs.created_at, jobs.first_started_at, jobs.snoozes,
-          jobs.parents, jobs.run_at
+          jobs.parents, jobs.run_at, jobs.trace
 """
 # What a claim hands a child: each parent's result (null for a parent that did not
 # succeed, or was pruned).

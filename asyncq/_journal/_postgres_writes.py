@@ -86,6 +86,7 @@ async def insert_all(conn: Conn, inserts: Sequence[Insert], deltas: Deltas) -> l
             merged.append(index)
     if merged:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        traces: list[str | None] = []
         for index in merged:
             jobs, now, _ = inserts[index]
             assert not isinstance(jobs, NewBatch)
@@ -99,7 +100,10 @@ async def insert_all(conn: Conn, inserts: Sequence[Insert], deltas: Deltas) -> l
                     strict=True,
                 ):
                     column.append(value)
-        ids = iter(sorted(row[0] for row in await conn.fetch(sql.INSERT_ROWS, *columns)))
+                traces.append(job.trace)
+        traced = traces if any(trace is not None for trace in traces) else None
+        rows = await conn.fetch(sql.INSERT_ROWS, *columns, traced)
+        ids = iter(sorted(row[0] for row in rows))
         for index in merged:
             results[index] = [Inserted(next(ids), True) for _ in inserts[index][0]]
     return results
@@ -144,6 +148,7 @@ async def insert_batch(conn: Conn, batch: NewBatch, now: float, deltas: Deltas) 
         batch.run_at,
         *columns,
         now,
+        batch.trace,
     )
     ids = sorted(row[0] for row in rows)
     deltas[batch.destination, columns[0]] += len(ids)
@@ -174,6 +179,7 @@ async def insert_one(conn: Conn, job: NewJob, now: float, deltas: Deltas) -> Ins
         mode,
         cancelled_by,
         finished_at,
+        job.trace,
     )
     if job_id is None:  # another process inserted the key a moment before
         return Inserted(await conn.fetchval(sql.FIND_LIVE_KEY, job.key), False)
@@ -216,6 +222,7 @@ class ClaimResult(NamedTuple):
     booked: dict[str, Booked]
     taken: dict[str, int]
     cursor: str
+    traces: dict[int, str]  # the trace contexts of the jobs that have one, by id
 
 
 async def ready_destinations(conn: Conn, cursor: str, chunk: int) -> list[str]:
@@ -257,7 +264,7 @@ async def claim(
             chosen.append(name)
             rooms.append(room)
     if not chosen or limit <= 0:
-        return ClaimResult([], {}, {}, "")
+        return ClaimResult([], {}, {}, "", {})
     rows = await conn.fetch(sql.CLAIM, owner, token, lease_until, chosen, rooms, limit)
     taken: dict[str, int] = {}
     for row in rows:
@@ -296,7 +303,8 @@ async def claim(
             if job.parents is None:
                 job.parents = {}
             job.parents[parent] = value
-    return ClaimResult(jobs, booked, taken, cursor)
+    traces = {row[0]: row[11] for row in rows if row[11] is not None}
+    return ClaimResult(jobs, booked, taken, cursor, traces)
 
 
 def decoded(text: str) -> Any:

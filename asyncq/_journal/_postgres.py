@@ -565,12 +565,7 @@ class PostgresJournal:
     async def stats(self, now: float) -> JournalStats:
         unwritten = self._activity_log.unwritten()
 
-        async def stats(conn: Conn) -> JournalStats:
-            # One snapshot for every figure: a job moving meanwhile is counted once.
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                return await monitoring.stats(conn, now, unwritten)
-
-        return await self._read(stats)
+        return await self._read(lambda conn: monitoring.stats(conn, now, unwritten))
 
     async def heartbeat(self, worker: WorkerRecord, now: float, alive_until: float) -> None:
         async def beat(conn: Conn) -> None:

@@ -59,41 +59,56 @@ SELECT destination, state, '', sum(n) FROM gone GROUP BY destination, state
 ORDER BY destination, state
 ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
 """
-COUNTS = "SELECT destination, state, sum(n) FROM counts GROUP BY destination, state"
-# The few jobs that counts cannot tell apart: scheduled jobs already due (every
-# claim promotes them), and running ones (claimed, or with a live handler); both
-# read from their partial indexes.
-DUE_SCHEDULED = """
-SELECT destination, count(*), min(run_at) FROM jobs
-WHERE state = 'scheduled' AND run_at <= $1 GROUP BY destination
-"""
-RUNNING = """
-SELECT destination, started_at IS NOT NULL AND lease_until >= $1, count(*) FROM jobs
-WHERE state = 'running' GROUP BY 1, 2
-"""
-# The earliest `run_at` of each named destination's ready jobs: a skip scan of
-# the ready index over the priorities in use, one seek per priority level (not a
-# walk of the backlog).
-OLDEST_READY = """
-WITH RECURSIVE levels (destination, priority) AS (
-    SELECT d.name, (SELECT max(priority) FROM jobs
-                    WHERE state = 'pending' AND destination = d.name)
-    FROM unnest($1::text[]) AS d (name)
+# Everything stats() reads, in one statement: one round trip, and one snapshot (a
+# job moving meanwhile is counted once). Each part is a JSON array of rows:
+# - the kept counts, every writer's rows summed;
+# - the few jobs that counts cannot tell apart, from their partial indexes:
+#   scheduled jobs already due (every claim promotes them), and running ones
+#   (claimed, or with a live handler);
+# - the earliest `run_at` of each destination's ready jobs: a skip scan of the
+#   ready index over the priorities in use, one seek per priority level (not a walk
+#   of the backlog);
+# - held destinations, the last minute's activity ($2: its first slot) and the
+#   journal's first event still kept, the known rates, the live workers.
+STATS = """
+WITH RECURSIVE counted AS (
+    SELECT destination, state, sum(n) AS n FROM counts GROUP BY destination, state
+    HAVING sum(n) != 0
+), levels (destination, priority) AS (
+    SELECT c.destination, (SELECT max(priority) FROM jobs
+                           WHERE state = 'pending' AND destination = c.destination)
+    FROM counted AS c WHERE c.state = 'pending' AND c.n > 0
     UNION ALL
     SELECT l.destination, (SELECT max(priority) FROM jobs WHERE state = 'pending'
                            AND destination = l.destination AND priority < l.priority)
     FROM levels AS l WHERE l.priority IS NOT NULL
 )
-SELECT l.destination, min((SELECT min(run_at) FROM jobs WHERE state = 'pending'
-                           AND destination = l.destination AND priority = l.priority))
-FROM levels AS l WHERE l.priority IS NOT NULL GROUP BY l.destination
+SELECT
+    (SELECT json_agg(json_build_array(destination, state, n)) FROM counted),
+    (SELECT json_agg(json_build_array(destination, n, oldest)) FROM (
+        SELECT destination, count(*) AS n, min(run_at) AS oldest FROM jobs
+        WHERE state = 'scheduled' AND run_at <= $1 GROUP BY destination) AS due),
+    (SELECT json_agg(json_build_array(destination, live, n)) FROM (
+        SELECT destination, started_at IS NOT NULL AND lease_until >= $1 AS live,
+               count(*) AS n
+        FROM jobs WHERE state = 'running' GROUP BY 1, 2) AS running),
+    (SELECT json_agg(json_build_array(destination, oldest)) FROM (
+        SELECT l.destination,
+               min((SELECT min(run_at) FROM jobs WHERE state = 'pending'
+                    AND destination = l.destination AND priority = l.priority)) AS oldest
+        FROM levels AS l WHERE l.priority IS NOT NULL GROUP BY l.destination) AS ready),
+    (SELECT json_agg(json_build_array(name, paused, hold_until, circuit, circuit_until))
+     FROM destinations WHERE paused OR hold_until > $1 OR circuit != 'closed'),
+    (SELECT json_agg(json_build_array(destination, arrived, calls, finished, retried, dead))
+     FROM (SELECT destination, sum(arrived) AS arrived, sum(calls) AS calls,
+                  sum(finished) AS finished, sum(retried) AS retried, sum(dead) AS dead
+           FROM activity WHERE slot >= $2 GROUP BY destination) AS tallies),
+    (SELECT json_agg(json_build_array(destination, latency)) FROM activity
+     WHERE slot >= $2 AND latency IS NOT NULL),
+    (SELECT min(first_at) FROM activity WHERE slot = (SELECT min(slot) FROM activity)),
+    (SELECT json_agg(json_build_array(name, rate)) FROM destinations WHERE rate IS NOT NULL),
+    (SELECT count(*) FROM workers WHERE alive_until >= $1)
 """
-HELD_DESTINATIONS = """
-SELECT name, paused, hold_until, circuit, circuit_until FROM destinations
-WHERE paused OR hold_until > $1 OR circuit != 'closed'
-"""
-RATES = "SELECT name, rate FROM destinations WHERE rate IS NOT NULL"
-WORKERS_ALIVE = "SELECT count(*) FROM workers WHERE alive_until >= $1"
 
 
 async def add_counts(conn: Conn, writer: str, deltas: Deltas) -> None:
@@ -139,18 +154,6 @@ PRUNE_ACTIVITY = """
 DELETE FROM activity WHERE (slot, destination, writer) IN (
     SELECT slot, destination, writer FROM activity WHERE slot < $1 FOR UPDATE SKIP LOCKED)
 """
-READ_ACTIVITY = """
-SELECT destination, sum(arrived), sum(calls), sum(finished), sum(retried), sum(dead)
-FROM activity WHERE slot >= $1 GROUP BY destination
-"""
-READ_LATENCY = """
-SELECT destination, latency::text FROM activity WHERE slot >= $1 AND latency IS NOT NULL
-"""
-# The journal's first event still kept: a journal younger than a minute has rates
-# over its life so far, not over a minute most of which it did not exist.
-FIRST_AT = """
-SELECT min(first_at) FROM activity WHERE slot = (SELECT min(slot) FROM activity)
-"""
 
 
 class PostgresActivityLog(ActivityLog):
@@ -175,7 +178,7 @@ class PostgresActivityLog(ActivityLog):
         # could not be written stays pending.
         try:
             async with conn.transaction():
-                await conn.execute(SAVE_ACTIVITY, self._writer, json.dumps(rows))
+                await conn.execute(SAVE_ACTIVITY, self._writer, json.dumps(_merged(rows)))
                 current = slot_of(at)
                 if current != self._pruned_slot:
                     await conn.execute(PRUNE_ACTIVITY, current - KEEP_SLOTS)
@@ -189,6 +192,33 @@ class PostgresActivityLog(ActivityLog):
             return False
         self._failing = False
         return True
+
+
+def _merged(rows: list[Row]) -> list[Row]:
+    """Rows with one row per slot and destination: an upsert may not meet one row
+    twice (the pending counts and a turn's own can share a slot)."""
+    by_key: dict[tuple[int, str], Row] = {}
+    for row in rows:
+        key = (row.slot, row.destination)
+        seen = by_key.get(key)
+        if seen is None:
+            by_key[key] = row
+            continue
+        latency: dict[int, int] | None = None
+        if seen.latency or row.latency:
+            latency = dict(Counter(seen.latency or {}) + Counter(row.latency or {}))
+        by_key[key] = Row(
+            row.slot,
+            row.destination,
+            seen.arrived + row.arrived,
+            seen.calls + row.calls,
+            seen.finished + row.finished,
+            seen.retried + row.retried,
+            seen.dead + row.dead,
+            latency,
+            min(seen.first_at, row.first_at),
+        )
+    return list(by_key.values())
 
 
 def outcome_samples(
@@ -213,22 +243,6 @@ def outcome_samples(
     return samples, weight, other_calls, other_samples
 
 
-async def read_window(conn: Conn, now: float, unwritten: list[Row]) -> Window:
-    """The last minute's counts per destination: every process's, and this
-    process's not written yet."""
-    first = slot_of(now) - WINDOW_SLOTS + 1
-    kept = await conn.fetchval(FIRST_AT)
-    window = Window(seconds=max(1.0, now - window_start(now, kept, unwritten)))
-    for destination, *counts in await conn.fetch(READ_ACTIVITY, first):
-        window.tallies[destination] = [int(n or 0) for n in counts]
-    for destination, text in await conn.fetch(READ_LATENCY, first):
-        histogram = window.latency.setdefault(destination, Counter())
-        for bucket, n in json.loads(text).items():
-            histogram[int(bucket)] += int(n)
-    window.add_unwritten(unwritten, first)
-    return window
-
-
 # -- stats ------------------------------------------------------------------------
 
 
@@ -238,40 +252,48 @@ async def stats(conn: Conn, now: float, unwritten: list[Row]) -> JournalStats:
     destination's oldest ready job); the last minute's activity (with this
     process's `unwritten` counts), the known rate limits and the live workers.
     Nothing here scans the backlog."""
+    first_slot = slot_of(now) - WINDOW_SLOTS + 1
+    row = await conn.fetchrow(STATS, now, first_slot)
+    parts = [[] if part is None else json.loads(part) for part in (*row[:7], row[8])]
+    counted, due, running, ready, held, tallies, latencies, known_rates = parts
+    kept_first_at, workers = row[7], row[9]
     per: dict[str, dict[str, Any]] = {}
 
     def of(destination: str) -> dict[str, Any]:
         return per.setdefault(destination, {})
 
-    ready: list[str] = []
-    for destination, state, n in await conn.fetch(COUNTS):
-        if n:
-            of(destination)["ready" if state == "pending" else state] = int(n)
-            if state == "pending":
-                ready.append(destination)
-    for destination, n, oldest in await conn.fetch(DUE_SCHEDULED, now):
+    for destination, state, n in counted:
+        if state != "running":
+            of(destination)["ready" if state == "pending" else state] = n
+    for destination, n, oldest in due:
         counts = of(destination)
         counts["ready"] = counts.get("ready", 0) + n
         counts["scheduled"] = counts.get("scheduled", 0) - n
         counts["oldest_ready_at"] = oldest
-    for destination, started, n in await conn.fetch(RUNNING, now):
-        of(destination)["running" if started else "claimed"] = n
-    if ready:
-        for destination, oldest in await conn.fetch(OLDEST_READY, ready):
-            if oldest is not None:
-                counts = of(destination)
-                earlier = counts.get("oldest_ready_at")
-                counts["oldest_ready_at"] = oldest if earlier is None else min(earlier, oldest)
-    for name, paused, hold, circuit, circuit_until in await conn.fetch(HELD_DESTINATIONS, now):
+    for destination, live, n in running:
+        of(destination)["running" if live else "claimed"] = n
+    for destination, oldest in ready:
+        if oldest is not None:
+            counts = of(destination)
+            earlier = counts.get("oldest_ready_at")
+            counts["oldest_ready_at"] = oldest if earlier is None else min(earlier, oldest)
+    for name, paused, hold, circuit, circuit_until in held:
         counts = of(name)
         counts["paused"] = paused
         counts["held_until"] = hold if hold > now else None
         counts["circuit"] = circuit
         counts["circuit_until"] = circuit_until if circuit != "closed" else None
-    window = await read_window(conn, now, unwritten)
+    window = Window(seconds=max(1.0, now - window_start(now, kept_first_at, unwritten)))
+    for destination, *numbers in tallies:
+        window.tallies[destination] = [int(n) for n in numbers]
+    for destination, histogram in latencies:
+        merged = window.latency.setdefault(destination, Counter())
+        for bucket, n in histogram.items():
+            merged[int(bucket)] += int(n)
+    window.add_unwritten(unwritten, first_slot)
     for destination in window.tallies:
         of(destination)
-    limits = {name: float(rate) for name, rate in await conn.fetch(RATES)}
+    limits = {name: float(rate) for name, rate in known_rates}
     for destination, counts in per.items():
         oldest = counts.get("oldest_ready_at")
         if oldest is not None:
@@ -291,7 +313,7 @@ async def stats(conn: Conn, now: float, unwritten: list[Row]) -> JournalStats:
     return JournalStats(
         {d: DestinationCounts(**c) for d, c in sorted(per.items())},
         at=now,
-        workers=int(await conn.fetchval(WORKERS_ALIVE, now)),
+        workers=int(workers),
         latency_p50=p50,
         latency_p95=p95,
         latency_p99=p99,

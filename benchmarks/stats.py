@@ -3,6 +3,13 @@
     python benchmarks/stats.py                       # builds a journal in a temp dir
     python benchmarks/stats.py --journal big.db      # builds it there once, reuses it after
     python benchmarks/stats.py --jobs 200000         # a smaller journal
+    python benchmarks/stats.py --postgres            # the PostgreSQL journal, on the local server
+    python benchmarks/stats.py --postgres postgresql://user@host/db --schema big
+
+With --postgres the journal is the schema `--schema` (default asyncq_bench_stats)
+on that server (default postgresql://postgres@127.0.0.1:5432/test); like a
+--journal file, it is built once and reused while it holds enough jobs, and left
+in place after the run (DROP SCHEMA ... CASCADE removes it).
 
 The journal holds `--jobs` jobs over 10 destinations: 90 % ready, 5 % delayed by an
 hour, and the rest run by a worker just before the measurements (so the last
@@ -31,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import load_average, machine_info  # benchmarks/throughput.py
+from throughput import DEFAULT_POSTGRES, load_average, machine_info  # benchmarks/throughput.py
 
 from asyncq import Queue, Rate, Retry
 
@@ -60,6 +67,32 @@ def jobs_in(path: str) -> int:
     with sqlite3.connect(path) as conn:
         (n,) = conn.execute("SELECT coalesce(sum(n), 0) FROM counts").fetchone()
     return int(n)
+
+
+async def postgres_jobs(dsn: str) -> int:
+    """The jobs in the schema that `dsn` names (0 if it holds no journal)."""
+    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+
+    server, schema = dsn.split("?schema=")
+    conn = await asyncpg.connect(server)
+    try:
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{schema}.jobs"):
+            return 0
+        return int(await conn.fetchval(f"SELECT count(*) FROM {schema}.jobs"))
+    finally:
+        await conn.close()
+
+
+async def postgres_size(dsn: str) -> float:
+    """The bytes of the jobs table of the schema that `dsn` names, with its indexes."""
+    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+
+    server, schema = dsn.split("?schema=")
+    conn = await asyncpg.connect(server)
+    try:
+        return float(await conn.fetchval("SELECT pg_total_relation_size($1)", f"{schema}.jobs"))
+    finally:
+        await conn.close()
 
 
 async def fill(path: str, jobs: int) -> float:
@@ -145,7 +178,7 @@ def summary(seconds: list[float]) -> str:
 
 
 async def main(path: str, jobs: int, calls: int, seconds: float, warm: float) -> None:
-    held = jobs_in(path)
+    held = await postgres_jobs(path) if path.startswith("postgresql://") else jobs_in(path)
     if held >= jobs:
         print(f"journal: reusing {path} ({held:,} jobs)")
     else:
@@ -153,14 +186,17 @@ async def main(path: str, jobs: int, calls: int, seconds: float, warm: float) ->
         print(f"  filled in {await fill(path, jobs):.1f} s")
     ran = await work(path, warm)
     print(f"  a worker made {ran:,} calls in {warm:g} s (the last minute's activity)")
-    size = (await asyncio.to_thread(os.path.getsize, path)) / 1e6
+    if path.startswith("postgresql://"):
+        size, where = await postgres_size(path) / 1e6, "jobs table and indexes"
+    else:
+        size, where = (await asyncio.to_thread(os.path.getsize, path)) / 1e6, "file"
     async with producer(path) as queue:
         stats = await queue.stats()
         print(
             f"  {stats.ready + stats.scheduled + stats.succeeded + stats.dead:,} jobs: "
             f"{stats.ready:,} ready, {stats.scheduled:,} scheduled, {stats.succeeded:,} "
             f"succeeded, {stats.dead:,} dead, over {len(stats.destinations)} destinations; "
-            f"file {size:.0f} MB; stats.workers = {stats.workers} after the worker stopped"
+            f"{where} {size:.0f} MB; stats.workers = {stats.workers} after the worker stopped"
         )
         print()
         times = await time_stats(queue, calls)
@@ -189,10 +225,22 @@ def run() -> None:
     parser.add_argument("--calls", type=int, default=200, help="stats() calls timed")
     parser.add_argument("--seconds", type=float, default=2.0, help="per round of submits")
     parser.add_argument("--warm", type=float, default=3.0, help="seconds the worker runs")
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=DEFAULT_POSTGRES,
+        metavar="DSN",
+        help=f"the PostgreSQL journal on this server (default {DEFAULT_POSTGRES})",
+    )
+    parser.add_argument(
+        "--schema", default="asyncq_bench_stats", help="with --postgres: the journal's schema"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="asyncq-stats-") as tmp:
         path = str(args.journal or Path(tmp) / "stats.db")
-        directory = Path(path).resolve().parent
+        if args.postgres:
+            path = f"{args.postgres}?schema={args.schema}"
+        directory = Path(tmp) if args.postgres else Path(path).resolve().parent
         print("asyncq stats() benchmark")
         for name, value in machine_info(directory):
             print(f"  {name + ':':<12} {value}")

@@ -24,6 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 #: Width of a slot, seconds.
 SLOT_SECONDS = 5
@@ -255,3 +256,171 @@ def figures(
         "limit": limit,
         "limit_used": None if limit is None else call_rate / limit,
     }
+
+
+# -- what a journal has counted and not written yet (any backend) -------------
+
+#: Rows a turn writes at most: a second in which 10,000 destinations were busy is
+#: written over many turns (a row costs 10-15 us), not in one that stalls.
+MAX_ROWS_PER_TURN = 256
+
+
+class Row(NamedTuple):
+    """One slot's counts for one destination, as the store keeps them."""
+
+    slot: int
+    destination: str
+    arrived: int
+    calls: int
+    finished: int
+    retried: int
+    dead: int
+    latency: dict[int, int] | None  # bucket -> attempts
+    first_at: float  # the earliest of these events
+
+
+@dataclass(slots=True)
+class Window:
+    """What the store holds for the last minute, per destination, and the seconds
+    that covers."""
+
+    seconds: float
+    tallies: dict[str, list[int]] = field(default_factory=dict)  # arrived ... dead
+    latency: dict[str, Counter[int]] = field(default_factory=dict)
+
+    def add_unwritten(self, unwritten: Sequence[Row], first_slot: int) -> None:
+        """Add this process's counts not written yet (those of the window's slots)."""
+        for row in unwritten:
+            if row.slot < first_slot:
+                continue
+            tally = self.tallies.setdefault(row.destination, [0, 0, 0, 0, 0])
+            for index, value in enumerate(
+                (row.arrived, row.calls, row.finished, row.retried, row.dead)
+            ):
+                tally[index] += value
+            if row.latency:
+                self.latency.setdefault(row.destination, Counter()).update(row.latency)
+
+
+def window_start(now: float, kept_first_at: float | None, unwritten: Sequence[Row]) -> float:
+    """When the last minute's window starts: a minute's slots ago, or the first
+    event known (`kept_first_at`, the store's; or this process's unwritten), if later."""
+    first = slot_of(now) - WINDOW_SLOTS + 1
+    known = [at for at in (kept_first_at, *(row.first_at for row in unwritten)) if at is not None]
+    return max(first * SLOT_SECONDS, min(known, default=-math.inf))
+
+
+class ActivityLog:
+    """A journal's counts not yet written, and when to write them; the backend
+    writes the rows `take` gives it, in a turn's transaction, and says how that
+    went (`written`).
+
+    The writer writes (`take`, inside a turn's transaction); the event loop counts
+    each committed turn's `Activity` (`committed`, before the next turn starts)
+    and reads a copy for stats() (`unwritten`): the two never run at once, so no
+    lock is needed.
+
+    Every `WRITE_EVERY` seconds the pending counts become rows (the work grows with
+    the destinations busy since the last time, once); the rows are written
+    `MAX_ROWS_PER_TURN` a turn, so that no turn pays for more, while new counts
+    pend beside them."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, Counts] = {}  # by slot
+        self._queued: list[Row] = []  # rows made, to be written by the next turns
+        self._at = -math.inf  # the latest time counted in `_pending`
+        self._written_at = -math.inf  # the queue's time the pending counts last became rows
+        # What the running turn's write did, for `committed`: the rows it leaves
+        # queued, and whether it took the pending counts (and the turn's own).
+        self._leftover: list[Row] = []
+        self._took_pending = False
+        #: Set (from the event loop) to have the next turn write whatever is pending.
+        self.write_wanted = False
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending or self._queued)
+
+    def take(self, turn: Activity) -> tuple[list[Row], float] | None:
+        """Inside a turn's transaction: the rows to write now (the next queued ones,
+        or, when it is time (`WRITE_EVERY`, or asked for), the pending counts and
+        this turn's), with the time they are written at; None: nothing to write
+        in this turn. Write at most `MAX_ROWS_PER_TURN` of them, then call `written`."""
+        self._took_pending = False
+        if self._queued:
+            return self._queued, self._written_at
+        recorded = turn.at > -math.inf
+        if not (recorded or self._pending):
+            return None
+        at = max(turn.at, self._at)
+        if not self.write_wanted and at - self._written_at < WRITE_EVERY:
+            return None
+        rows = rows_of(self._pending)  # pending stays as it is until the commit
+        if recorded:
+            counted = Counts()
+            turn.count_into(counted)
+            rows += rows_of({slot_of(turn.at): counted})
+        self._took_pending = True
+        return rows, at
+
+    def written(self, rows: list[Row], ok: bool) -> bool:
+        """The first `MAX_ROWS_PER_TURN` of `rows` (from `take`) were written in the
+        turn's transaction, or (not `ok`) failed to be: they stay pending. `ok`."""
+        if not ok:
+            self._took_pending = False
+            return False
+        self._leftover = rows[MAX_ROWS_PER_TURN:]
+        return True
+
+    def committed(self, turn: Activity, written: bool) -> None:
+        """After the turn's commit: what it wrote is no longer pending; what it did
+        not write waits for a later turn."""
+        if not written and turn.at == -math.inf:
+            return
+        if written:
+            self._queued, self._leftover = self._leftover, []
+        if self._took_pending:  # the pending counts and the turn's became rows
+            self._written_at = max(turn.at, self._at, self._written_at)
+            self._pending = {}
+            self._at = -math.inf
+            self.write_wanted = False
+            self._took_pending = False
+        elif turn.at > -math.inf:
+            slot = slot_of(turn.at)
+            counts = self._pending.get(slot)
+            if counts is None:
+                counts = self._pending[slot] = Counts()
+            turn.count_into(counts)
+            self._at = max(self._at, turn.at)
+
+    def unwritten(self) -> list[Row]:
+        return self._queued + rows_of(self._pending)
+
+
+def rows_of(counted: dict[int, Counts]) -> list[Row]:
+    """Counts by slot as rows, one per slot and destination."""
+    rows = []
+    for slot, counts in counted.items():
+        histograms = counts.histograms()
+        for destination, (
+            arrived,
+            calls,
+            finished,
+            retried,
+            dead,
+        ) in counts.by_destination().items():
+            latency = histograms.get(destination)
+            rows.append(
+                Row(
+                    slot,
+                    destination,
+                    arrived,
+                    calls,
+                    finished,
+                    retried,
+                    dead,
+                    latency,
+                    counts.first_at,
+                )
+            )
+    return rows

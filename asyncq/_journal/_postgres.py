@@ -33,15 +33,18 @@ import logging
 import secrets
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
+from . import _postgres_activity as monitoring
 from . import _postgres_deps as deps
 from . import _postgres_sql as sql
 from . import _postgres_writes as writes
+from ._activity import WRITE_EVERY, Activity
 from ._groupcommit import GroupCommit, Turn
 from ._messages import (
     Booked,
@@ -49,7 +52,6 @@ from ._messages import (
     Cancelled,
     Claim,
     ClaimLimits,
-    DestinationCounts,
     DestinationRecord,
     ExpiredJob,
     Failed,
@@ -64,7 +66,7 @@ from ._messages import (
     Succeeded,
     WorkerRecord,
 )
-from ._postgres_deps import Settled
+from ._postgres_deps import Deltas, Settled
 from ._postgres_dsn import describe, scrub
 from ._postgres_schema import checked_schema_name, migrate
 
@@ -158,6 +160,14 @@ class PostgresJournal:
         self._instance = secrets.token_hex(8)  # names this journal's notifications
         self._turn_news = False
         self._turn_settled = Settled()
+        # What the running turn changed: counts of jobs by destination and state,
+        # and the activity it counts for stats() (see `_postgres_activity.py`); and
+        # what earlier turns counted that is not written yet.
+        self._deltas: Deltas = Counter()
+        self._activity = Activity()
+        self._activity_written = False
+        self._activity_log = monitoring.PostgresActivityLog(self._instance)
+        self._write_activity_later: asyncio.TimerHandle | None = None
         self._changed = False  # another process's notification came since the last poll
         self._on_change: Callable[[], None] | None = None
         self._on_children_settled: Callable[[list[int]], None] | None = None
@@ -196,6 +206,20 @@ class PostgresJournal:
     async def close(self) -> None:
         if not self._open:
             return
+        if self._write_activity_later is not None:
+            self._write_activity_later.cancel()
+            self._write_activity_later = None
+        # What this process counted and has not written, a turn's share at a time
+        # (a bounded number of turns: counts are never worth a hang at close).
+        for _ in range(40):
+            written = self._write_activity()
+            if written is None:
+                break
+            await asyncio.wait({written})
+        # This process's counts join the shared rows: the rows of processes that
+        # closed do not pile up (those of a killed one stay, summed all the same).
+        with contextlib.suppress(Exception):  # the writer's fault is told elsewhere
+            await self._call(lambda conn: conn.execute(monitoring.FOLD_COUNTS, self._instance))
         self._open = False
         try:
             await self._writer.stop()
@@ -252,6 +276,9 @@ class PostgresJournal:
 
     async def _execute_turn(self, turn: Turn[Conn]) -> list[Any]:
         settled = self._turn_settled = Settled()
+        deltas = self._deltas = Counter()
+        activity = self._activity = Activity()
+        self._activity_written = False
         self._turn_news = bool(turn.inserts)
         xid: str | None = None
         try:
@@ -260,13 +287,17 @@ class PostgresJournal:
             await transaction.start()
             try:
                 # Inserts first, so a claim in the same turn can take the jobs just written.
-                results = await writes.insert_all(conn, turn.inserts)
+                results = await writes.insert_all(conn, turn.inserts, deltas)
+                if turn.inserts:  # every count changed so far is an insert's
+                    activity.arrived(deltas, turn.inserts[-1][1])
                 for owner, outcomes in turn.outcomes.items():
                     for batch in outcomes.batches:
-                        await writes.write_outcomes(conn, owner, outcomes.now, batch, settled)
+                        await self._write_outcomes(conn, owner, outcomes.now, batch)
                         self._turn_news |= batch.news
                 for call, _ in turn.calls:
                     results.append(await call(conn))
+                await monitoring.add_counts(conn, self._instance, deltas)
+                self._activity_written = await self._activity_log.save(conn, activity)
                 if self._turn_news or settled.moved:
                     # Delivered at commit, to every process listening but this one.
                     await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._instance)
@@ -292,11 +323,61 @@ class PostgresJournal:
                         "transaction committed",
                         self.description,
                     )
-                    self._tell_children_settled(settled)
+                    self._committed_turn(settled)
                     return results
             raise translated from exc
-        self._tell_children_settled(settled)
+        self._committed_turn(settled)
         return results
+
+    def _committed_turn(self, settled: Settled) -> None:
+        """After a turn's commit: count its activity, and tell of children settled."""
+        self._activity_log.committed(self._activity, self._activity_written)
+        self._tell_children_settled(settled)
+        if self._activity_log.pending and self._write_activity_later is None:
+            # Counts left unwritten (see `_activity.py`) are written once the writer
+            # has been idle for a while, so that other processes see the last of them.
+            self._write_activity_later = asyncio.get_running_loop().call_later(
+                WRITE_EVERY, self._write_activity
+            )
+
+    def _write_activity(self) -> asyncio.Future[None] | None:
+        """Have the next turn write the pending counts (a turn of its own if need
+        be); the turn's future, or None if there is nothing to write or no writer."""
+        self._write_activity_later = None
+        if not self._activity_log.pending:
+            return None
+        self._activity_log.write_wanted = True
+        try:
+            future = self._call(_nothing)
+        except JournalError:
+            return None  # closed or stopped: those counts are lost, never jobs
+        future.add_done_callback(_ignore_failure)
+        return future
+
+    async def _write_outcomes(self, conn: Conn, owner: str, now: float, batch: Any) -> None:
+        """One batch of outcomes, and what it counts for stats()."""
+        moves: Deltas = Counter()
+        await writes.write_outcomes(conn, owner, now, batch, self._turn_settled, moves)
+        self._ended(moves, now, retries=True)
+        self._children_ended(now)
+        samples, weight, other_calls, other_samples = monitoring.outcome_samples(
+            batch.succeeded, batch.failed, batch.cancelled, now
+        )
+        self._activity.batch(now, None, samples, weight, other_calls, other_samples)
+
+    def _ended(self, moves: Deltas, now: float, *, retries: bool) -> None:
+        """Count what a write did (see `Activity.ended`), and add it to the turn's
+        changes of counts."""
+        self._activity.ended(moves, now, retries=retries)
+        self._deltas.update(moves)
+
+    def _children_ended(self, now: float) -> None:
+        """Count the children that the turn's writes so far settled (their moves to
+        `scheduled` are not retries)."""
+        moves = self._turn_settled.moves
+        if moves:
+            self._ended(moves, now, retries=False)
+            moves.clear()
 
     async def _committed(self, xid: str) -> bool:
         """Whether transaction `xid`, whose COMMIT got no answer, committed: asked on
@@ -396,13 +477,13 @@ class PostgresJournal:
 
         async def claim(conn: Conn) -> writes.ClaimResult:
             found = await writes.claim(
-                conn, owner, token, limit, lease_until, now, limits, self._cursor
+                conn, owner, token, limit, lease_until, now, limits, self._cursor, self._deltas
             )
             self._cursor = found.cursor
             return found
 
         found = await self._call(claim)
-        return Claim(found.jobs, found.booked, found.taken)
+        return Claim(found.jobs, found.booked, found.taken, found.traces)
 
     async def record_outcomes(
         self,
@@ -431,7 +512,13 @@ class PostgresJournal:
         self, now: float, decide: RetryDecision | None = None
     ) -> list[tuple[ExpiredJob, float | None]]:
         async def reclaim(conn: Conn) -> list[tuple[ExpiredJob, float | None]]:
-            reclaimed = await writes.reclaim(conn, now, decide, self._turn_settled)
+            moves: Deltas = Counter()
+            reclaimed = await writes.reclaim(conn, now, decide, self._turn_settled, moves)
+            self._ended(moves, now, retries=True)
+            for job, _ in reclaimed:
+                if job.started:  # a call made, of unknown duration
+                    self._activity.count("calls", job.destination, 1, now)
+            self._children_ended(now)
             self._turn_news |= bool(reclaimed)
             return reclaimed
 
@@ -476,50 +563,9 @@ class PostgresJournal:
         return changed
 
     async def stats(self, now: float) -> JournalStats:
-        async def stats(conn: Conn) -> JournalStats:
-            per: dict[str, dict[str, Any]] = {}
-            names = (
-                "ready",
-                "scheduled",
-                "blocked",
-                "claimed",
-                "running",
-                "succeeded",
-                "dead",
-                "cancelled",
-            )
-            for row in await conn.fetch(sql.STATS, now):
-                counts = {name: row[i + 1] for i, name in enumerate(names) if row[i + 1]}
-                if row[9] is not None:
-                    counts["oldest_ready_at"] = row[9]
-                if counts:
-                    per[row[0]] = counts
-            for name, paused, hold, circuit, circuit_until in await conn.fetch(
-                sql.HELD_DESTINATIONS, now
-            ):
-                counts = per.setdefault(name, {})
-                counts["paused"] = paused
-                counts["held_until"] = hold if hold > now else None
-                counts["circuit"] = circuit
-                counts["circuit_until"] = circuit_until if circuit != "closed" else None
-            limits = {name: float(rate) for name, rate in await conn.fetch(sql.RATES)}
-            for destination, counts in per.items():
-                oldest = counts.get("oldest_ready_at")
-                if oldest is not None:
-                    counts["oldest_ready_age"] = max(0.0, now - oldest)
-                limit = limits.get(destination)
-                if limit is not None:
-                    counts["limit"] = (
-                        limit  # how much is used needs the call rate: not kept here yet
-                    )
-            workers = await conn.fetchval(sql.WORKERS_ALIVE, now)
-            return JournalStats(
-                {d: DestinationCounts(**c) for d, c in sorted(per.items())},
-                at=now,
-                workers=int(workers),
-            )
+        unwritten = self._activity_log.unwritten()
 
-        return await self._read(stats)
+        return await self._read(lambda conn: monitoring.stats(conn, now, unwritten))
 
     async def heartbeat(self, worker: WorkerRecord, now: float, alive_until: float) -> None:
         async def beat(conn: Conn) -> None:
@@ -599,13 +645,16 @@ class PostgresJournal:
         spacing: float = 0.0,
     ) -> int:
         return await self._call(
-            lambda conn: writes.redrive(conn, ids, destination, now, spacing), news=True
+            lambda conn: writes.redrive(conn, ids, destination, now, spacing, self._deltas),
+            news=True,
         )
 
     async def purge(
         self, *, ids: Sequence[int] | None, destination: str | None, before: float | None
     ) -> int:
-        return await self._call(lambda conn: writes.purge(conn, ids, destination, before))
+        return await self._call(
+            lambda conn: writes.purge(conn, ids, destination, before, self._deltas)
+        )
 
     # -- periodic ticks ----------------------------------------------------
 
@@ -613,7 +662,10 @@ class PostgresJournal:
         async def make(conn: Conn) -> int | None:
             if await conn.fetchval(sql.ADVANCE_TICK, name, tick) is None:
                 return None  # made already, here or by another process
-            inserted = await writes.insert_one(conn, job, now)
+            moves: Deltas = Counter()
+            inserted = await writes.insert_one(conn, job, now, moves)
+            self._activity.arrived(moves, now)
+            self._deltas.update(moves)
             await conn.execute(sql.TICK_JOB, inserted.id, name)
             return inserted.id
 
@@ -636,9 +688,14 @@ class PostgresJournal:
     # -- cancellation ------------------------------------------------------
 
     async def cancel(self, job_id: int, now: float) -> Cancellation | None:
-        return await self._call(
-            lambda conn: deps.cancel_one(conn, job_id, now, self._turn_settled), news=True
-        )
+        async def cancel(conn: Conn) -> Cancellation | None:
+            moves: Deltas = Counter()
+            cancellation = await deps.cancel_one(conn, job_id, now, self._turn_settled, moves)
+            self._ended(moves, now, retries=False)
+            self._children_ended(now)
+            return cancellation
+
+        return await self._call(cancel, news=True)
 
     async def cancel_where(
         self,
@@ -648,17 +705,22 @@ class PostgresJournal:
         states: Sequence[JobState],
         now: float,
     ) -> Cancellation:
-        return await self._call(
-            lambda conn: deps.cancel_where(
+        async def cancel(conn: Conn) -> Cancellation:
+            moves: Deltas = Counter()
+            cancellation = await deps.cancel_where(
                 conn,
                 destination=destination,
                 task=task,
                 states=states,
                 now=now,
                 settled=self._turn_settled,
-            ),
-            news=True,
-        )
+                moves=moves,
+            )
+            self._ended(moves, now, retries=False)
+            self._children_ended(now)
+            return cancellation
+
+        return await self._call(cancel, news=True)
 
     async def cancel_requests(self, owner: str) -> list[int]:
         rows = await self._read(lambda conn: conn.fetch(deps.REQUESTS, owner))
@@ -667,10 +729,20 @@ class PostgresJournal:
     # -- retention ---------------------------------------------------------
 
     async def prune_finished(self, before: float | None, keep: int | None = None) -> Pruned:
-        return await self._call(lambda conn: writes.prune(conn, before, keep))
+        return await self._call(lambda conn: writes.prune(conn, before, keep, self._deltas))
 
     async def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL keeps its own write-ahead log bounded."""
+
+
+async def _nothing(conn: Conn) -> None:
+    """A turn's call that writes nothing of its own (the turn writes the counts)."""
+
+
+def _ignore_failure(future: asyncio.Future[Any]) -> None:
+    # Writing counts is best effort: a failed turn has logged or told its callers.
+    if not future.cancelled():
+        future.exception()
 
 
 def _terminate(conn: Conn | None) -> None:

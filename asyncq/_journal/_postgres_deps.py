@@ -17,6 +17,7 @@ cancels it instead.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ UPDATE jobs SET waiting = jobs.waiting - d.n,
 FROM (SELECT child, count(*)::int AS n FROM deps WHERE parent = ANY($1::bigint[])
       GROUP BY child) AS d
 WHERE jobs.id = d.child AND jobs.state = 'blocked' {mode}
-RETURNING jobs.state
+RETURNING jobs.state, jobs.destination
 """
 COUNT_DOWN_ALL = _COUNT_DOWN.format(mode="")
 COUNT_DOWN_RUN = _COUNT_DOWN.format(mode="AND jobs.on_parent_failure = 'run'")
@@ -42,7 +43,7 @@ UPDATE jobs SET state = 'cancelled', finished_at = $2, cancelled_by = d.parent
 FROM (SELECT child, min(parent) AS parent FROM deps WHERE parent = ANY($1::bigint[])
       GROUP BY child) AS d
 WHERE jobs.id = d.child AND jobs.state = 'blocked' AND jobs.on_parent_failure = 'cancel'
-RETURNING jobs.id
+RETURNING jobs.id, jobs.destination
 """
 # Redrive: a parent that is live again is not done for its blocked "run" children,
 # and the children its end cancelled come back blocked, `waiting` recomputed,
@@ -66,7 +67,7 @@ AND NOT EXISTS (SELECT 1 FROM deps AS d JOIN jobs AS p ON p.id = d.parent
                 WHERE d.child = jobs.id AND p.state IN ('dead', 'cancelled'))
 AND (jobs.key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS live WHERE live.key = jobs.key
                                      AND live.state IN {LIVE}))
-RETURNING jobs.id
+RETURNING jobs.id, jobs.destination
 """
 REPOINT = f"""
 UPDATE jobs SET cancelled_by = coalesce(
@@ -86,12 +87,14 @@ UPDATE jobs SET state = 'cancelled', finished_at = $2, owner = NULL, lease_until
 FROM unnest($3::bigint[], $4::bigint[], $5::bigint[]) AS o (id, token, at)
 WHERE jobs.id = o.id AND jobs.claim_token = o.token AND jobs.owner = $1
   AND jobs.state || '' = 'running'  -- by primary key: see _postgres_sql._OUTCOME_MATCH
-RETURNING jobs.id
+RETURNING jobs.id, jobs.destination
 """
 REQUESTS = """
 SELECT id FROM jobs WHERE cancel_requested AND owner = $1 AND state = 'running' ORDER BY id
 """
-_UNOWNED_REQUESTS = "SELECT id, state FROM jobs WHERE cancel_requested AND owner IS NULL"
+_UNOWNED_REQUESTS = """
+SELECT id, state, destination FROM jobs WHERE cancel_requested AND owner IS NULL
+"""
 _CLEAR_IDS = "UPDATE jobs SET cancel_requested = false WHERE id = ANY($1::bigint[])"
 _CANCEL_IDS = f"""
 UPDATE jobs SET {_FINAL}, cancel_requested = false WHERE id = ANY($1::bigint[])
@@ -100,7 +103,7 @@ _EXPIRED = """
 UPDATE jobs SET state = 'cancelled', finished_at = $1, owner = NULL, lease_until = NULL,
        cancel_requested = false
 WHERE state = 'running' AND cancel_requested AND lease_until < $1
-RETURNING id
+RETURNING id, destination
 """
 _STORED = {
     JobState.PENDING: ("pending", "scheduled"),
@@ -117,6 +120,8 @@ PUBLIC_STATE = {
 }
 
 Conn = Any  # an asyncpg connection inside a transaction
+#: Jobs moved in one transaction: (destination, state) -> change in count.
+Deltas = Counter[tuple[str, str]]
 
 
 @dataclass(slots=True)
@@ -127,6 +132,9 @@ class Settled:
     cancelled: list[int] = field(default_factory=list)
     #: Some blocked job left `blocked` (ready, scheduled or cancelled).
     moved: bool = False
+    #: The changes of counts of the children settled (by destination and state),
+    #: for the journal to count and clear.
+    moves: Deltas = field(default_factory=Counter)
 
 
 async def settle_children(
@@ -144,16 +152,19 @@ async def settle_children(
     added to `settled.cancelled` if `collect`)."""
     if not (succeeded or failed) or not await conn.fetchval(ANY_BLOCKED):
         return []
+    moves = settled.moves
     if succeeded:
-        rows = await conn.fetch(COUNT_DOWN_ALL, list(succeeded), now)
-        settled.moved |= any(row[0] != "blocked" for row in rows)
+        _counted_down(await conn.fetch(COUNT_DOWN_ALL, list(succeeded), now), settled)
     cancelled: list[int] = []
     ended = list(failed)
     # Each round cancels the next generation: a cancelled child ends in turn.
     while ended:
-        rows = await conn.fetch(COUNT_DOWN_RUN, ended, now)
-        settled.moved |= any(row[0] != "blocked" for row in rows)
-        ended = [row[0] for row in await conn.fetch(CASCADE, ended, now)]
+        _counted_down(await conn.fetch(COUNT_DOWN_RUN, ended, now), settled)
+        rows = await conn.fetch(CASCADE, ended, now)
+        ended = [row[0] for row in rows]
+        for _, destination in rows:
+            moves[destination, "blocked"] -= 1
+            moves[destination, "cancelled"] += 1
         cancelled += ended
     if cancelled:
         settled.moved = True
@@ -162,31 +173,48 @@ async def settle_children(
     return cancelled
 
 
-async def bring_back(conn: Conn, redriven: Sequence[int]) -> int:
+def _counted_down(rows: Sequence[Any], settled: Settled) -> None:
+    """Children counted down (rows of their new state and destination)."""
+    for state, destination in rows:
+        if state != "blocked":
+            settled.moved = True
+            settled.moves[destination, "blocked"] -= 1
+            settled.moves[destination, state] += 1
+
+
+async def bring_back(conn: Conn, redriven: Sequence[int], deltas: Deltas) -> int:
     """Dead jobs `redriven` are live again: the children their death cancelled come
     back blocked (and theirs), and their "run" children wait for them again."""
     back = 0
     parents = list(redriven)
     while parents:
         await conn.execute(COUNT_UP_RUN, parents)
-        revived = [row[0] for row in await conn.fetch(REVIVE, parents)]
+        rows = await conn.fetch(REVIVE, parents)
+        revived = [row[0] for row in rows]
+        for _, destination in rows:
+            deltas[destination, "cancelled"] -= 1
+            deltas[destination, "blocked"] += 1
         await conn.execute(REPOINT, parents)
         parents = revived
         back += len(revived)
     return back
 
 
-async def cancel_one(conn: Conn, job_id: int, now: float, settled: Settled) -> Cancellation | None:
+async def cancel_one(
+    conn: Conn, job_id: int, now: float, settled: Settled, moves: Deltas
+) -> Cancellation | None:
     row = await conn.fetchrow(
-        "SELECT state, owner, lease_until FROM jobs WHERE id = $1 FOR UPDATE", job_id
+        "SELECT state, owner, lease_until, destination FROM jobs WHERE id = $1 FOR UPDATE", job_id
     )
     if row is None:
         return None
-    state, owner, lease_until = row
+    state, owner, lease_until, destination = row
     if state in ("pending", "scheduled", "blocked") or (state == "running" and lease_until < now):
         await conn.execute(
             f"UPDATE jobs SET {_FINAL}, cancel_requested = false WHERE id = $1", job_id, now
         )
+        moves[destination, state] -= 1
+        moves[destination, "cancelled"] += 1
         settled.moved |= state == "blocked"
         children = await settle_children(conn, [], [job_id], now, settled, collect=False)
         return Cancellation([job_id], [], children, JobState.CANCELLED)
@@ -208,6 +236,7 @@ async def cancel_where(
     states: Sequence[JobState],
     now: float,
     settled: Settled,
+    moves: Deltas,
 ) -> Cancellation:
     """Every selected job, with one statement per stored state (each on that state's
     partial index)."""
@@ -219,13 +248,16 @@ async def cancel_where(
     for stored, condition in steps:
         rows = await conn.fetch(
             f"UPDATE jobs SET {_FINAL}, cancel_requested = false "
-            f"WHERE state = $1{condition}{where} RETURNING id",
+            f"WHERE state = $1{condition}{where} RETURNING id, destination",
             stored,
             now,
             destination,
             task,
         )
         cancelled += [row[0] for row in rows]
+        for _, name in rows:
+            moves[name, stored] -= 1
+            moves[name, "cancelled"] += 1
         settled.moved |= stored == "blocked" and bool(rows)
     requested: list[tuple[int, str]] = []
     if JobState.RUNNING in states:
@@ -247,16 +279,20 @@ async def record_cancelled(
     now: float,
     outcomes: tuple[list[int], list[int], list[int | None]],
     settled: Settled,
+    moves: Deltas,
 ) -> list[int]:
     """Write `Cancelled` outcomes; the jobs cancelled, then their children."""
     rows = await conn.fetch(RECORD_CANCELLED, owner, now, *outcomes)
     if not rows:
         return []
     cancelled = [row[0] for row in rows]
+    for _, destination in rows:
+        moves[destination, "running"] -= 1
+        moves[destination, "cancelled"] += 1
     return cancelled + await settle_children(conn, [], cancelled, now, settled, collect=False)
 
 
-async def settle_requests(conn: Conn, now: float, settled: Settled) -> list[int]:
+async def settle_requests(conn: Conn, now: float, settled: Settled, moves: Deltas) -> list[int]:
     """After failures or releases: a marked job sent back to wait is cancelled
     instead; marks on finished jobs are cleared. The jobs cancelled, then their
     children."""
@@ -267,14 +303,21 @@ async def settle_requests(conn: Conn, now: float, settled: Settled) -> list[int]
     waiting = [row[0] for row in rows if row[1] in ("pending", "scheduled")]
     if not waiting:
         return []
+    for _, state, destination in rows:
+        if state in ("pending", "scheduled"):
+            moves[destination, state] -= 1
+            moves[destination, "cancelled"] += 1
     await conn.execute(_CANCEL_IDS, waiting, now)
     return waiting + await settle_children(conn, [], waiting, now, settled, collect=False)
 
 
-async def cancel_expired(conn: Conn, now: float, settled: Settled) -> list[int]:
+async def cancel_expired(conn: Conn, now: float, settled: Settled, moves: Deltas) -> list[int]:
     """Before a reclaim: marked jobs whose lease expired are cancelled, not retried."""
     rows = await conn.fetch(_EXPIRED, now)
     if not rows:
         return []
     ids = [row[0] for row in rows]
+    for _, destination in rows:
+        moves[destination, "running"] -= 1
+        moves[destination, "cancelled"] += 1
     return ids + await settle_children(conn, [], ids, now, settled, collect=False)

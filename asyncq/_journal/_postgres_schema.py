@@ -90,8 +90,6 @@ CREATE TABLE periodic (
 # Version 3: monitoring. A heartbeat per process that runs jobs, so that a process
 # that runs none can tell whether any does; a destination's `rate` (calls per
 # second), written by the processes that declare it, so that others can show it.
-# (The activity slots of the SQLite journal, for rates and latencies, are not kept
-# here yet.)
 _V3 = """
 CREATE TABLE workers (
     owner       text PRIMARY KEY,             -- the claim owner: host:pid:token
@@ -103,6 +101,44 @@ CREATE TABLE workers (
     alive_until double precision NOT NULL     -- no heartbeat by then: presumed gone
 );
 ALTER TABLE destinations ADD COLUMN rate double precision  -- NULL: no rate known
+"""
+
+
+# Version 4: what stats() reads without scanning the jobs, and trace contexts.
+# `counts` holds the jobs per destination and state (running jobs apart: stats()
+# reads them from the running index), kept by each writer in the transactions that
+# move jobs. Each process adds to rows of its own (`writer`, its journal's
+# instance), so that claims and acks on several hosts never wait for one another
+# on a hot row; stats() sums them, and a process that closes folds its rows into
+# the shared ones (writer ''). `activity` holds what happened lately per
+# destination in slots a few seconds wide, as on SQLite (see `_activity.py`), in
+# rows of each writer too. `trace` is the submitter's trace context (asyncq[otel]),
+# NULL when tracing is off.
+_V4 = """
+CREATE TABLE counts (
+    destination text   NOT NULL,
+    state       text   NOT NULL,   -- pending, scheduled, blocked, succeeded, dead, cancelled
+    writer      text   NOT NULL,   -- the process that added these ('' once folded)
+    n           bigint NOT NULL,
+    PRIMARY KEY (destination, state, writer)
+);
+INSERT INTO counts (destination, state, writer, n)
+SELECT destination, state, '', count(*) FROM jobs WHERE state != 'running'
+GROUP BY destination, state;
+CREATE TABLE activity (
+    slot        bigint           NOT NULL,  -- seconds since the epoch // SLOT_SECONDS
+    destination text             NOT NULL,
+    writer      text             NOT NULL,  -- the process that counted these
+    arrived     bigint           NOT NULL,  -- jobs submitted
+    calls       bigint           NOT NULL,  -- attempts that called the handler (as they ended)
+    finished    bigint           NOT NULL,  -- jobs that succeeded, died or were cancelled
+    retried     bigint           NOT NULL,  -- failed attempts scheduled to run again
+    dead        bigint           NOT NULL,  -- jobs dead-lettered
+    latency     jsonb,                      -- {bucket: attempts}: see _activity.py
+    first_at    double precision NOT NULL,  -- the earliest of these events
+    PRIMARY KEY (slot, destination, writer)
+);
+ALTER TABLE jobs ADD COLUMN trace text
 """
 
 
@@ -119,6 +155,7 @@ MIGRATIONS: list[list[str]] = [
         "WHERE state IN ('succeeded', 'cancelled')"
     ],
     _statements(_V3),
+    _statements(_V4),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 from ._postgres_schema import LIVE
 
 # Unkeyed jobs without parents, every caller's of a turn in one statement. The ids
-# are drawn in ORDINALITY order, so sorted ids match the rows' order.
+# are drawn in ORDINALITY order, so sorted ids match the rows' order. `trace` (the
+# submitter's trace context, asyncq[otel]) is null unless tracing is on: $7 is then
+# null as a whole, not an array of nulls.
 INSERT_ROWS = """
-INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at)
+INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at, trace)
 SELECT r.task, r.payload, r.destination, r.priority, r.run_at,
-       CASE WHEN r.run_at <= r.now THEN 'pending' ELSE 'scheduled' END, r.now
+       CASE WHEN r.run_at <= r.now THEN 'pending' ELSE 'scheduled' END, r.now,
+       ($7::text[])[r.n]
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::float8[])
      WITH ORDINALITY AS r (task, payload, destination, priority, run_at, now, n)
 ORDER BY r.n
@@ -27,8 +30,8 @@ RETURNING id
 # dependency columns (zero and null for a batch without parents).
 INSERT_PAYLOADS = """
 INSERT INTO jobs (task, payload, destination, priority, run_at, state, created_at,
-                  parents, waiting, on_parent_failure, cancelled_by, finished_at)
-SELECT $2, p.payload, $3, $4, $5, $6, $12, $7, $8, $9, $10, $11
+                  parents, waiting, on_parent_failure, cancelled_by, finished_at, trace)
+SELECT $2, p.payload, $3, $4, $5, $6, $12, $7, $8, $9, $10, $11, $13
 FROM unnest($1::text[]) WITH ORDINALITY AS p (payload, n)
 ORDER BY p.n
 RETURNING id
@@ -38,8 +41,8 @@ RETURNING id
 # the holder (`FIND_LIVE_KEY`).
 INSERT_ONE = f"""
 INSERT INTO jobs (task, payload, destination, priority, run_at, key, state, created_at,
-                  parents, waiting, on_parent_failure, cancelled_by, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                  parents, waiting, on_parent_failure, cancelled_by, finished_at, trace)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (key) WHERE key IS NOT NULL AND state IN {LIVE} DO NOTHING
 RETURNING id
 """
@@ -58,6 +61,7 @@ PROMOTE_DUE = """
 UPDATE jobs SET state = 'pending'
 WHERE id IN (SELECT id FROM jobs WHERE state = 'scheduled' AND run_at <= $1
              FOR UPDATE SKIP LOCKED)
+RETURNING destination
 """
 # The destinations with ready jobs, in name order after `$1`: a skip scan of the
 # ready index (one seek per destination, not a walk of the backlog).
@@ -99,7 +103,7 @@ UPDATE jobs SET state = 'running', owner = $1, claim_token = $2, lease_until = $
 FROM picked WHERE jobs.id = picked.id
 RETURNING jobs.id, jobs.task, jobs.payload, jobs.destination, jobs.priority,
           jobs.attempts + 1, jobs.created_at, jobs.first_started_at, jobs.snoozes,
-          jobs.parents, jobs.run_at
+          jobs.parents, jobs.run_at, jobs.trace
 """
 # What a claim hands a child: each parent's result (null for a parent that did not
 # succeed, or was pruned).
@@ -160,7 +164,7 @@ UPDATE jobs SET state = 'succeeded', result = o.result, finished_at = $5,
        first_started_at = coalesce(first_started_at, started_at, {_SECONDS})
 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $6::bigint[]) AS o (id, token, result, at)
 WHERE {_OUTCOME_MATCH}
-RETURNING jobs.id
+RETURNING jobs.id, jobs.destination
 """
 
 
@@ -192,7 +196,7 @@ UPDATE jobs SET
 FROM unnest($3::bigint[], $4::bigint[], $5::text[], $6::float8[], $7::int[], $8::bigint[])
      AS o (id, token, error, retry_at, snoozed, at)
 WHERE {_OUTCOME_MATCH}
-RETURNING jobs.id, jobs.state
+RETURNING jobs.id, jobs.state, jobs.destination
 """
 # Handed back: no attempt is charged, even for a handler cut off at shutdown.
 RELEASE = f"""
@@ -202,6 +206,7 @@ UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL, started_at 
                                ELSE first_started_at END
 FROM unnest($2::bigint[], $3::bigint[]) AS o (id, token)
 WHERE {_OUTCOME_MATCH}
+RETURNING jobs.destination
 """
 RENEW = "UPDATE jobs SET lease_until = $1 WHERE state = 'running' AND owner = $2"
 # Expired leases, locked: of two processes reclaiming at once, each takes its own.
@@ -223,12 +228,13 @@ UPDATE jobs SET
     owner = NULL, lease_until = NULL
 FROM unnest($3::bigint[], $4::float8[], $5::int[]) AS o (id, retry_at, charge)
 WHERE jobs.id = o.id AND jobs.state || '' = 'running'
-RETURNING jobs.id, jobs.state
+RETURNING jobs.id, jobs.state, jobs.destination
 """
 # An unstarted claim lost to a crash: back to ready, uncharged, the loss counted.
 LOST = """
 UPDATE jobs SET state = 'pending', owner = NULL, lease_until = NULL, lost = lost + 1
 WHERE id = ANY($1::bigint[]) AND state = 'running'
+RETURNING destination
 """
 CHARGE_AFTER_LOSSES = 2  # the third loss of an unstarted claim is charged
 
@@ -236,26 +242,6 @@ COLUMNS = (
     "id, task, state, destination, priority, payload, key, attempts, created_at, run_at, "
     "started_at, finished_at, result, last_error, snoozes, history::text"
 )
-# Jobs per destination and state, in one pass over the table.
-STATS = """
-SELECT destination,
-    count(*) FILTER (WHERE state = 'pending' OR (state = 'scheduled' AND run_at <= $1)),
-    count(*) FILTER (WHERE state = 'scheduled' AND run_at > $1),
-    count(*) FILTER (WHERE state = 'blocked'),
-    count(*) FILTER (WHERE state = 'running'
-                     AND NOT (started_at IS NOT NULL AND lease_until >= $1)),
-    count(*) FILTER (WHERE state = 'running' AND started_at IS NOT NULL AND lease_until >= $1),
-    count(*) FILTER (WHERE state = 'succeeded'),
-    count(*) FILTER (WHERE state = 'dead'),
-    count(*) FILTER (WHERE state = 'cancelled'),
-    min(run_at) FILTER (WHERE state = 'pending' OR (state = 'scheduled' AND run_at <= $1))
-FROM jobs GROUP BY destination ORDER BY destination
-"""
-HELD_DESTINATIONS = """
-SELECT name, paused, hold_until, circuit, circuit_until FROM destinations
-WHERE paused OR hold_until > $1 OR circuit != 'closed'
-"""
-
 # A redriven job starts over: attempts, snoozes and the first-attempt time are
 # reset (its history of attempts is kept).
 REDRIVE = """
@@ -264,6 +250,7 @@ UPDATE jobs SET state = CASE WHEN o.run_at <= $1 THEN 'pending' ELSE 'scheduled'
        finished_at = NULL
 FROM unnest($2::bigint[], $3::float8[]) AS o (id, run_at)
 WHERE jobs.id = o.id AND jobs.state || '' = 'dead'
+RETURNING jobs.destination, jobs.state
 """
 SELECT_DEAD = """
 SELECT id FROM jobs WHERE state = 'dead' AND ($1::text IS NULL OR destination = $1)
@@ -281,7 +268,7 @@ SELECT {COLUMNS} FROM jobs WHERE state = 'dead'
 AND ($1::text IS NULL OR destination = $1) AND ($2::float8 IS NULL OR finished_at >= $2)
 ORDER BY finished_at DESC, id DESC LIMIT $3
 """
-PURGE = "DELETE FROM jobs WHERE state = 'dead' AND id = ANY($1::bigint[])"
+PURGE = "DELETE FROM jobs WHERE state = 'dead' AND id = ANY($1::bigint[]) RETURNING destination"
 
 # A periodic schedule's tick: the row moves forward only. Of two processes racing
 # for one tick, the second waits for the first's row lock, then finds the tick made.
@@ -305,14 +292,14 @@ DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs WHERE state IN ('succeeded', 'cancelled') AND finished_at < $1
     AND {_NO_LIVE_CHILD} ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
-RETURNING id
+RETURNING id, destination, state
 """
 PRUNE_OLDEST = f"""
 DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs WHERE state IN ('succeeded', 'cancelled') AND {_NO_LIVE_CHILD}
     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 )
-RETURNING id
+RETURNING id, destination, state
 """
 FINISHED_COUNT = "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled')"
 # At least the number of finished jobs (ids are never reused), from two index probes:
@@ -333,12 +320,10 @@ ON CONFLICT (owner) DO UPDATE SET last_seen = excluded.last_seen,
 # Rows of processes long gone (killed, so never signed off) are kept a day, then go.
 FORGET_GONE = "DELETE FROM workers WHERE alive_until < $1"
 SIGN_OFF = "DELETE FROM workers WHERE owner = $1"
-WORKERS_ALIVE = "SELECT count(*) FROM workers WHERE alive_until >= $1"
 SAVE_RATES = """
 INSERT INTO destinations (name, rate) SELECT * FROM unnest($1::text[], $2::float8[])
 ON CONFLICT (name) DO UPDATE SET rate = excluded.rate
 """
-RATES = "SELECT name, rate FROM destinations WHERE rate IS NOT NULL"
 # A transaction's id, and later (on another connection) whether it committed. Null
 # for a transaction that wrote nothing: asking would assign an id, and make its
 # commit wait for a WAL flush that it does not need.

@@ -34,7 +34,7 @@ from ._messages import (
     Started,
     Succeeded,
 )
-from ._postgres_deps import Settled
+from ._postgres_deps import Deltas, Settled
 
 log = logging.getLogger("asyncq.journal")
 
@@ -70,25 +70,29 @@ def rowcount(status: str) -> int:
 # -- inserts ------------------------------------------------------------------
 
 
-async def insert_all(conn: Conn, inserts: Sequence[Insert]) -> list[Any]:
+async def insert_all(conn: Conn, inserts: Sequence[Insert], deltas: Deltas) -> list[Any]:
     """Every insert of a turn; one result per insert, in order. Plain jobs of every
     caller go into one statement; batches, keyed jobs and children one by one."""
     results: list[Any] = [None] * len(inserts)
     merged: list[int] = []
     for index, (jobs, now, _) in enumerate(inserts):
         if isinstance(jobs, NewBatch):
-            results[index] = await insert_batch(conn, jobs, now)
+            results[index] = await insert_batch(conn, jobs, now, deltas)
         elif any(job.key is not None or job.after for job in jobs):
             # One at a time, so a key repeated within one call finds the job
             # inserted a moment before.
-            results[index] = [await insert_one(conn, job, now) for job in jobs]
+            results[index] = [await insert_one(conn, job, now, deltas) for job in jobs]
         else:
             merged.append(index)
     if merged:
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        traces: list[str | None] = []
         for index in merged:
             jobs, now, _ = inserts[index]
             assert not isinstance(jobs, NewBatch)
+            deltas.update(
+                (job.destination, "pending" if job.run_at <= now else "scheduled") for job in jobs
+            )
             for job in jobs:
                 for column, value in zip(
                     columns,
@@ -96,7 +100,10 @@ async def insert_all(conn: Conn, inserts: Sequence[Insert]) -> list[Any]:
                     strict=True,
                 ):
                     column.append(value)
-        ids = iter(sorted(row[0] for row in await conn.fetch(sql.INSERT_ROWS, *columns)))
+                traces.append(job.trace)
+        traced = traces if any(trace is not None for trace in traces) else None
+        rows = await conn.fetch(sql.INSERT_ROWS, *columns, traced)
+        ids = iter(sorted(row[0] for row in rows))
         for index in merged:
             results[index] = [Inserted(next(ids), True) for _ in inserts[index][0]]
     return results
@@ -129,7 +136,7 @@ def split_payloads(batch: NewBatch) -> list[str]:
     return texts
 
 
-async def insert_batch(conn: Conn, batch: NewBatch, now: float) -> list[int]:
+async def insert_batch(conn: Conn, batch: NewBatch, now: float, deltas: Deltas) -> list[int]:
     payloads = split_payloads(batch)
     columns = await child_columns(conn, batch.after, batch.on_parent_failure, batch.run_at, now)
     rows = await conn.fetch(
@@ -141,14 +148,16 @@ async def insert_batch(conn: Conn, batch: NewBatch, now: float) -> list[int]:
         batch.run_at,
         *columns,
         now,
+        batch.trace,
     )
     ids = sorted(row[0] for row in rows)
+    deltas[batch.destination, columns[0]] += len(ids)
     if batch.after and ids:
         await conn.execute(sql.LINK, list(dict.fromkeys(batch.after)), ids)
     return ids
 
 
-async def insert_one(conn: Conn, job: NewJob, now: float) -> Inserted:
+async def insert_one(conn: Conn, job: NewJob, now: float, deltas: Deltas) -> Inserted:
     """A keyed job or a child: the live holder of its key if there is one."""
     if job.key is not None and (holder := await conn.fetchval(sql.FIND_LIVE_KEY, job.key)):
         return Inserted(holder, False)
@@ -170,9 +179,11 @@ async def insert_one(conn: Conn, job: NewJob, now: float) -> Inserted:
         mode,
         cancelled_by,
         finished_at,
+        job.trace,
     )
     if job_id is None:  # another process inserted the key a moment before
         return Inserted(await conn.fetchval(sql.FIND_LIVE_KEY, job.key), False)
+    deltas[job.destination, state] += 1
     if job.after:
         await conn.execute(sql.LINK, list(dict.fromkeys(job.after)), [job_id])
     return Inserted(job_id, True)
@@ -211,6 +222,7 @@ class ClaimResult(NamedTuple):
     booked: dict[str, Booked]
     taken: dict[str, int]
     cursor: str
+    traces: dict[int, str]  # the trace contexts of the jobs that have one, by id
 
 
 async def ready_destinations(conn: Conn, cursor: str, chunk: int) -> list[str]:
@@ -232,9 +244,12 @@ async def claim(
     now: float,
     limits: ClaimLimits | None,
     cursor: str,
+    deltas: Deltas,
 ) -> ClaimResult:
     """Take up to `limit` ready jobs for `owner` (see `Journal.claim`)."""
-    await conn.execute(sql.PROMOTE_DUE, now)
+    for (destination,) in await conn.fetch(sql.PROMOTE_DUE, now):
+        deltas[destination, "scheduled"] -= 1
+        deltas[destination, "pending"] += 1
     names = await ready_destinations(conn, cursor, chunk=max(2 * limit, 256))
     if limits is not None and names:
         closed = {row[0] for row in await conn.fetch(sql.CLOSED_DESTINATIONS, names, now)}
@@ -249,11 +264,13 @@ async def claim(
             chosen.append(name)
             rooms.append(room)
     if not chosen or limit <= 0:
-        return ClaimResult([], {}, {}, "")
+        return ClaimResult([], {}, {}, "", {})
     rows = await conn.fetch(sql.CLAIM, owner, token, lease_until, chosen, rooms, limit)
     taken: dict[str, int] = {}
     for row in rows:
         taken[row[3]] = taken.get(row[3], 0) + 1
+    for destination, n in taken.items():
+        deltas[destination, "pending"] -= n
     # The next claim starts after the last destination served, if this one filled.
     order = {name: n for n, name in enumerate(chosen)}
     cursor = max(taken, key=order.__getitem__) if len(rows) >= limit and taken else ""
@@ -286,7 +303,8 @@ async def claim(
             if job.parents is None:
                 job.parents = {}
             job.parents[parent] = value
-    return ClaimResult(jobs, booked, taken, cursor)
+    traces = {row[0]: row[11] for row in rows if row[11] is not None}
+    return ClaimResult(jobs, booked, taken, cursor, traces)
 
 
 def decoded(text: str) -> Any:
@@ -346,9 +364,11 @@ class Outcomes(NamedTuple):
 
 
 async def write_outcomes(
-    conn: Conn, owner: str, now: float, batch: Outcomes, settled: Settled
+    conn: Conn, owner: str, now: float, batch: Outcomes, settled: Settled, moves: Deltas
 ) -> None:
-    """Write one batch of outcomes, and settle the children of the jobs it ended."""
+    """Write one batch of outcomes, and settle the children of the jobs it ended;
+    the changes of counts of its own jobs go to `moves` (the children's to
+    `settled.moves`)."""
     batch.settled.clear()  # a turn may be run again (a deadlock, retried)
     if batch.started:
         ids, tokens, at = zip(*((s.id, s.token, s.at_us) for s in batch.started), strict=True)
@@ -365,6 +385,7 @@ async def write_outcomes(
             [s.started_us for s in batch.succeeded],
         )
         succeeded = [row[0] for row in rows]
+        moves.update((row[1], "succeeded") for row in rows)
     dead: list[int] = []
     if batch.failed:
         rows = await conn.fetch(
@@ -379,30 +400,35 @@ async def write_outcomes(
             [f.started_us for f in batch.failed],
         )
         dead = [row[0] for row in rows if row[1] == "dead"]
+        moves.update((row[2], row[1]) for row in rows)
     if batch.released:
-        await conn.execute(
+        rows = await conn.fetch(
             sql.RELEASE,
             owner,
             [r.id for r in batch.released],
             [r.token for r in batch.released],
         )
+        moves.update((row[0], "pending") for row in rows)
     if batch.cancelled:
         outcomes = (
             [c.id for c in batch.cancelled],
             [c.token for c in batch.cancelled],
             [c.started_us for c in batch.cancelled],
         )
-        batch.settled.extend(await deps.record_cancelled(conn, owner, now, outcomes, settled))
+        batch.settled.extend(
+            await deps.record_cancelled(conn, owner, now, outcomes, settled, moves)
+        )
     if batch.failed or batch.released:
-        batch.settled.extend(await deps.settle_requests(conn, now, settled))
+        batch.settled.extend(await deps.settle_requests(conn, now, settled, moves))
     await deps.settle_children(conn, succeeded, dead, now, settled)
 
 
 async def reclaim(
-    conn: Conn, now: float, decide: RetryDecision | None, settled: Settled
+    conn: Conn, now: float, decide: RetryDecision | None, settled: Settled, moves: Deltas
 ) -> list[tuple[ExpiredJob, float | None]]:
-    """Take back jobs whose lease expired (see `Journal.reclaim_expired`)."""
-    await deps.cancel_expired(conn, now, settled)
+    """Take back jobs whose lease expired (see `Journal.reclaim_expired`); the
+    changes of counts of those jobs go to `moves`."""
+    await deps.cancel_expired(conn, now, settled, moves)
     lost: list[ExpiredJob] = []
     charged: list[ExpiredJob] = []
     for id_, task, destination, attempts, first, started, losses in await conn.fetch(
@@ -414,7 +440,8 @@ async def reclaim(
         else:
             lost.append(ExpiredJob(id_, task, destination, attempts + 1, first, False))
     if lost:
-        await conn.execute(sql.LOST, [job.id for job in lost])
+        rows = await conn.fetch(sql.LOST, [job.id for job in lost])
+        moves.update((row[0], "pending") for row in rows)
     decisions = [now if decide is None else decide(job) for job in charged]
     if charged:
         rows = await conn.fetch(
@@ -426,6 +453,7 @@ async def reclaim(
             [0 if job.started else 1 for job in charged],
         )
         dead = [row[0] for row in rows if row[1] == "dead"]
+        moves.update((row[2], row[1]) for row in rows)
         await deps.settle_children(conn, [], dead, now, settled)
     return [(job, now) for job in lost] + list(zip(charged, decisions, strict=True))
 
@@ -448,6 +476,7 @@ async def redrive(
     destination: str | None,
     now: float,
     spacing: float,
+    deltas: Deltas,
 ) -> int:
     """Dead jobs back to pending, `spacing` seconds apart, with what their death
     cancelled; the number redriven. A job whose key a live job holds stays dead."""
@@ -466,21 +495,30 @@ async def redrive(
             len(chosen) - len(free),
         )
     times = [now + i * spacing for i in range(len(free))]
-    count = rowcount(await conn.execute(sql.REDRIVE, now, free, times))
-    await deps.bring_back(conn, free)
-    return count
+    rows = await conn.fetch(sql.REDRIVE, now, free, times)
+    for destination, state in rows:
+        deltas[destination, "dead"] -= 1
+        deltas[destination, state] += 1
+    await deps.bring_back(conn, free, deltas)
+    return len(rows)
 
 
 async def purge(
-    conn: Conn, ids: Sequence[int] | None, destination: str | None, before: float | None
+    conn: Conn,
+    ids: Sequence[int] | None,
+    destination: str | None,
+    before: float | None,
+    deltas: Deltas,
 ) -> int:
     chosen = await select_dead(conn, ids, destination, before)
-    count = rowcount(await conn.execute(sql.PURGE, chosen))
+    rows = await conn.fetch(sql.PURGE, chosen)
+    for (name,) in rows:
+        deltas[name, "dead"] -= 1
     await conn.execute(sql.FORGET, chosen)
-    return count
+    return len(rows)
 
 
-async def prune(conn: Conn, before: float | None, keep: int | None) -> Pruned:
+async def prune(conn: Conn, before: float | None, keep: int | None, deltas: Deltas) -> Pruned:
     """One bounded share of pruning (see `Journal.prune_finished`)."""
     excess = 0
     # Counting walks every finished job: only when there may be more than `keep`.
@@ -490,11 +528,11 @@ async def prune(conn: Conn, before: float | None, keep: int | None) -> Pruned:
         return Pruned(0, more=False)
     deleted: list[int] = []
     if before is not None:
-        deleted += [row[0] for row in await conn.fetch(sql.PRUNE_OLD, before, PRUNE_WINDOW)]
+        deleted += _deleted(await conn.fetch(sql.PRUNE_OLD, before, PRUNE_WINDOW), deltas)
     more = len(deleted) >= PRUNE_WINDOW
     excess -= len(deleted)
     if excess > 0:
-        oldest = [row[0] for row in await conn.fetch(sql.PRUNE_OLDEST, min(excess, PRUNE_WINDOW))]
+        oldest = _deleted(await conn.fetch(sql.PRUNE_OLDEST, min(excess, PRUNE_WINDOW)), deltas)
         deleted += oldest
         # What is still over the count cannot go if nothing could (parents waiting
         # for their children): the next round tries again.
@@ -502,3 +540,10 @@ async def prune(conn: Conn, before: float | None, keep: int | None) -> Pruned:
     if deleted:
         await conn.execute(sql.FORGET, deleted)
     return Pruned(len(deleted), more)
+
+
+def _deleted(rows: Sequence[Any], deltas: Deltas) -> list[int]:
+    """The ids of deleted jobs (rows of id, destination, state), counted out."""
+    for _, destination, state in rows:
+        deltas[destination, state] -= 1
+    return [row[0] for row in rows]

@@ -108,7 +108,7 @@ class SqliteJournal:
         # a transaction), and what earlier turns did that is not written yet.
         self._activity = Activity()
         self._activity_written = False
-        self._activity_log = monitoring.ActivityLog()
+        self._activity_log = monitoring.SqliteActivityLog()
         self._write_activity_later: asyncio.TimerHandle | None = None
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim

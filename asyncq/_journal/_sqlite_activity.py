@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from ._activity import (
     KEEP_SLOTS,
-    SLOT_SECONDS,
+    MAX_ROWS_PER_TURN,
     WINDOW_SLOTS,
-    WRITE_EVERY,
     Activity,
-    Counts,
+    ActivityLog,
+    Row,
+    Window,
     slot_of,
+    window_start,
 )
 from ._messages import WorkerRecord
 
@@ -82,92 +81,21 @@ ON CONFLICT (name) DO UPDATE SET rate = excluded.rate
 RATES = "SELECT name, rate FROM destinations WHERE rate IS NOT NULL"
 
 
-@dataclass(slots=True)
-class Window:
-    """What the store holds for the last minute, per destination, and the seconds
-    that covers."""
-
-    seconds: float
-    tallies: dict[str, list[int]] = field(default_factory=dict)  # arrived ... dead
-    latency: dict[str, Counter[int]] = field(default_factory=dict)
-
-
-#: Rows a turn writes at most: a second in which 10,000 destinations were busy is
-#: written over many turns (a row costs 10-15 us), not in one that stalls.
-MAX_ROWS_PER_TURN = 256
-
-
-class Row(NamedTuple):
-    """One slot's counts for one destination, as the store keeps them."""
-
-    slot: int
-    destination: str
-    arrived: int
-    calls: int
-    finished: int
-    retried: int
-    dead: int
-    latency: dict[int, int] | None  # bucket -> attempts
-    first_at: float  # the earliest of these events
-
-
-class ActivityLog:
-    """A journal's counts not yet written, and when to write them.
-
-    The writer's thread writes (`save`, inside a turn's transaction); the event
-    loop's thread counts each committed turn's `Activity` (`committed`, before the
-    next turn starts) and reads a copy for stats() (`unwritten`): the two never
-    run at once, so no lock is needed.
-
-    Every `WRITE_EVERY` seconds the pending counts become rows (the work grows with
-    the destinations busy since the last time, once); the rows are written
-    `MAX_ROWS_PER_TURN` a turn, so that no turn pays for more, while new counts
-    pend beside them."""
+class SqliteActivityLog(ActivityLog):
+    """The activity log (see `ActivityLog`), written on the writer's thread."""
 
     def __init__(self) -> None:
-        self._pending: dict[int, Counts] = {}  # by slot
-        self._queued: list[Row] = []  # rows made, to be written by the next turns
-        self._at = -math.inf  # the latest time counted in `_pending`
-        self._written_at = -math.inf  # the queue's time the pending counts last became rows
+        super().__init__()
         self._pruned_slot = 0
         self._failing = False  # the last write failed (logged once)
-        # What the running turn's write did, for `committed`: the rows it leaves
-        # queued, and whether it took the pending counts (and the turn's own).
-        self._leftover: list[Row] = []
-        self._took_pending = False
-        #: Set (from the event loop) to have the next turn write whatever is pending.
-        self.write_wanted = False
-
-    @property
-    def pending(self) -> bool:
-        return bool(self._pending or self._queued)
 
     def save(self, conn: sqlite3.Connection, turn: Activity) -> bool:
-        """Inside a turn's transaction: write the next queued rows, or, when it is
-        time (`WRITE_EVERY`, or asked for), the pending counts and this turn's, at
-        most `MAX_ROWS_PER_TURN` rows. Whether it wrote."""
-        self._took_pending = False
-        if self._queued:
-            rows = self._queued
-            at = self._written_at
-        else:
-            recorded = turn.at > -math.inf
-            if not (recorded or self._pending):
-                return False
-            at = max(turn.at, self._at)
-            if not self.write_wanted and at - self._written_at < WRITE_EVERY:
-                return False
-            rows = _rows(self._pending)  # pending stays as it is until the commit
-            if recorded:
-                counted = Counts()
-                turn.count_into(counted)
-                rows += _rows({slot_of(turn.at): counted})
-            self._took_pending = True
-        if not self._write(conn, rows[:MAX_ROWS_PER_TURN], at):
-            self._took_pending = False
+        """Inside a turn's transaction: write what `take` gives. Whether it wrote."""
+        planned = self.take(turn)
+        if planned is None:
             return False
-        self._leftover = rows[MAX_ROWS_PER_TURN:]
-        return True
+        rows, at = planned
+        return self.written(rows, self._write(conn, rows[:MAX_ROWS_PER_TURN], at))
 
     def _write(self, conn: sqlite3.Connection, rows: list[Row], at: float) -> bool:
         # In a savepoint of its own: counting must never fail the turn's jobs. What
@@ -190,83 +118,20 @@ class ActivityLog:
         self._failing = False
         return True
 
-    def committed(self, turn: Activity, written: bool) -> None:
-        """After the turn's commit: what it wrote is no longer pending; what it did
-        not write waits for a later turn."""
-        if not written and turn.at == -math.inf:
-            return
-        if written:
-            self._queued, self._leftover = self._leftover, []
-        if self._took_pending:  # the pending counts and the turn's became rows
-            self._written_at = max(turn.at, self._at, self._written_at)
-            self._pending = {}
-            self._at = -math.inf
-            self.write_wanted = False
-            self._took_pending = False
-        elif turn.at > -math.inf:
-            slot = slot_of(turn.at)
-            counts = self._pending.get(slot)
-            if counts is None:
-                counts = self._pending[slot] = Counts()
-            turn.count_into(counts)
-            self._at = max(self._at, turn.at)
-
-    def unwritten(self) -> list[Row]:
-        return self._queued + _rows(self._pending)
-
-
-def _rows(counted: dict[int, Counts]) -> list[Row]:
-    rows = []
-    for slot, counts in counted.items():
-        histograms = counts.histograms()
-        for destination, (
-            arrived,
-            calls,
-            finished,
-            retried,
-            dead,
-        ) in counts.by_destination().items():
-            latency = histograms.get(destination)
-            rows.append(
-                Row(
-                    slot,
-                    destination,
-                    arrived,
-                    calls,
-                    finished,
-                    retried,
-                    dead,
-                    latency,
-                    counts.first_at,
-                )
-            )
-    return rows
-
 
 def read_window(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> Window:
     """The last minute's counts per destination: the store's, and this process's
     not written yet."""
     first = slot_of(now) - WINDOW_SLOTS + 1
     (kept,) = conn.execute(FIRST_AT).fetchone()
-    known = [at for at in (kept, *(row.first_at for row in unwritten)) if at is not None]
-    start = max(first * SLOT_SECONDS, min(known, default=-math.inf))
-    window = Window(seconds=max(1.0, now - start))
+    window = Window(seconds=max(1.0, now - window_start(now, kept, unwritten)))
     for destination, *counts in conn.execute(READ, (first,)):
         window.tallies[destination] = [int(n or 0) for n in counts]
     for destination, text in conn.execute(READ_LATENCY, (first,)):
         histogram = window.latency.setdefault(destination, Counter())
         for bucket, n in json.loads(text).items():
             histogram[int(bucket)] += int(n)
-    for row in unwritten:
-        if row.slot < first:
-            continue
-        tally = window.tallies.setdefault(row.destination, [0, 0, 0, 0, 0])
-        for index, value in enumerate(
-            (row.arrived, row.calls, row.finished, row.retried, row.dead)
-        ):
-            tally[index] += value
-        if row.latency:
-            window.latency.setdefault(row.destination, Counter()).update(row.latency)
+    window.add_unwritten(unwritten, first)
     return window
 
 

@@ -12,7 +12,7 @@ from .._codec import is_utf8
 from .._records import JobInfo
 from . import _sqlite_activity as monitoring
 from . import _sqlite_sql as sql
-from ._activity import figures, percentiles
+from ._activity import Row, figures, percentiles
 from ._messages import ClaimedJob, DestinationCounts, JournalStats
 
 
@@ -65,7 +65,7 @@ def info(row: tuple[Any, ...]) -> JobInfo:
     )
 
 
-def stats(conn: sqlite3.Connection, now: float, unwritten: list[monitoring.Row]) -> JournalStats:
+def stats(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> JournalStats:
     """Jobs per destination and state, from the counts the writer keeps, and the few
     rows that counts cannot tell apart: running jobs, due scheduled ones, the age of
     each destination's oldest ready job; the last minute's activity (with this

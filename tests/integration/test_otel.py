@@ -1,6 +1,7 @@
 """asyncq.contrib.otel: a span per attempt, a child of the span that submitted the
 job, whose context the job carries in the journal; recorded with the SDK's
-in-memory exporter. (A worker in another process: tests/process/test_tracing.py.)"""
+in-memory exporter, on both journals (a SQLite file, a fresh PostgreSQL schema).
+(A worker in another process: tests/process/test_tracing.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import importlib
 import json
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from opentelemetry import propagate, trace
@@ -20,8 +22,20 @@ from opentelemetry.trace import SpanKind, StatusCode
 from asyncq import Queue, Retry
 from asyncq.contrib.otel import QueueTracing
 from asyncq.testing import ManualClock, run_until_idle
+from tests.postgres import fresh_schema, postgres_dsn_or_skip, query
 
 MakeQueue = Callable[..., Queue]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The journal every queue of a test shares: a SQLite file, or a fresh schema
+    on the PostgreSQL server that tests/postgres.py finds."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "jobs.db")
+        return
+    async with fresh_schema(postgres_dsn_or_skip()) as dsn:
+        yield dsn
 
 
 @pytest.fixture
@@ -43,8 +57,19 @@ def attempts(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 
 def traces(db_path: str) -> dict[int, str | None]:
+    if db_path.startswith("postgresql://"):
+        return dict(query(db_path, "SELECT id, trace FROM jobs"))  # type: ignore[arg-type]
     with sqlite3.connect(db_path) as conn:
         return dict(conn.execute("SELECT id, trace FROM jobs").fetchall())
+
+
+def set_trace(db_path: str, job_id: int, text: str) -> None:
+    """Write a job's stored trace context by hand."""
+    if db_path.startswith("postgresql://"):
+        query(db_path, "UPDATE jobs SET trace = $1 WHERE id = $2", text, job_id)
+        return
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE jobs SET trace = ? WHERE id = ?", (text, job_id))
 
 
 async def test_an_attempt_is_a_child_of_the_span_that_submitted_its_job(
@@ -243,9 +268,8 @@ async def test_a_trace_context_that_cannot_be_read_starts_a_new_trace(
 
     async with producer:
         jobs = await producer.submit_many(step, [{}, {}, {}])
-    with sqlite3.connect(db_path) as conn:
-        for job, text in zip(jobs, ["not json", "[1, 2]", '{"traceparent": 7}'], strict=True):
-            conn.execute("UPDATE jobs SET trace = ? WHERE id = ?", (text, job.id))
+    for job, text in zip(jobs, ["not json", "[1, 2]", '{"traceparent": 7}'], strict=True):
+        set_trace(db_path, job.id, text)
     worker = make_queue()
     QueueTracing(worker, tracer_provider=provider)
     worker.task(name="step")(step.fn)

@@ -135,6 +135,61 @@ async def test_a_schema_written_by_a_newer_asyncq_is_refused(schema_dsn: str) ->
         await journal.open()
 
 
+async def test_a_schema_of_version_3_gets_the_counts_of_its_jobs(schema_dsn: str) -> None:
+    import asyncpg
+
+    from asyncq._journal._postgres import split_dsn
+    from asyncq._journal._postgres_schema import MIGRATIONS
+
+    server, schema = split_dsn(schema_dsn, None)
+    conn = await asyncpg.connect(server, server_settings={"search_path": schema})
+    try:
+        # The schema as asyncq left it at version 3, with jobs in every state.
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.execute(f"CREATE TABLE {schema}.schema_version (version integer NOT NULL)")
+        await conn.execute(f"INSERT INTO {schema}.schema_version VALUES (3)")
+        for statements in MIGRATIONS[:3]:
+            await conn.execute(";\n".join(statements))
+        states = ["pending"] * 3 + ["scheduled", "running", "succeeded", "succeeded", "dead"]
+        await conn.executemany(
+            "INSERT INTO jobs (task, payload, destination, state, created_at, run_at) "
+            "VALUES ('t', '{}', $1, $2, 0, 0)",
+            [("crm" if n % 2 else "mail", state) for n, state in enumerate(states)],
+        )
+    finally:
+        await conn.close()
+    journal = PostgresJournal(schema_dsn)
+    await journal.open()
+    try:
+        stats = await journal.stats(0.0)
+    finally:
+        await journal.close()
+    crm, mail = stats.destinations["crm"], stats.destinations["mail"]
+    # crm's scheduled job is due (at 0): ready; mail's running one is claimed.
+    assert (crm.ready, crm.scheduled, crm.succeeded, crm.dead) == (2, 0, 1, 1)
+    assert (mail.ready, mail.claimed, mail.succeeded, mail.dead) == (2, 1, 1, 0)
+
+
+async def test_processes_count_in_rows_of_their_own_and_fold_them_at_close(
+    schema_dsn: str,
+) -> None:
+    from tests.postgres import query
+
+    journals = [PostgresJournal(schema_dsn) for _ in range(3)]
+    for journal in journals:
+        await journal.open()
+    for n, journal in enumerate(journals):
+        await journal.insert_many([NewJob("t", "{}", "crm", 0, 0.0)] * (n + 1), 0.0)
+    writers = await asyncio.to_thread(query, schema_dsn, "SELECT writer, n FROM counts ORDER BY n")
+    assert [n for _, n in writers] == [1, 2, 3]  # nobody waited on a shared row
+    assert len({writer for writer, _ in writers}) == 3
+    assert (await journals[0].stats(0.0)).destinations["crm"].ready == 6
+    for journal in journals:
+        await journal.close()
+    folded = await asyncio.to_thread(query, schema_dsn, "SELECT writer, n FROM counts")
+    assert folded == [("", 6)]
+
+
 def test_a_password_never_shows_in_descriptions() -> None:
     dsn = "postgresql://app:s3cr%40t@db.internal:5432/app?sslmode=require&password=other"
     assert describe(dsn) == "postgresql://app@db.internal:5432/app?sslmode=require&password=***"

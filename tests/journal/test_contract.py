@@ -1052,3 +1052,16 @@ async def test_checkpoint_loses_nothing_and_the_journal_goes_on(journal: Journal
     info = await journal.get(ids[-1])
     assert info is not None
     assert info.payload == {"i": 1_999}
+
+
+async def test_trace_contexts_are_stored_at_submit_and_handed_over_by_the_claim(
+    journal: Journal,
+) -> None:
+    traced = '{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    plain, merged = await journal.insert_many([new(0), new(1)._replace(trace=traced)], NOW)
+    (keyed,) = await journal.insert_many([new(2, key="k")._replace(trace=traced)], NOW)
+    many = await journal.insert_batch(batch([{}, {}])._replace(trace=traced), NOW)
+    claim = await journal.claim("a", 10, NOW + LEASE, NOW)
+    assert len(claim.jobs) == 5
+    assert claim.traces == {merged.id: traced, keyed.id: traced, **dict.fromkeys(many, traced)}
+    assert plain.id not in claim.traces

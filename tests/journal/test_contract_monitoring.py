@@ -4,6 +4,7 @@ backend, with time passed in."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,23 @@ async def test_a_burst_over_many_destinations_is_counted_in_full(journal: Journa
         rates = {name: d.arrival_rate for name, d in stats.destinations.items()}
         assert len(rates) == 1000
         assert rates["endpoint:0"] == 2 * rates["endpoint:999"] > 0
+
+
+@pytest.mark.needs_activity
+async def test_counts_of_one_slot_written_in_several_turns_add_up(
+    journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The second submit's count waits (written at most once a second); the third's
+    # is written with it, in the same slot, in one write that must not fail.
+    for at in (NOW, NOW + 0.4, NOW + 1.2):
+        await journal.insert_many([job()], at)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    await journal.close()
+    other = type(journal)(journal.description)  # type: ignore[call-arg]
+    await other.open()
+    try:
+        crm = (await other.stats(NOW + 2)).destinations["crm"]
+    finally:
+        await other.close()
+        await journal.open()
+    per_second_over_a_minute(crm.arrival_rate, 3, age=2)

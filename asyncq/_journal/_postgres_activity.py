@@ -1,0 +1,320 @@
+"""Monitoring in the PostgreSQL journal: the counts of jobs per destination and
+state, the activity slots (see `_activity.py`), and stats() read from them
+without a scan of the jobs.
+
+Several processes on several hosts write here at once, so every row is one
+process's own (`writer`: its journal's instance): a process adds to its rows in
+its own turns, which its group commit already runs one at a time, and never
+waits for another's. Readers sum the rows. `counts` is written in every turn
+that moves jobs, in that turn's transaction, so it is exact; `activity` once a
+second at most, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from ._activity import (
+    KEEP_SLOTS,
+    LATENCY_SAMPLES,
+    MAX_ROWS_PER_TURN,
+    WINDOW_SLOTS,
+    Activity,
+    ActivityLog,
+    Row,
+    Sample,
+    Window,
+    figures,
+    latency_bucket,
+    percentiles,
+    slot_of,
+    window_start,
+)
+from ._messages import Cancelled, DestinationCounts, Failed, JournalStats, Succeeded, micros
+
+log = logging.getLogger("asyncq.journal")
+
+Conn = Any  # an asyncpg connection
+#: Jobs moved in one transaction: (destination, state) -> change in count.
+Deltas = Counter[tuple[str, str]]
+
+# -- counts of jobs per destination and state ----------------------------------
+
+# A turn's changes, added to this process's rows (running jobs are not counted).
+ADD_COUNTS = """
+INSERT INTO counts (destination, state, writer, n)
+SELECT c.destination, c.state, $1, c.n
+FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (destination, state, n)
+ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
+"""
+# At close: this process's rows into the shared ones, in one statement.
+FOLD_COUNTS = """
+WITH gone AS (DELETE FROM counts WHERE writer = $1 RETURNING destination, state, n)
+INSERT INTO counts (destination, state, writer, n)
+SELECT destination, state, '', sum(n) FROM gone GROUP BY destination, state
+ORDER BY destination, state
+ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
+"""
+# Everything stats() reads, in one statement: one round trip, and one snapshot (a
+# job moving meanwhile is counted once). Each part is a JSON array of rows:
+# - the kept counts, every writer's rows summed;
+# - the few jobs that counts cannot tell apart, from their partial indexes:
+#   scheduled jobs already due (every claim promotes them), and running ones
+#   (claimed, or with a live handler);
+# - the earliest `run_at` of each destination's ready jobs: a skip scan of the
+#   ready index over the priorities in use, one seek per priority level (not a walk
+#   of the backlog);
+# - held destinations, the last minute's activity ($2: its first slot) and the
+#   journal's first event still kept, the known rates, the live workers.
+STATS = """
+WITH RECURSIVE counted AS (
+    SELECT destination, state, sum(n) AS n FROM counts GROUP BY destination, state
+    HAVING sum(n) != 0
+), levels (destination, priority) AS (
+    SELECT c.destination, (SELECT max(priority) FROM jobs
+                           WHERE state = 'pending' AND destination = c.destination)
+    FROM counted AS c WHERE c.state = 'pending' AND c.n > 0
+    UNION ALL
+    SELECT l.destination, (SELECT max(priority) FROM jobs WHERE state = 'pending'
+                           AND destination = l.destination AND priority < l.priority)
+    FROM levels AS l WHERE l.priority IS NOT NULL
+)
+SELECT
+    (SELECT json_agg(json_build_array(destination, state, n)) FROM counted),
+    (SELECT json_agg(json_build_array(destination, n, oldest)) FROM (
+        SELECT destination, count(*) AS n, min(run_at) AS oldest FROM jobs
+        WHERE state = 'scheduled' AND run_at <= $1 GROUP BY destination) AS due),
+    (SELECT json_agg(json_build_array(destination, live, n)) FROM (
+        SELECT destination, started_at IS NOT NULL AND lease_until >= $1 AS live,
+               count(*) AS n
+        FROM jobs WHERE state = 'running' GROUP BY 1, 2) AS running),
+    (SELECT json_agg(json_build_array(destination, oldest)) FROM (
+        SELECT l.destination,
+               min((SELECT min(run_at) FROM jobs WHERE state = 'pending'
+                    AND destination = l.destination AND priority = l.priority)) AS oldest
+        FROM levels AS l WHERE l.priority IS NOT NULL GROUP BY l.destination) AS ready),
+    (SELECT json_agg(json_build_array(name, paused, hold_until, circuit, circuit_until))
+     FROM destinations WHERE paused OR hold_until > $1 OR circuit != 'closed'),
+    (SELECT json_agg(json_build_array(destination, arrived, calls, finished, retried, dead))
+     FROM (SELECT destination, sum(arrived) AS arrived, sum(calls) AS calls,
+                  sum(finished) AS finished, sum(retried) AS retried, sum(dead) AS dead
+           FROM activity WHERE slot >= $2 GROUP BY destination) AS tallies),
+    (SELECT json_agg(json_build_array(destination, latency)) FROM activity
+     WHERE slot >= $2 AND latency IS NOT NULL),
+    (SELECT min(first_at) FROM activity WHERE slot = (SELECT min(slot) FROM activity)),
+    (SELECT json_agg(json_build_array(name, rate)) FROM destinations WHERE rate IS NOT NULL),
+    (SELECT count(*) FROM workers WHERE alive_until >= $1)
+"""
+
+
+async def add_counts(conn: Conn, writer: str, deltas: Deltas) -> None:
+    """Add a turn's changes to `writer`'s counts, in one statement."""
+    changes = [(d, state, n) for (d, state), n in deltas.items() if n and state != "running"]
+    if changes:
+        destinations, states, numbers = zip(*changes, strict=True)
+        await conn.execute(ADD_COUNTS, writer, list(destinations), list(states), list(numbers))
+
+
+# -- activity ---------------------------------------------------------------------
+
+# A process's counts since its last write, added to its rows: one row per slot and
+# destination, the histograms merged bucket by bucket. $2: [[slot, destination,
+# arrived, calls, finished, retried, dead, {bucket: n} or null, first_at]], `Row`s
+# as JSON.
+SAVE_ACTIVITY = """
+INSERT INTO activity
+    (slot, destination, writer, arrived, calls, finished, retried, dead, latency, first_at)
+SELECT (a ->> 0)::bigint, a ->> 1, $1, (a ->> 2)::bigint, (a ->> 3)::bigint,
+       (a ->> 4)::bigint, (a ->> 5)::bigint, (a ->> 6)::bigint,
+       nullif(a -> 7, 'null'::jsonb), (a ->> 8)::float8
+FROM jsonb_array_elements($2::text::jsonb) AS a
+ORDER BY 1, 2
+ON CONFLICT (slot, destination, writer) DO UPDATE SET
+    first_at = least(activity.first_at, excluded.first_at),
+    arrived = activity.arrived + excluded.arrived, calls = activity.calls + excluded.calls,
+    finished = activity.finished + excluded.finished,
+    retried = activity.retried + excluded.retried, dead = activity.dead + excluded.dead,
+    latency = CASE
+        WHEN excluded.latency IS NULL THEN activity.latency
+        WHEN activity.latency IS NULL THEN excluded.latency
+        ELSE (SELECT jsonb_object_agg(bucket, n) FROM (
+                SELECT key AS bucket, sum(value::bigint) AS n FROM (
+                    SELECT * FROM jsonb_each_text(activity.latency)
+                    UNION ALL SELECT * FROM jsonb_each_text(excluded.latency)) AS b
+                GROUP BY key) AS merged)
+    END
+"""
+# Old slots, every process's: rows another process is deleting are skipped, not
+# waited for.
+PRUNE_ACTIVITY = """
+DELETE FROM activity WHERE (slot, destination, writer) IN (
+    SELECT slot, destination, writer FROM activity WHERE slot < $1 FOR UPDATE SKIP LOCKED)
+"""
+
+
+class PostgresActivityLog(ActivityLog):
+    """The activity log (see `ActivityLog`) of one process, written to its rows."""
+
+    def __init__(self, writer: str) -> None:
+        super().__init__()
+        self._writer = writer
+        self._pruned_slot = 0
+        self._failing = False  # the last write failed (logged once)
+
+    async def save(self, conn: Conn, turn: Activity) -> bool:
+        """Inside a turn's transaction: write what `take` gives. Whether it wrote."""
+        planned = self.take(turn)
+        if planned is None:
+            return False
+        rows, at = planned
+        return self.written(rows, await self._write(conn, rows[:MAX_ROWS_PER_TURN], at))
+
+    async def _write(self, conn: Conn, rows: list[Row], at: float) -> bool:
+        # In a savepoint of its own: counting must never fail the turn's jobs. What
+        # could not be written stays pending.
+        try:
+            async with conn.transaction():
+                await conn.execute(SAVE_ACTIVITY, self._writer, json.dumps(_merged(rows)))
+                current = slot_of(at)
+                if current != self._pruned_slot:
+                    await conn.execute(PRUNE_ACTIVITY, current - KEEP_SLOTS)
+                    self._pruned_slot = current
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) is None:
+                raise  # not the statement's fault (the connection): the turn's
+            if not self._failing:  # once until a write succeeds again
+                log.warning("journal: the counts for stats() were not written (%s)", exc)
+            self._failing = True
+            return False
+        self._failing = False
+        return True
+
+
+def _merged(rows: list[Row]) -> list[Row]:
+    """Rows with one row per slot and destination: an upsert may not meet one row
+    twice (the pending counts and a turn's own can share a slot)."""
+    by_key: dict[tuple[int, str], Row] = {}
+    for row in rows:
+        key = (row.slot, row.destination)
+        seen = by_key.get(key)
+        if seen is None:
+            by_key[key] = row
+            continue
+        latency: dict[int, int] | None = None
+        if seen.latency or row.latency:
+            latency = dict(Counter(seen.latency or {}) + Counter(row.latency or {}))
+        by_key[key] = Row(
+            row.slot,
+            row.destination,
+            seen.arrived + row.arrived,
+            seen.calls + row.calls,
+            seen.finished + row.finished,
+            seen.retried + row.retried,
+            seen.dead + row.dead,
+            latency,
+            min(seen.first_at, row.first_at),
+        )
+    return list(by_key.values())
+
+
+def outcome_samples(
+    succeeded: Sequence[Succeeded],
+    failed: Sequence[Failed],
+    cancelled: Sequence[Cancelled],
+    now: float,
+) -> tuple[list[Sample], int, list[str], list[Sample]]:
+    """What a batch of outcomes counts for monitoring, as on SQLite: a bounded
+    sample of the successes' durations (up to `now`) and the weight of each, and
+    the calls that did not succeed, with their durations."""
+    now_us = micros(now)
+    weight = -(-len(succeeded) // LATENCY_SAMPLES) or 1
+    samples = [(s.destination, latency_bucket(now_us - s.started_us)) for s in succeeded[::weight]]
+    other_calls = [f.destination for f in failed if f.started_us is not None and f.destination]
+    other_calls += [c.destination for c in cancelled if c.started_us is not None and c.destination]
+    other_samples = [
+        (f.destination, latency_bucket(now_us - f.started_us))
+        for f in failed
+        if f.started_us is not None and f.destination
+    ]
+    return samples, weight, other_calls, other_samples
+
+
+# -- stats ------------------------------------------------------------------------
+
+
+async def stats(conn: Conn, now: float, unwritten: list[Row]) -> JournalStats:
+    """Jobs per destination and state, from the kept counts, and the few rows that
+    counts cannot tell apart (running jobs, due scheduled ones, the age of each
+    destination's oldest ready job); the last minute's activity (with this
+    process's `unwritten` counts), the known rate limits and the live workers.
+    Nothing here scans the backlog."""
+    first_slot = slot_of(now) - WINDOW_SLOTS + 1
+    row = await conn.fetchrow(STATS, now, first_slot)
+    parts = [[] if part is None else json.loads(part) for part in (*row[:7], row[8])]
+    counted, due, running, ready, held, tallies, latencies, known_rates = parts
+    kept_first_at, workers = row[7], row[9]
+    per: dict[str, dict[str, Any]] = {}
+
+    def of(destination: str) -> dict[str, Any]:
+        return per.setdefault(destination, {})
+
+    for destination, state, n in counted:
+        if state != "running":
+            of(destination)["ready" if state == "pending" else state] = n
+    for destination, n, oldest in due:
+        counts = of(destination)
+        counts["ready"] = counts.get("ready", 0) + n
+        counts["scheduled"] = counts.get("scheduled", 0) - n
+        counts["oldest_ready_at"] = oldest
+    for destination, live, n in running:
+        of(destination)["running" if live else "claimed"] = n
+    for destination, oldest in ready:
+        if oldest is not None:
+            counts = of(destination)
+            earlier = counts.get("oldest_ready_at")
+            counts["oldest_ready_at"] = oldest if earlier is None else min(earlier, oldest)
+    for name, paused, hold, circuit, circuit_until in held:
+        counts = of(name)
+        counts["paused"] = paused
+        counts["held_until"] = hold if hold > now else None
+        counts["circuit"] = circuit
+        counts["circuit_until"] = circuit_until if circuit != "closed" else None
+    window = Window(seconds=max(1.0, now - window_start(now, kept_first_at, unwritten)))
+    for destination, *numbers in tallies:
+        window.tallies[destination] = [int(n) for n in numbers]
+    for destination, histogram in latencies:
+        merged = window.latency.setdefault(destination, Counter())
+        for bucket, n in histogram.items():
+            merged[int(bucket)] += int(n)
+    window.add_unwritten(unwritten, first_slot)
+    for destination in window.tallies:
+        of(destination)
+    limits = {name: float(rate) for name, rate in known_rates}
+    for destination, counts in per.items():
+        oldest = counts.get("oldest_ready_at")
+        if oldest is not None:
+            counts["oldest_ready_age"] = max(0.0, now - oldest)
+        counts.update(
+            figures(
+                window.tallies.get(destination),
+                window.latency.get(destination),
+                window.seconds,
+                limits.get(destination),
+            )
+        )
+    every_call: Counter[int] = Counter()
+    for histogram in window.latency.values():
+        every_call.update(histogram)
+    p50, p95, p99 = percentiles(every_call, (0.50, 0.95, 0.99))
+    return JournalStats(
+        {d: DestinationCounts(**c) for d, c in sorted(per.items())},
+        at=now,
+        workers=int(workers),
+        latency_p50=p50,
+        latency_p95=p95,
+        latency_p99=p99,
+    )

@@ -436,6 +436,7 @@ class WorkerPool:
             raise
         finally:
             self._writing = False
+        self._dispatcher.outcomes_written()
         if done or failed or cancelled or settled:
             finished = [o.id for o in done] + [o.id for o in failed]
             self._on_written(finished + [o.id for o in cancelled] + settled, failed)

@@ -402,7 +402,7 @@ class PostgresJournal:
             return found
 
         found = await self._call(claim)
-        return Claim(found.jobs, found.booked, found.taken)
+        return Claim(found.jobs, found.booked, found.taken, at_cap=found.at_cap)
 
     async def record_outcomes(
         self,

@@ -91,9 +91,11 @@ class Dispatcher(Lanes):
             return 0
         return await self._claim(room)
 
-    def outcomes_written(self) -> None:
-        """Outcomes were written. If calls to destinations at their shared cap ended
-        among them, their slots are free now, in the journal too: claim again."""
+    def outcomes_sent(self) -> None:
+        """Outcomes are on their way to the journal, ahead of any claim made from now
+        on. If calls to destinations at their shared cap ended among them, the next
+        claim finds their slots free: claim again (in the same transaction as the
+        outcomes, if the writer has not started it yet)."""
         if self._slots_freed:
             self._slots_freed = False
             self.notify()
@@ -227,7 +229,7 @@ class Dispatcher(Lanes):
         self._ready_untaken = False
         if claim.at_cap or self._at_cap:
             # Capped destinations whose slots other processes hold: claim for them
-            # again once a call of ours to them ends (see `outcomes_written`).
+            # again once a call of ours to them ends (see `outcomes_sent`).
             self._at_cap.difference_update(claim.taken)
             self._at_cap.update(claim.at_cap)
         for name, (times, full_at) in claim.booked.items():

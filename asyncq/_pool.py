@@ -415,6 +415,9 @@ class WorkerPool:
         if not (done or failed or released or cancelled or started):
             return
         self._writing = True
+        # The outcomes reach the journal's writer before this task yields: a claim
+        # made from now on is written after them, and sees the slots they free.
+        self._dispatcher.outcomes_sent()
         try:
             settled = await self._journal.record_outcomes(
                 self._owner,
@@ -436,7 +439,6 @@ class WorkerPool:
             raise
         finally:
             self._writing = False
-        self._dispatcher.outcomes_written()
         if done or failed or cancelled or settled:
             finished = [o.id for o in done] + [o.id for o in failed]
             self._on_written(finished + [o.id for o in cancelled] + settled, failed)

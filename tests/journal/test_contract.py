@@ -312,8 +312,6 @@ async def claim_capped(journal: Journal, owner: str, now: float = NOW, cap: int 
 async def test_a_cap_is_shared_by_every_claimer_and_counts_unstarted_claims(
     journal: Journal,
 ) -> None:
-    if isinstance(journal, SqliteJournal):
-        pytest.skip("not shared on SQLite yet")
     await journal.insert_many(
         [NewJob("t", "{}", "capped", 0, NOW)] * 5 + [NewJob("t", "{}", "free", 0, NOW)] * 2, NOW
     )
@@ -332,8 +330,6 @@ async def test_a_cap_is_shared_by_every_claimer_and_counts_unstarted_claims(
 
 
 async def test_an_expired_lease_holds_no_slot_of_a_cap(journal: Journal) -> None:
-    if isinstance(journal, SqliteJournal):
-        pytest.skip("not shared on SQLite yet")
     await journal.insert_many([NewJob("t", "{}", "capped", 0, NOW)] * 5, NOW)
     assert (await claim_capped(journal, "a")).taken == {"capped": 2}  # lease to NOW + 30
     assert (await claim_capped(journal, "b", now=NOW + 29)).taken == {}

@@ -17,8 +17,6 @@ CALLS = 40
 
 async def test_three_workers_never_exceed_the_cap_together(any_workers: WorkerSet) -> None:
     workers = any_workers
-    if not isinstance(workers.journal, str):
-        pytest.skip("not shared on SQLite yet")
     workers.settings["ASYNCQ_CAPPED_CAP"] = str(CAP)
     live = [await workers.start("tests.process.capped_app:queue") for _ in range(3)]
     deadline = asyncio.get_running_loop().time() + 30

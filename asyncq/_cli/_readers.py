@@ -1,6 +1,6 @@
 """What the reading commands read through: a SQLite file opened read-only
-(`ReadOnlyJournal`), or a PostgreSQL database: `jobs` and `show` read-only
-(`PostgresReadOnly`), `stats` and `dead` through a producer `Queue`."""
+(`ReadOnlyJournal`), or a PostgreSQL database: `jobs`, `show` and `dead` read-only
+(`PostgresReadOnly`), `stats` through a producer `Queue`."""
 
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def reader(path: str) -> Reader:
 
 
 class DatabaseReader:
-    """Reads a PostgreSQL journal. `jobs` and `show` read without writing
-    (`PostgresReadOnly`: a missing schema is an error, never created). `stats` and
-    `dead` go through a producer queue, whose opening brings the schema up to this
-    asyncq's version, as any process of the queue would; it changes no job."""
+    """Reads a PostgreSQL journal. `jobs`, `show` and `dead` read without writing
+    (`PostgresReadOnly`: a missing schema is an error, never created). `stats` goes
+    through a producer queue, whose opening brings the schema up to this asyncq's
+    version, as any process of the queue would; it changes no job."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -66,7 +66,7 @@ class DatabaseReader:
         return self._with(lambda queue: queue.stats())
 
     def dead_letters(self, destination: str | None = None, *, limit: int = 100) -> list[JobInfo]:
-        return self._with(lambda queue: queue.dead_letters(destination, limit=limit))
+        return self._readonly.dead_letters(destination, limit=limit)
 
     def get(self, job_id: int) -> JobDetail | None:
         return self._readonly.get(job_id)

@@ -1,5 +1,6 @@
-"""Reading a PostgreSQL journal without changing it: what the CLI's `jobs` and `show`
-use on a `postgresql://` connection string (the counterpart of `_sqlite_readonly.py`).
+"""Reading a PostgreSQL journal without changing it: what the CLI's `jobs`, `show` and
+`dead` use on a `postgresql://` connection string (the counterpart of
+`_sqlite_readonly.py`).
 
 A `Queue` on a connection string creates its schema and tables, or migrates them,
 when it opens; a command that only looks must do neither. This reader connects,
@@ -21,7 +22,7 @@ from ._postgres import _driver, _info, split_dsn
 from ._postgres_deps import PUBLIC_STATE
 from ._postgres_dsn import describe, scrub
 from ._postgres_schema import SCHEMA_VERSION
-from ._postgres_sql import COLUMNS
+from ._postgres_sql import COLUMNS, LIST_DEAD
 from ._sqlite_readonly import JobDetail
 
 T = TypeVar("T")
@@ -87,6 +88,16 @@ class PostgresReadOnly:
             return [_info(row) for row in rows]
 
         return self.read(page)
+
+    def dead_letters(
+        self, destination: str | None = None, *, since: float | None = None, limit: int = 100
+    ) -> list[JobInfo]:
+        """Dead jobs, the most recent death first, as `Queue.dead_letters` lists them."""
+
+        async def dead(conn: Conn) -> list[JobInfo]:
+            return [_info(row) for row in await conn.fetch(LIST_DEAD, destination, since, limit)]
+
+        return self.read(dead)
 
     def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """`fn(connection)` run on one snapshot of the journal (its own event loop)."""

@@ -84,6 +84,8 @@ async def test_jobs_and_show_on_a_connection_string_read_as_on_a_journal_file(
         ["show", "2"],
         ["show", "3"],
         ["show", "8"],
+        ["dead"],
+        ["dead", "-d", "crm"],
     ]
     for command, *options in commands:
         on_file = await document([command, db_path, *options], capsys)
@@ -109,11 +111,11 @@ async def test_jobs_and_show_on_a_connection_string_read_as_on_a_journal_file(
     assert "no job with id 99" in err
 
 
-def test_jobs_and_show_on_a_missing_schema_name_it_and_create_nothing(dsn: str) -> None:
+def test_jobs_show_and_dead_on_a_missing_schema_name_it_and_create_nothing(dsn: str) -> None:
     # The server trusts the test's connections: the password is only there to be hidden.
     server = dsn.split("?")[0].replace("postgres@", "postgres:s3cret-pw@", 1)
     schema = f"asyncq_missing_{uuid.uuid4().hex[:10]}"
-    for command in (["jobs"], ["show", "1"]):
+    for command in (["jobs"], ["show", "1"], ["dead"]):
         done = subprocess.run(
             [sys.executable, "-m", "asyncq.cli", command[0], f"{server}?schema={schema}",
              *command[1:]],

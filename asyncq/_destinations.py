@@ -214,6 +214,11 @@ class Destinations:
             booked = self._booking_rates[rate] = booking_rate(rate)
         return booked
 
+    def concurrency_for(self, name: str) -> int | None:
+        """`name`'s concurrency cap, or None. Safe from any thread."""
+        state = self._states.get(name)
+        return (state.policy if state is not None else self.policy_for(name)).concurrency
+
     def lane_cap(self, name: str, prefetch: int) -> int:
         """How many claimed jobs of `name` to hold at most: a paced or capped
         destination holds only what it can start soon, so its backlog stays in

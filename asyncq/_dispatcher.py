@@ -91,6 +91,15 @@ class Dispatcher(Lanes):
             return 0
         return await self._claim(room)
 
+    def outcomes_sent(self) -> None:
+        """Outcomes are on their way to the journal, ahead of any claim made from now
+        on. If calls to destinations at their shared cap ended among them, the next
+        claim finds their slots free: claim again (in the same transaction as the
+        outcomes, if the writer has not started it yet)."""
+        if self._slots_freed:
+            self._slots_freed = False
+            self.notify()
+
     def notify(self) -> None:
         """New work may be ready (a local submit, a reclaimed lease, a poll)."""
         self._maybe_more = True
@@ -176,6 +185,7 @@ class Dispatcher(Lanes):
         existing = self._destinations.existing
         lane_cap = self._destinations.lane_cap
         booking_rate = self._destinations.booking_rate_for
+        concurrency = self._destinations.concurrency_for
         prefetch = self._prefetch
 
         # Both run inside the journal's transaction, for the destinations it visits
@@ -197,8 +207,16 @@ class Dispatcher(Lanes):
         def rate_for(name: str) -> Rate | None:
             return None if name in refusing else booking_rate(name)
 
+        def cap_for(name: str) -> int | None:
+            # Jobs claimed to be refused make no call: they need no slot.
+            return None if name in refusing else concurrency(name)
+
         limits = ClaimLimits(
-            room=room_for, rate=rate_for, clock=self._clock.now, horizon=HORIZON_MIN
+            room=room_for,
+            rate=rate_for,
+            clock=self._clock.now,
+            horizon=HORIZON_MIN,
+            cap=cap_for,
         )
         self._claiming = True
         try:
@@ -209,6 +227,11 @@ class Dispatcher(Lanes):
             self._claiming = False
             self.on_change()
         self._ready_untaken = False
+        if claim.at_cap or self._at_cap:
+            # Capped destinations whose slots other processes hold: claim for them
+            # again once a call of ours to them ends (see `outcomes_sent`).
+            self._at_cap.difference_update(claim.taken)
+            self._at_cap.update(claim.at_cap)
         for name, (times, full_at) in claim.booked.items():
             state = self._destinations.state(name)
             state.full_at = full_at

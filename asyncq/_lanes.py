@@ -56,6 +56,11 @@ class Lanes:
         # Lanes at their cap after the last claim, each with the length at which it
         # has room again (half its cap): then claim.
         self._capped: dict[str, int] = {}
+        # Capped destinations whose last claim the journal cut short, their slots
+        # held by other processes (a journal that shares caps); and whether a call
+        # to one of them has ended since (its slot frees once its outcome is written).
+        self._at_cap: set[str] = set()
+        self._slots_freed = False
         self._claiming = False
         self._closed = False
         #: Called when a claim or a booking ends, a lane is set aside until a time,
@@ -188,6 +193,9 @@ class Lanes:
         state.in_flight -= 1
         self._active -= 1
         state.probe_in_flight = False
+        if self._at_cap and name in self._at_cap:
+            self._at_cap.discard(name)
+            self._slots_freed = True
         self.recheck(name)
 
     def recheck(self, name: str) -> None:

@@ -415,6 +415,9 @@ class WorkerPool:
         if not (done or failed or released or cancelled or started):
             return
         self._writing = True
+        # The outcomes reach the journal's writer before this task yields: a claim
+        # made from now on is written after them, and sees the slots they free.
+        self._dispatcher.outcomes_sent()
         try:
             settled = await self._journal.record_outcomes(
                 self._owner,

@@ -1,5 +1,6 @@
 """What the reading commands read through: a SQLite file opened read-only
-(`ReadOnlyJournal`), or a PostgreSQL database through a producer `Queue`."""
+(`ReadOnlyJournal`), or a PostgreSQL database: `jobs`, `show` and `dead` read-only
+(`PostgresReadOnly`), `stats` through a producer `Queue`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from typing import Protocol, TypeVar
 
 from .._journal import JournalStats
 from .._journal._postgres_dsn import is_postgres_dsn
+from .._journal._postgres_readonly import PostgresReadOnly
 from .._journal._sqlite_readonly import JobDetail, ReadOnlyJournal
 from .._queue import Queue
 from .._records import JobInfo, JobState
-from ._command import CliError
 
 T = TypeVar("T")
 
@@ -45,12 +46,14 @@ def reader(path: str) -> Reader:
 
 
 class DatabaseReader:
-    """Reads a PostgreSQL journal through a producer queue. Opening it brings the
-    schema up to this asyncq's version, as any process of the queue would; it
-    changes no job. `jobs` and `show` read SQLite files only, for now."""
+    """Reads a PostgreSQL journal. `jobs`, `show` and `dead` read without writing
+    (`PostgresReadOnly`: a missing schema is an error, never created). `stats` goes
+    through a producer queue, whose opening brings the schema up to this asyncq's
+    version, as any process of the queue would; it changes no job."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
+        self._readonly = PostgresReadOnly(dsn)
 
     def _with(self, read: Callable[[Queue], Awaitable[T]]) -> T:
         async def run() -> T:
@@ -63,10 +66,10 @@ class DatabaseReader:
         return self._with(lambda queue: queue.stats())
 
     def dead_letters(self, destination: str | None = None, *, limit: int = 100) -> list[JobInfo]:
-        return self._with(lambda queue: queue.dead_letters(destination, limit=limit))
+        return self._readonly.dead_letters(destination, limit=limit)
 
     def get(self, job_id: int) -> JobDetail | None:
-        raise CliError("asyncq show reads SQLite journal files only, for now")
+        return self._readonly.get(job_id)
 
     def jobs(
         self,
@@ -77,4 +80,6 @@ class DatabaseReader:
         after: int = 0,
         limit: int = 50,
     ) -> list[JobInfo]:
-        raise CliError("asyncq jobs reads SQLite journal files only, for now")
+        return self._readonly.jobs(
+            state=state, destination=destination, task=task, after=after, limit=limit
+        )

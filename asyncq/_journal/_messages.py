@@ -117,6 +117,10 @@ class ClaimLimits:
     clock: Callable[[], float]
     #: Calls of paced jobs are booked in the shared bucket up to `clock() + horizon`.
     horizon: float = 0.2
+    #: The destination's concurrency cap, or None if it has none. A journal that
+    #: processes share (PostgreSQL) counts the cap over all of them: a claim takes
+    #: at most the cap less the destination's jobs claimed and not finished there.
+    cap: Callable[[str], int | None] = lambda name: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,10 @@ class Claim:
     taken: dict[str, int] = field(default_factory=dict)
     #: The trace contexts stored with the claimed jobs that have one, by job id.
     traces: dict[int, str] = field(default_factory=dict)
+    #: Capped destinations of which the claim took less than it asked, because other
+    #: processes hold their slots (a journal that shares caps): worth claiming again
+    #: once a call to one of them has ended and its outcome is written.
+    at_cap: frozenset[str] = frozenset()
 
 
 #: Decides when an expired job runs again (seconds since the epoch), or None: dead.

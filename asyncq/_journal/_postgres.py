@@ -483,7 +483,7 @@ class PostgresJournal:
             return found
 
         found = await self._call(claim)
-        return Claim(found.jobs, found.booked, found.taken, found.traces)
+        return Claim(found.jobs, found.booked, found.taken, found.traces, at_cap=found.at_cap)
 
     async def record_outcomes(
         self,

@@ -88,9 +88,9 @@ WHERE name = ANY($1::text[])
 # skipping rows another process holds (FOR UPDATE SKIP LOCKED), all destinations
 # in one statement. A claim starts no attempt: `started_at` stays empty until the
 # handler's start is written.
-CLAIM = """
-WITH picked AS (
-    SELECT j.id FROM unnest($4::text[], $5::int[]) WITH ORDINALITY AS d (name, room, n)
+_CLAIM = """
+WITH {rooms}picked AS (
+    SELECT j.id FROM {destinations}
     CROSS JOIN LATERAL (
         SELECT id FROM jobs WHERE state = 'pending' AND destination = d.name
         ORDER BY priority DESC, run_at, id LIMIT d.room
@@ -105,6 +105,31 @@ RETURNING jobs.id, jobs.task, jobs.payload, jobs.destination, jobs.priority,
           jobs.attempts + 1, jobs.created_at, jobs.first_started_at, jobs.snoozes,
           jobs.parents, jobs.run_at, jobs.trace
 """
+CLAIM = _CLAIM.format(
+    rooms="", destinations="unnest($4::text[], $5::int[]) WITH ORDINALITY AS d (name, room, n)"
+)
+# Concurrency caps are shared: the rows of the capped destinations among a claim's
+# are locked first (`LOCK_CAPPED`), so that of the claims of every process one at a
+# time counts a destination's slots and takes what is free. A row another claim
+# holds is skipped, not waited for (a claim never waits for another host's): that
+# destination gets nothing this time, and is claimed for again on the next poll.
+LOCK_CAPPED = """
+SELECT name FROM destinations WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE SKIP LOCKED
+"""
+# The claim of capped destinations (`$7`: each one's cap, null for none) takes at
+# most the cap less its jobs claimed and not finished, in any process: a job waiting
+# in a prefetch holds its slot, or three processes could start one each. A lease
+# that expired (its process is gone) holds none. The count is a statement after the
+# lock, so its snapshot sees the claims of whoever held the lock before.
+CLAIM_CAPPED = _CLAIM.format(
+    rooms="""rooms AS (
+    SELECT d.name, d.n, CASE WHEN d.cap IS NULL THEN d.room ELSE greatest(0, least(d.room,
+        d.cap - (SELECT count(*) FROM jobs WHERE state = 'running' AND destination = d.name
+                 AND lease_until >= $8)))::int END AS room
+    FROM unnest($4::text[], $5::int[], $7::int[]) WITH ORDINALITY AS d (name, room, cap, n)
+), """,
+    destinations="rooms AS d",
+)
 # What a claim hands a child: each parent's result (null for a parent that did not
 # succeed, or was pruned).
 PARENT_RESULTS = """

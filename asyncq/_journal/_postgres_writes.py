@@ -223,6 +223,7 @@ class ClaimResult(NamedTuple):
     taken: dict[str, int]
     cursor: str
     traces: dict[int, str]  # the trace contexts of the jobs that have one, by id
+    at_cap: frozenset[str] = frozenset()
 
 
 async def ready_destinations(conn: Conn, cursor: str, chunk: int) -> list[str]:
@@ -265,12 +266,38 @@ async def claim(
             rooms.append(room)
     if not chosen or limit <= 0:
         return ClaimResult([], {}, {}, "", {})
-    rows = await conn.fetch(sql.CLAIM, owner, token, lease_until, chosen, rooms, limit)
+    caps = [None if limits is None else limits.cap(name) for name in chosen]
+    capped = sorted(name for name, cap in zip(chosen, caps, strict=True) if cap is not None)
+    if capped:
+        # Only capped destinations pay for the lock and the count (see LOCK_CAPPED).
+        locked = await lock_capped(conn, capped)
+        asked = dict(zip(chosen, rooms, strict=True))
+        kept = [
+            n
+            for n, (name, cap) in enumerate(zip(chosen, caps, strict=True))
+            if cap is None or name in locked
+        ]
+        chosen, rooms, caps = (
+            [chosen[n] for n in kept],
+            [rooms[n] for n in kept],
+            [caps[n] for n in kept],
+        )
+        rows = await conn.fetch(
+            sql.CLAIM_CAPPED, owner, token, lease_until, chosen, rooms, limit, caps, now
+        )
+    else:
+        rows = await conn.fetch(sql.CLAIM, owner, token, lease_until, chosen, rooms, limit)
     taken: dict[str, int] = {}
     for row in rows:
         taken[row[3]] = taken.get(row[3], 0) + 1
     for destination, n in taken.items():
         deltas[destination, "pending"] -= n
+    at_cap: frozenset[str] = frozenset()
+    if capped:
+        # Cut short by the cap (or skipped: another claim held the row). A claim
+        # that filled `limit` may have cut them short itself: no matter, the next
+        # claim comes soon then anyway.
+        at_cap = frozenset(name for name in capped if taken.get(name, 0) < asked[name])
     # The next claim starts after the last destination served, if this one filled.
     order = {name: n for n, name in enumerate(chosen)}
     cursor = max(taken, key=order.__getitem__) if len(rows) >= limit and taken else ""
@@ -304,7 +331,19 @@ async def claim(
                 job.parents = {}
             job.parents[parent] = value
     traces = {row[0]: row[11] for row in rows if row[11] is not None}
-    return ClaimResult(jobs, booked, taken, cursor, traces)
+    return ClaimResult(jobs, booked, taken, cursor, traces, at_cap)
+
+
+async def lock_capped(conn: Conn, names: list[str]) -> set[str]:
+    """Lock the rows of capped destinations `names` (sorted), making those that do
+    not exist yet; the names locked (a row another claim holds is skipped)."""
+    locked = {row[0] for row in await conn.fetch(sql.LOCK_CAPPED, names)}
+    if len(locked) < len(names):
+        # Missing, or held by another claim: make the missing ones, and try those.
+        rest = [name for name in names if name not in locked]
+        await conn.execute(sql.BUCKETS_MADE, rest)
+        locked.update(row[0] for row in await conn.fetch(sql.LOCK_CAPPED, rest))
+    return locked
 
 
 def decoded(text: str) -> Any:

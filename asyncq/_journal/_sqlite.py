@@ -355,7 +355,8 @@ class SqliteJournal:
         # and at 20,000 jobs/s turns that long doubled the submit latency.
         found = await self._enqueue_call(claim)
         jobs = leases.claimed_jobs(found, token)
-        return Claim(jobs, found.booked, found.taken, leases.claimed_traces(found))
+        traces = leases.claimed_traces(found)
+        return Claim(jobs, found.booked, found.taken, traces, found.at_cap)
 
     async def record_outcomes(
         self,

@@ -37,6 +37,7 @@ class ClaimedRows(NamedTuple):
     taken: dict[str, int]
     parents: deps.ParentResults | None
     traces: str = "{}"
+    at_cap: frozenset[str] = frozenset()
 
 
 NOTHING = ClaimedRows("[]", {}, {}, None)
@@ -65,10 +66,19 @@ def claim(
     # spend a statement per job. The cursor gives the rest their turn next.
     share = max(_MIN_SHARE, -(-limit // max(1, ready)))
     taken_from: dict[str, int] = {}
+    at_cap: set[str] = set()
     for destination in writes.ready_destinations(conn, cursor, chunk=max(2 * limit, 256)):
         room = min(share, remaining)
         if limits is not None:
             room = min(room, limits.room(destination))
+            cap = limits.cap(destination) if room > 0 else None
+            if cap is not None:
+                # Several processes may share the file: a cap counts every one's
+                # jobs claimed and not finished (the write lock makes this exact).
+                (held,) = conn.execute(sql.CAP_HELD, (destination, now)).fetchone()
+                if cap - held < room:
+                    room = cap - held
+                    at_cap.add(destination)
         if room <= 0:
             continue
         params["destination"] = destination
@@ -88,7 +98,7 @@ def claim(
         deltas[destination, "pending"] -= taken
         deltas[destination, "running"] += taken
     if remaining == limit:
-        return NOTHING, cursor
+        return (NOTHING._replace(at_cap=frozenset(at_cap)) if at_cap else NOTHING), cursor
     booked: dict[str, Booked] = {}
     if limits is not None:
         # Book the calls of paced jobs in the claim's own transaction.
@@ -100,7 +110,7 @@ def claim(
     except sqlite3.OperationalError:  # a payload is not JSON (see CLAIMED_SAFE)
         rows, children, traces = conn.execute(sql.CLAIMED_SAFE, (owner, token)).fetchone()
     parents = None if children == "[]" else deps.parent_results(conn, children)
-    return ClaimedRows(rows, booked, taken_from, parents, traces), cursor
+    return ClaimedRows(rows, booked, taken_from, parents, traces, frozenset(at_cap)), cursor
 
 
 def claimed_jobs(found: ClaimedRows, token: int) -> list[ClaimedJob]:

@@ -69,6 +69,11 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id LIMIT :limit
 )
 """
+# A capped destination's slots in use: its jobs claimed and not finished, by any
+# process on the file. A lease that ran out (its process is gone) holds none.
+CAP_HELD = """
+SELECT count(*) FROM jobs WHERE state = 'running' AND destination = ? AND lease_until >= ?
+"""
 READY_DESTINATIONS = """
 SELECT json_group_array(destination) FROM (
     SELECT destination FROM ready_destinations WHERE destination > ?

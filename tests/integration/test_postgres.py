@@ -78,6 +78,31 @@ async def test_a_job_submitted_in_one_process_wakes_a_worker_in_another(schema_d
         assert await job.result(timeout=10) == "pong"
 
 
+async def test_a_capped_destination_goes_on_as_soon_as_a_slot_frees(schema_dsn: str) -> None:
+    # The cap is counted in the database, where a finished call holds its slot
+    # until its outcome is written: the next claim must follow that write, not
+    # wait for a poll (every 60 s here).
+    queue = Queue(schema_dsn, concurrency=4, poll_interval=60)
+    queue.destination("one", concurrency=1)
+    running = 0
+    most = 0
+
+    @queue.task(name="call", destination="one")
+    async def call(i: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)
+        running -= 1
+        return i
+
+    async with queue:
+        jobs = await call.submit_many([{"i": i} for i in range(10)])
+        results = [await job.result(timeout=10) for job in jobs]
+    assert results == list(range(10))
+    assert most == 1
+
+
 async def test_hosts_starting_at_once_migrate_the_schema_once(schema_dsn: str) -> None:
     journals = [PostgresJournal(schema_dsn) for _ in range(5)]
     await asyncio.gather(*(journal.open() for journal in journals))

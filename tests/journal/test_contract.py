@@ -13,6 +13,7 @@ from asyncq import JobNotFound, JobState, PayloadError, Rate
 from asyncq._journal import (
     Cancellation,
     Cancelled,
+    Claim,
     ClaimedJob,
     ClaimLimits,
     DestinationRecord,
@@ -292,6 +293,51 @@ async def test_a_claim_books_calls_for_the_paced_jobs_it_takes(journal: Journal)
     # NOW, draining 10 a second, so the next call fits a tenth of a second later).
     booked = await journal.take_tokens({"paced": 1}, {"paced": rate}, lambda: NOW, 0.2)
     assert booked == {"paced": ([NOW + 0.1], NOW + 0.1)}
+
+
+def capped(cap: int) -> ClaimLimits:
+    """Limits for a claim where "capped" has a concurrency cap of `cap`."""
+    return ClaimLimits(
+        room=lambda name: 100,
+        rate=lambda name: None,
+        clock=lambda: NOW,
+        cap=lambda name: cap if name == "capped" else None,
+    )
+
+
+async def claim_capped(journal: Journal, owner: str, now: float = NOW, cap: int = 2) -> Claim:
+    return await journal.claim(owner, 100, now + LEASE, now, capped(cap))
+
+
+async def test_a_cap_is_shared_by_every_claimer_and_counts_unstarted_claims(
+    journal: Journal,
+) -> None:
+    await journal.insert_many(
+        [NewJob("t", "{}", "capped", 0, NOW)] * 5 + [NewJob("t", "{}", "free", 0, NOW)] * 2, NOW
+    )
+    first = await claim_capped(journal, "a")
+    # Two of "capped" (its cap), and every "free" one.
+    assert first.taken == {"capped": 2, "free": 2}
+    # Claimed but not started, a's two jobs hold both slots: b gets none.
+    second = await claim_capped(journal, "b")
+    assert second.jobs == []
+    assert second.at_cap == {"capped"}
+    # A slot frees when its job's outcome is written, not before.
+    done = next(job for job in first.jobs if job.destination == "capped")
+    await journal.record_outcomes("a", NOW, succeeded=[ok(done)])
+    third = await claim_capped(journal, "b", now=NOW + 10)
+    assert third.taken == {"capped": 1}
+
+
+async def test_an_expired_lease_holds_no_slot_of_a_cap(journal: Journal) -> None:
+    await journal.insert_many([NewJob("t", "{}", "capped", 0, NOW)] * 5, NOW)
+    assert (await claim_capped(journal, "a")).taken == {"capped": 2}  # lease to NOW + 30
+    assert (await claim_capped(journal, "b", now=NOW + 29)).taken == {}
+    # a's process is gone (its leases ran out): its jobs hold nothing, even before
+    # they are reclaimed.
+    assert (await claim_capped(journal, "b", now=NOW + 31)).taken == {"capped": 2}
+    # A cap declared higher by another process is its own: it takes up to its cap.
+    assert (await claim_capped(journal, "c", now=NOW + 31, cap=3)).taken == {"capped": 1}
 
 
 async def test_prune_deletes_only_jobs_finished_before_the_cutoff(journal: Journal) -> None:

@@ -296,16 +296,19 @@ class PostgresJournal:
                         self._turn_news |= batch.news
                 for call, _ in turn.calls:
                     results.append(await call(conn))
-                await monitoring.add_counts(conn, self._instance, deltas)
                 self._activity_written = await self._activity_log.save(conn, activity)
-                if self._turn_news or settled.moved:
-                    # Delivered at commit, to every process listening but this one.
-                    await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._instance)
-                if turn.inserts or turn.calls:
-                    # Outcomes name their attempt and can be written twice; new jobs
-                    # and claims cannot: keep the transaction's id, to ask the
-                    # server whether it committed if the connection is lost at COMMIT.
-                    xid = await conn.fetchval(sql.TRANSACTION_ID)
+                # NOTIFY: delivered at commit, to every process listening but this one.
+                # Outcomes name their attempt and can be written twice; new jobs and
+                # claims cannot: keep the transaction's id, to ask the server whether
+                # it committed if the connection is lost at COMMIT.
+                news = self._turn_news or settled.moved
+                xid = await monitoring.end_turn(
+                    conn,
+                    self._instance,
+                    deltas,
+                    (self._channel, self._instance) if news else None,
+                    xid=bool(turn.inserts or turn.calls),
+                )
             except BaseException:
                 if not conn.is_closed():
                     with contextlib.suppress(Exception):  # the fault raised below says why

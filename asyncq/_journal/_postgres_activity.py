@@ -44,12 +44,22 @@ Deltas = Counter[tuple[str, str]]
 
 # -- counts of jobs per destination and state ----------------------------------
 
-# A turn's changes, added to this process's rows (running jobs are not counted).
-ADD_COUNTS = """
-INSERT INTO counts (destination, state, writer, n)
-SELECT c.destination, c.state, $1, c.n
-FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (destination, state, n)
-ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
+# The end of a turn, in one round trip: its changes of counts added to this
+# process's rows (running jobs are not counted); a NOTIFY on channel $6 if $5
+# (delivered at commit, to every process listening); and the transaction's id, to
+# ask on another connection whether it committed if the connection is lost at
+# COMMIT (null for a transaction that wrote nothing: `pg_current_xact_id()` would
+# assign one, and make its commit wait for a WAL flush it does not need). A turn
+# pays one statement for all three.
+END_TURN = """
+WITH added AS (
+    INSERT INTO counts (destination, state, writer, n)
+    SELECT c.destination, c.state, $1, c.n
+    FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (destination, state, n)
+    ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
+)
+SELECT (SELECT count(*) FROM (SELECT pg_notify($6, $7)) AS told WHERE $5),
+       pg_current_xact_id_if_assigned()::text
 """
 # At close: this process's rows into the shared ones, in one statement.
 FOLD_COUNTS = """
@@ -111,12 +121,28 @@ SELECT
 """
 
 
-async def add_counts(conn: Conn, writer: str, deltas: Deltas) -> None:
-    """Add a turn's changes to `writer`'s counts, in one statement."""
+async def end_turn(
+    conn: Conn, writer: str, deltas: Deltas, notify: tuple[str, str] | None, *, xid: bool
+) -> str | None:
+    """At the end of a turn's transaction, in one statement if any: add its changes
+    to `writer`'s counts, NOTIFY (channel, payload) if `notify`, and read the
+    transaction's id if `xid` (None if not asked, or if it wrote nothing)."""
     changes = [(d, state, n) for (d, state), n in deltas.items() if n and state != "running"]
-    if changes:
-        destinations, states, numbers = zip(*changes, strict=True)
-        await conn.execute(ADD_COUNTS, writer, list(destinations), list(states), list(numbers))
+    if not (changes or notify or xid):
+        return None
+    destinations, states, numbers = zip(*changes, strict=True) if changes else ((), (), ())
+    channel, payload = notify or ("", "")
+    row = await conn.fetchrow(
+        END_TURN,
+        writer,
+        list(destinations),
+        list(states),
+        list(numbers),
+        notify is not None,
+        channel,
+        payload,
+    )
+    return row[1] if xid else None
 
 
 # -- activity ---------------------------------------------------------------------

@@ -195,6 +195,7 @@ class PostgresJournal:
         self._conn = await self._connect()
         try:
             await migrate(self._conn, self.schema, self.description)
+            await self._fold_counts(self._conn)
             self.clock_offset = await self._measure_offset(self._conn)
             self._reader = await self._connect_reader()
         except BaseException as exc:  # noqa: BLE001 - closed, then raised as it was
@@ -253,6 +254,19 @@ class PostgresJournal:
         # A new listener may have missed notifications while it was not listening.
         self._changed = True
         return reader
+
+    async def _fold_counts(self, conn: Conn) -> None:
+        """Fold every other process's counts into the shared rows (see
+        `_postgres_activity.FOLD_COUNTS`): housekeeping, tried a few times."""
+        for _ in range(3):
+            try:
+                async with conn.transaction():
+                    await conn.execute(monitoring.FOLD_COUNTS, None)
+                return
+            except self._asyncpg.PostgresError as exc:
+                if not self._is_conflict(exc):
+                    raise
+        log.info("journal %s: counts not folded at open (busy)", self.description)
 
     async def _measure_offset(self, conn: Conn) -> float:
         """The database server's clock less this host's, from the quickest of a few

@@ -56,14 +56,25 @@ WITH added AS (
     INSERT INTO counts (destination, state, writer, n)
     SELECT c.destination, c.state, $1, c.n
     FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (destination, state, n)
+    ORDER BY c.destination, c.state  -- the order FOLD_COUNTS locks rows in
     ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
 )
 SELECT (SELECT count(*) FROM (SELECT pg_notify($6, $7)) AS told WHERE $5),
        pg_current_xact_id_if_assigned()::text
 """
-# At close: this process's rows into the shared ones, in one statement.
+# Writers' rows folded into the shared ones (writer ''), in one statement: at close,
+# this process's ($1); at open, every other process's ($1 null), so that the rows of
+# processes killed (never closed) do not pile up. The sums stay exact even for a
+# writer that is alive: its turn waits for the fold's row locks (taken in one order,
+# the order its turns take them in), then adds to new rows of its own.
 FOLD_COUNTS = """
-WITH gone AS (DELETE FROM counts WHERE writer = $1 RETURNING destination, state, n)
+WITH gone AS (
+    DELETE FROM counts WHERE (destination, state, writer) IN (
+        SELECT destination, state, writer FROM counts
+        WHERE writer != '' AND ($1::text IS NULL OR writer = $1)
+        ORDER BY destination, state, writer FOR UPDATE)
+    RETURNING destination, state, n
+)
 INSERT INTO counts (destination, state, writer, n)
 SELECT destination, state, '', sum(n) FROM gone GROUP BY destination, state
 ORDER BY destination, state

@@ -217,8 +217,8 @@ class PostgresJournal:
             if written is None:
                 break
             await asyncio.wait({written})
-        # This process's counts join the shared rows: the rows of processes that
-        # closed do not pile up (those of a killed one stay, summed all the same).
+        # This process's counts join the shared rows, so that the rows of processes
+        # that closed do not pile up (a killed one's are folded by the next to start).
         with contextlib.suppress(Exception):  # the writer's fault is told elsewhere
             await self._call(lambda conn: conn.execute(monitoring.FOLD_COUNTS, self._instance))
         self._open = False

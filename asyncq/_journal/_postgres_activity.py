@@ -2,12 +2,14 @@
 state, the activity slots (see `_activity.py`), and stats() read from them
 without a scan of the jobs.
 
-Several processes on several hosts write here at once, so every row is one
-process's own (`writer`: its journal's instance): a process adds to its rows in
-its own turns, which its group commit already runs one at a time, and never
-waits for another's. Readers sum the rows. `counts` is written in every turn
-that moves jobs, in that turn's transaction, so it is exact; `activity` once a
-second at most, as on SQLite.
+Several processes on several hosts write here at once, so each adds to rows of
+its own (`writer`: its journal's instance), in its own turns, which its group
+commit already runs one at a time: no process waits for another's on a hot row.
+Readers sum the rows. `counts` is written in every turn that moves jobs, in that
+turn's transaction, so it is exact; a process folds its rows into the shared ones
+(writer '') when it closes, and every other process's when it starts (see
+`FOLD_COUNTS`). `activity` is written once a second at most, as on SQLite, and its
+old slots are deleted whoever wrote them.
 """
 
 from __future__ import annotations
@@ -35,12 +37,11 @@ from ._activity import (
     window_start,
 )
 from ._messages import Cancelled, DestinationCounts, Failed, JournalStats, Succeeded, micros
+from ._postgres_deps import Deltas
 
 log = logging.getLogger("asyncq.journal")
 
 Conn = Any  # an asyncpg connection
-#: Jobs moved in one transaction: (destination, state) -> change in count.
-Deltas = Counter[tuple[str, str]]
 
 # -- counts of jobs per destination and state ----------------------------------
 

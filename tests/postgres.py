@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import cache
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,28 @@ def query(dsn: str, sql: str, *args: object) -> list[tuple[object, ...]]:
 
     with ThreadPoolExecutor(1) as thread:
         return thread.submit(asyncio.run, run()).result()
+
+
+async def kept_and_counted(schema_dsn: str) -> tuple[dict[Any, int], dict[Any, int]]:
+    """The PostgreSQL journal's kept counts of jobs by destination and state (every
+    writer's rows summed), and those counted in the jobs table: equal whenever no
+    transaction is moving jobs."""
+    import asyncpg
+
+    from asyncq._journal._postgres import split_dsn
+
+    server, schema = split_dsn(schema_dsn, None)
+    conn = await asyncpg.connect(server, server_settings={"search_path": schema})
+    try:
+        kept = await conn.fetch(
+            "SELECT destination, state, sum(n) FROM counts GROUP BY 1, 2 HAVING sum(n) != 0"
+        )
+        counted = await conn.fetch(
+            "SELECT destination, state, count(*) FROM jobs WHERE state != 'running' GROUP BY 1, 2"
+        )
+    finally:
+        await conn.close()
+    return {(d, s): int(n) for d, s, n in kept}, {(d, s): int(n) for d, s, n in counted}
 
 
 class CommitCutter:

@@ -195,6 +195,7 @@ class PostgresJournal:
         self._conn = await self._connect()
         try:
             await migrate(self._conn, self.schema, self.description)
+            await self._fold_counts(self._conn)
             self.clock_offset = await self._measure_offset(self._conn)
             self._reader = await self._connect_reader()
         except BaseException as exc:  # noqa: BLE001 - closed, then raised as it was
@@ -216,8 +217,8 @@ class PostgresJournal:
             if written is None:
                 break
             await asyncio.wait({written})
-        # This process's counts join the shared rows: the rows of processes that
-        # closed do not pile up (those of a killed one stay, summed all the same).
+        # This process's counts join the shared rows, so that the rows of processes
+        # that closed do not pile up (a killed one's are folded by the next to start).
         with contextlib.suppress(Exception):  # the writer's fault is told elsewhere
             await self._call(lambda conn: conn.execute(monitoring.FOLD_COUNTS, self._instance))
         self._open = False
@@ -253,6 +254,19 @@ class PostgresJournal:
         # A new listener may have missed notifications while it was not listening.
         self._changed = True
         return reader
+
+    async def _fold_counts(self, conn: Conn) -> None:
+        """Fold every other process's counts into the shared rows (see
+        `_postgres_activity.FOLD_COUNTS`): housekeeping, tried a few times."""
+        for _ in range(3):
+            try:
+                async with conn.transaction():
+                    await conn.execute(monitoring.FOLD_COUNTS, None)
+                return
+            except self._asyncpg.PostgresError as exc:
+                if not self._is_conflict(exc):
+                    raise
+        log.info("journal %s: counts not folded at open (busy)", self.description)
 
     async def _measure_offset(self, conn: Conn) -> float:
         """The database server's clock less this host's, from the quickest of a few
@@ -296,16 +310,19 @@ class PostgresJournal:
                         self._turn_news |= batch.news
                 for call, _ in turn.calls:
                     results.append(await call(conn))
-                await monitoring.add_counts(conn, self._instance, deltas)
                 self._activity_written = await self._activity_log.save(conn, activity)
-                if self._turn_news or settled.moved:
-                    # Delivered at commit, to every process listening but this one.
-                    await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._instance)
-                if turn.inserts or turn.calls:
-                    # Outcomes name their attempt and can be written twice; new jobs
-                    # and claims cannot: keep the transaction's id, to ask the
-                    # server whether it committed if the connection is lost at COMMIT.
-                    xid = await conn.fetchval(sql.TRANSACTION_ID)
+                # NOTIFY: delivered at commit, to every process listening but this one.
+                # Outcomes name their attempt and can be written twice; new jobs and
+                # claims cannot: keep the transaction's id, to ask the server whether
+                # it committed if the connection is lost at COMMIT.
+                news = self._turn_news or settled.moved
+                xid = await monitoring.end_turn(
+                    conn,
+                    self._instance,
+                    deltas,
+                    (self._channel, self._instance) if news else None,
+                    xid=bool(turn.inserts or turn.calls),
+                )
             except BaseException:
                 if not conn.is_closed():
                     with contextlib.suppress(Exception):  # the fault raised below says why

@@ -2,12 +2,14 @@
 state, the activity slots (see `_activity.py`), and stats() read from them
 without a scan of the jobs.
 
-Several processes on several hosts write here at once, so every row is one
-process's own (`writer`: its journal's instance): a process adds to its rows in
-its own turns, which its group commit already runs one at a time, and never
-waits for another's. Readers sum the rows. `counts` is written in every turn
-that moves jobs, in that turn's transaction, so it is exact; `activity` once a
-second at most, as on SQLite.
+Several processes on several hosts write here at once, so each adds to rows of
+its own (`writer`: its journal's instance), in its own turns, which its group
+commit already runs one at a time: no process waits for another's on a hot row.
+Readers sum the rows. `counts` is written in every turn that moves jobs, in that
+turn's transaction, so it is exact; a process folds its rows into the shared ones
+(writer '') when it closes, and every other process's when it starts (see
+`FOLD_COUNTS`). `activity` is written once a second at most, as on SQLite, and its
+old slots are deleted whoever wrote them.
 """
 
 from __future__ import annotations
@@ -35,25 +37,45 @@ from ._activity import (
     window_start,
 )
 from ._messages import Cancelled, DestinationCounts, Failed, JournalStats, Succeeded, micros
+from ._postgres_deps import Deltas
 
 log = logging.getLogger("asyncq.journal")
 
 Conn = Any  # an asyncpg connection
-#: Jobs moved in one transaction: (destination, state) -> change in count.
-Deltas = Counter[tuple[str, str]]
 
 # -- counts of jobs per destination and state ----------------------------------
 
-# A turn's changes, added to this process's rows (running jobs are not counted).
-ADD_COUNTS = """
-INSERT INTO counts (destination, state, writer, n)
-SELECT c.destination, c.state, $1, c.n
-FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (destination, state, n)
-ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
+# The end of a turn, in one round trip: its changes of counts added to this
+# process's rows (running jobs are not counted); a NOTIFY on channel $6 if $5
+# (delivered at commit, to every process listening); and the transaction's id, to
+# ask on another connection whether it committed if the connection is lost at
+# COMMIT (null for a transaction that wrote nothing: `pg_current_xact_id()` would
+# assign one, and make its commit wait for a WAL flush it does not need). A turn
+# pays one statement for all three.
+END_TURN = """
+WITH added AS (
+    INSERT INTO counts (destination, state, writer, n)
+    SELECT c.destination, c.state, $1, c.n
+    FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (destination, state, n)
+    ORDER BY c.destination, c.state  -- the order FOLD_COUNTS locks rows in
+    ON CONFLICT (destination, state, writer) DO UPDATE SET n = counts.n + excluded.n
+)
+SELECT (SELECT count(*) FROM (SELECT pg_notify($6, $7)) AS told WHERE $5),
+       pg_current_xact_id_if_assigned()::text
 """
-# At close: this process's rows into the shared ones, in one statement.
+# Writers' rows folded into the shared ones (writer ''), in one statement: at close,
+# this process's ($1); at open, every other process's ($1 null), so that the rows of
+# processes killed (never closed) do not pile up. The sums stay exact even for a
+# writer that is alive: its turn waits for the fold's row locks (taken in one order,
+# the order its turns take them in), then adds to new rows of its own.
 FOLD_COUNTS = """
-WITH gone AS (DELETE FROM counts WHERE writer = $1 RETURNING destination, state, n)
+WITH gone AS (
+    DELETE FROM counts WHERE (destination, state, writer) IN (
+        SELECT destination, state, writer FROM counts
+        WHERE writer != '' AND ($1::text IS NULL OR writer = $1)
+        ORDER BY destination, state, writer FOR UPDATE)
+    RETURNING destination, state, n
+)
 INSERT INTO counts (destination, state, writer, n)
 SELECT destination, state, '', sum(n) FROM gone GROUP BY destination, state
 ORDER BY destination, state
@@ -111,12 +133,28 @@ SELECT
 """
 
 
-async def add_counts(conn: Conn, writer: str, deltas: Deltas) -> None:
-    """Add a turn's changes to `writer`'s counts, in one statement."""
+async def end_turn(
+    conn: Conn, writer: str, deltas: Deltas, notify: tuple[str, str] | None, *, xid: bool
+) -> str | None:
+    """At the end of a turn's transaction, in one statement if any: add its changes
+    to `writer`'s counts, NOTIFY (channel, payload) if `notify`, and read the
+    transaction's id if `xid` (None if not asked, or if it wrote nothing)."""
     changes = [(d, state, n) for (d, state), n in deltas.items() if n and state != "running"]
-    if changes:
-        destinations, states, numbers = zip(*changes, strict=True)
-        await conn.execute(ADD_COUNTS, writer, list(destinations), list(states), list(numbers))
+    if not (changes or notify or xid):
+        return None
+    destinations, states, numbers = zip(*changes, strict=True) if changes else ((), (), ())
+    channel, payload = notify or ("", "")
+    row = await conn.fetchrow(
+        END_TURN,
+        writer,
+        list(destinations),
+        list(states),
+        list(numbers),
+        notify is not None,
+        channel,
+        payload,
+    )
+    return row[1] if xid else None
 
 
 # -- activity ---------------------------------------------------------------------

@@ -349,8 +349,6 @@ SAVE_RATES = """
 INSERT INTO destinations (name, rate) SELECT * FROM unnest($1::text[], $2::float8[])
 ON CONFLICT (name) DO UPDATE SET rate = excluded.rate
 """
-# A transaction's id, and later (on another connection) whether it committed. Null
-# for a transaction that wrote nothing: asking would assign an id, and make its
-# commit wait for a WAL flush that it does not need.
-TRANSACTION_ID = "SELECT pg_current_xact_id_if_assigned()::text"
+# Whether a transaction committed, asked on another connection (its id is read at
+# the end of the turn: `_postgres_activity.END_TURN`).
 TRANSACTION_STATUS = "SELECT pg_xact_status($1::text::xid8)"

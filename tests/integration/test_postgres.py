@@ -215,6 +215,36 @@ async def test_processes_count_in_rows_of_their_own_and_fold_them_at_close(
     assert folded == [("", 6)]
 
 
+async def test_a_process_that_starts_folds_the_counts_of_the_others(schema_dsn: str) -> None:
+    from tests.postgres import query
+
+    alive = PostgresJournal(schema_dsn)
+    await alive.open()
+    try:
+        await alive.insert_many([NewJob("t", "{}", "crm", 0, 0.0)] * 2, 0.0)
+        # A process killed long ago left rows of its own: 5 jobs that exist.
+        await asyncio.to_thread(
+            query,
+            schema_dsn,
+            "INSERT INTO jobs (task, payload, destination, state, created_at, run_at) "
+            "SELECT 't', '{}', 'crm', 'pending', 0, 0 FROM generate_series(1, 5)",
+        )
+        await asyncio.to_thread(
+            query, schema_dsn, "INSERT INTO counts VALUES ('crm', 'pending', 'killed', 5)"
+        )
+        starting = PostgresJournal(schema_dsn)
+        await starting.open()  # folds every other writer's rows, the live one's too
+        try:
+            folded = await asyncio.to_thread(query, schema_dsn, "SELECT writer, n FROM counts")
+            assert folded == [("", 7)]
+            await alive.insert_many([NewJob("t", "{}", "crm", 0, 0.0)], 0.0)  # a row anew
+            assert (await starting.stats(0.0)).destinations["crm"].ready == 8
+        finally:
+            await starting.close()
+    finally:
+        await alive.close()
+
+
 def test_a_password_never_shows_in_descriptions() -> None:
     dsn = "postgresql://app:s3cr%40t@db.internal:5432/app?sslmode=require&password=other"
     assert describe(dsn) == "postgresql://app@db.internal:5432/app?sslmode=require&password=***"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import fresh_schema, postgres_dsn_or_skip, query
+from tests.postgres import fresh_schema, kept_and_counted, postgres_dsn_or_skip, query
 
 from . import app
 
@@ -152,6 +152,10 @@ async def any_workers(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIt
             yield worker_set
         finally:
             await worker_set.close()
+        # Every worker ended (killed ones too): the counts that stats() reads are
+        # the jobs' own.
+        kept, counted = await kept_and_counted(dsn)
+        assert kept == counted
 
 
 class RunLogs:

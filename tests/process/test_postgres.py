@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from asyncq import Rate
-from tests.postgres import fresh_schema, postgres_dsn, postgres_dsn_or_skip
+from tests.postgres import fresh_schema, kept_and_counted, postgres_dsn, postgres_dsn_or_skip
 
 from . import app
 from .conftest import RunLogs, WorkerSet, journal_states, wait_until
@@ -111,6 +111,10 @@ async def test_workers_whose_connections_are_cut_reconnect_and_lose_nothing(
     )
     for worker in live:
         assert await workers.stop(worker) == 0, worker.output()
+    # The counts that stats() reads were kept through the cuts, in the transactions
+    # that moved the jobs (the server's own answer for a COMMIT cut off included).
+    kept, counted = await kept_and_counted(workers.journal)
+    assert kept == counted == {("default", "succeeded"): jobs}
 
     per_job = runs.per_job()
     repeated = sum(per_job.values()) - jobs

@@ -1,6 +1,7 @@
 """A webhook delivery shows up in the trace of the request that caused it, when
 the job runs in another process: a real `asyncq worker` subprocess, traced with
-the OpenTelemetry SDK, reads the submitting span's context from the journal."""
+the OpenTelemetry SDK, reads the submitting span's context from the journal (a
+SQLite file, or a fresh schema on the PostgreSQL server of tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from asyncq import Queue
 from asyncq.contrib.otel import QueueTracing
+from tests.postgres import fresh_schema, postgres_dsn_or_skip
 
 from .conftest import wait_until
 from .traced_app import TASK_NAME
@@ -34,10 +37,19 @@ def spans_in(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+async def journal(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "jobs.db")
+        return
+    async with fresh_schema(postgres_dsn_or_skip()) as dsn:
+        yield dsn
+
+
 async def test_an_attempt_in_a_worker_process_joins_the_submitting_request_trace(
-    tmp_path: Path,
+    tmp_path: Path, journal: str
 ) -> None:
-    journal, spans_file, output = tmp_path / "jobs.db", tmp_path / "spans.jsonl", tmp_path / "out"
+    spans_file, output = tmp_path / "spans.jsonl", tmp_path / "out"
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -50,7 +62,7 @@ async def test_an_attempt_in_a_worker_process_joins_the_submitting_request_trace
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env["ASYNCQ_TRACE_JOURNAL"] = str(journal)
+    env["ASYNCQ_TRACE_JOURNAL"] = journal
     env["ASYNCQ_TRACE_SPANS"] = str(spans_file)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60

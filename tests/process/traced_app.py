@@ -1,6 +1,6 @@
 """A queue traced with OpenTelemetry, for a worker subprocess of test_tracing.py.
 
-ASYNCQ_TRACE_JOURNAL  the journal file
+ASYNCQ_TRACE_JOURNAL  the journal (a file, or a postgresql:// connection string)
 ASYNCQ_TRACE_SPANS    the file each finished span is appended to, one JSON line each
 
 The handler makes a span of its own, as an instrumented HTTP client would for the

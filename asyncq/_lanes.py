@@ -196,6 +196,10 @@ class Lanes:
         if self._at_cap and name in self._at_cap:
             self._at_cap.discard(name)
             self._slots_freed = True
+        elif self._claiming and state.policy.concurrency is not None:
+            # The claim under way may come back at the cap without having seen this
+            # call's outcome (which then frees a slot nobody claims until a poll).
+            self._slots_freed = True
         self.recheck(name)
 
     def recheck(self, name: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from asyncq import Job, JobCancelled, JobNotFound, JobState, Queue
+from asyncq import Job, JobCancelled, JobNotFound, JobState, Queue, Rate
 from asyncq._journal import SqliteJournal
 from asyncq._journal import _sqlite_cancel as sqlite_cancel
 from asyncq.cli import main
@@ -184,11 +184,14 @@ async def test_a_claimed_job_that_has_not_started_leaves_the_prefetch(
     make_queue: MakeQueue,
 ) -> None:
     queue = make_queue(concurrency=2)
-    queue.destination("one-at-a-time", concurrency=1)
+    # One call a minute, on a clock that does not move: the second job is claimed
+    # (a paced lane holds what it can start soon) and waits for the bucket. (A
+    # concurrency cap would not claim it: a claimed job holds a slot of the cap.)
+    queue.destination("one-a-minute", rate=Rate(1, per=60, burst=1))
     gate = Gate()
     ran: list[int] = []
 
-    @queue.task(destination="one-at-a-time")
+    @queue.task(destination="one-a-minute")
     async def call(i: int) -> None:
         ran.append(i)
         await gate.run()

@@ -609,3 +609,31 @@ async def test_a_lasting_journal_fault_stops_the_dispatcher(db_path: str) -> Non
         await submit_and_wait()
     assert "disk I/O error" in str(raised.value)
     assert journal.calls["claim"] == 1  # not retried
+
+
+async def test_a_capped_destination_goes_on_without_polls_and_never_over_its_cap(
+    make_queue: MakeQueue,
+) -> None:
+    # A claimed job holds a slot of the cap until its outcome is written: each next
+    # claim must follow the outcomes that free slots, not a poll (never, here: the
+    # clock does not move).
+    queue = make_queue(concurrency=8, poll_interval=60)
+    queue.destination("two", concurrency=2)
+    running = 0
+    most = 0
+
+    @queue.task(name="call", destination="two")
+    async def call(i: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        for _ in range(random.randrange(3)):  # calls that end in different turns
+            await asyncio.sleep(0)
+        running -= 1
+        return i
+
+    async with queue:
+        jobs = await call.submit_many([{"i": i} for i in range(40)])
+        results = [await job.result(timeout=10) for job in jobs]
+    assert results == list(range(40))
+    assert most == 2

@@ -33,6 +33,10 @@ from ._messages import (
 
 _destination = operator.attrgetter("destination")
 
+# Up to this many rows, a statement per row with plain parameters costs less than
+# one statement that parses them all as JSON (which wins for larger turns).
+_FEW_ROWS = 4
+
 log = logging.getLogger("asyncq.journal")
 
 
@@ -101,6 +105,21 @@ def insert_all(
         else:
             merged.append(index)
     if merged:
+        for index in merged:
+            at = inserts[index][1]
+            deltas.update(
+                (j.destination, "pending" if j.run_at <= at else "scheduled")
+                for j in cast(Sequence[NewJob], inserts[index][0])
+            )
+        if sum(len(inserts[index][0]) for index in merged) <= _FEW_ROWS:
+            for index in merged:
+                jobs, at, _ = inserts[index]
+                created = micros(at) / 1_000_000
+                results[index] = [
+                    Inserted(insert_row(conn, job, at, created), True)
+                    for job in cast(Sequence[NewJob], jobs)
+                ]
+            return results
         # One encoding for the whole turn (a json.dumps per call would cost more than
         # the rows): the submit time as whole microseconds, run_at only if held back.
         rows: list[list[object]] = []
@@ -119,12 +138,6 @@ def insert_all(
                 ]
                 for j in cast(Sequence[NewJob], inserts[index][0])
             ]
-        for index in merged:
-            at = inserts[index][1]
-            deltas.update(
-                (j.destination, "pending" if j.run_at <= at else "scheduled")
-                for j in cast(Sequence[NewJob], inserts[index][0])
-            )
         ids = iter(
             inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows))
         )
@@ -132,6 +145,17 @@ def insert_all(
             jobs = cast(Sequence[NewJob], inserts[index][0])
             results[index] = [Inserted(next(ids), True) for _ in jobs]
     return results
+
+
+def insert_row(conn: sqlite3.Connection, job: NewJob, at: float, created: float) -> int:
+    """Insert one unkeyed job submitted at `at` (`created`: `at` in whole
+    microseconds), as INSERT_ROWS would; its id."""
+    run_at = created if job.run_at == at else job.run_at
+    state = "pending" if run_at <= created else "scheduled"
+    row = (job.task, job.payload, job.destination, job.priority, run_at, state, created, job.trace)
+    job_id = conn.execute(sql.INSERT_ROW, row).lastrowid
+    assert job_id is not None
+    return job_id
 
 
 def insert_batch(
@@ -342,8 +366,10 @@ def save_counts(conn: sqlite3.Connection, deltas: Deltas) -> None:
     not counted here: stats() reads them from the running index (a bounded set),
     which halves what a claim and an ack cost this table."""
     changes = [(d, state, n) for (d, state), n in deltas.items() if n and state != "running"]
-    if changes:
+    if len(changes) > _FEW_ROWS:
         conn.execute(sql.ADD_TO_COUNT, (json.dumps(changes),))
+    elif changes:
+        conn.executemany(sql.ADD_TO_ONE_COUNT, changes)
 
 
 def keys_free(conn: sqlite3.Connection, ids: list[int]) -> list[int]:

@@ -104,57 +104,59 @@ def insert_all(
             results[index] = [insert_keyed(conn, job, now, deltas) for job in jobs]
         else:
             merged.append(index)
-    if merged:
+    if not merged:
+        return results
+    if sum(len(inserts[index][0]) for index in merged) <= _FEW_ROWS:
         for index in merged:
-            at = inserts[index][1]
-            deltas.update(
-                (j.destination, "pending" if j.run_at <= at else "scheduled")
-                for j in cast(Sequence[NewJob], inserts[index][0])
-            )
-        if sum(len(inserts[index][0]) for index in merged) <= _FEW_ROWS:
-            for index in merged:
-                jobs, at, _ = inserts[index]
-                created = micros(at) / 1_000_000
-                results[index] = [
-                    Inserted(insert_row(conn, job, at, created), True)
-                    for job in cast(Sequence[NewJob], jobs)
-                ]
-            return results
-        # One encoding for the whole turn (a json.dumps per call would cost more than
-        # the rows): the submit time as whole microseconds, run_at only if held back.
-        rows: list[list[object]] = []
-        for index in merged:
-            at = inserts[index][1]
-            us = micros(at)
-            rows += [
-                [
-                    j.task,
-                    j.payload,
-                    j.destination,
-                    j.priority,
-                    None if j.run_at == at else j.run_at,
-                    us,
-                    j.trace,
-                ]
-                for j in cast(Sequence[NewJob], inserts[index][0])
+            jobs, at, _ = inserts[index]
+            created = micros(at) / 1_000_000
+            results[index] = [
+                Inserted(insert_row(conn, job, at, created, deltas), True)
+                for job in cast(Sequence[NewJob], jobs)
             ]
-        ids = iter(
-            inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows))
+        return results
+    for index in merged:
+        at = inserts[index][1]
+        deltas.update(
+            (j.destination, "pending" if j.run_at <= at else "scheduled")
+            for j in cast(Sequence[NewJob], inserts[index][0])
         )
-        for index in merged:
-            jobs = cast(Sequence[NewJob], inserts[index][0])
-            results[index] = [Inserted(next(ids), True) for _ in jobs]
+    # One encoding for the whole turn (a json.dumps per call would cost more than
+    # the rows): the submit time as whole microseconds, run_at only if held back.
+    rows: list[list[object]] = []
+    for index in merged:
+        at = inserts[index][1]
+        us = micros(at)
+        rows += [
+            [
+                j.task,
+                j.payload,
+                j.destination,
+                j.priority,
+                None if j.run_at == at else j.run_at,
+                us,
+                j.trace,
+            ]
+            for j in cast(Sequence[NewJob], inserts[index][0])
+        ]
+    ids = iter(inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows)))
+    for index in merged:
+        jobs = cast(Sequence[NewJob], inserts[index][0])
+        results[index] = [Inserted(next(ids), True) for _ in jobs]
     return results
 
 
-def insert_row(conn: sqlite3.Connection, job: NewJob, at: float, created: float) -> int:
+def insert_row(
+    conn: sqlite3.Connection, job: NewJob, at: float, created: float, deltas: Deltas
+) -> int:
     """Insert one unkeyed job submitted at `at` (`created`: `at` in whole
-    microseconds), as INSERT_ROWS would; its id."""
+    microseconds), as INSERT_ROWS would, and count it; its id."""
     run_at = created if job.run_at == at else job.run_at
     state = "pending" if run_at <= created else "scheduled"
     row = (job.task, job.payload, job.destination, job.priority, run_at, state, created, job.trace)
     job_id = conn.execute(sql.INSERT_ROW, row).lastrowid
     assert job_id is not None
+    deltas[job.destination, state] += 1
     return job_id
 
 

@@ -248,14 +248,14 @@ class EncodedOutcomes:
     started: str | None
     complete: str | None
     complete_count: int
+    #: The successes by destination: for the counts, and for those of activity.
     complete_by_destination: Counter[str]
     fail: str | None
     release: str | None
     cancel: str | None = None
-    #: For the counts of activity (see `_activity.py`): the destination of each
-    #: success, a sample of their durations (each standing for `sample_weight`),
-    #: and the calls that did not succeed, with their durations.
-    success_destinations: list[str] = field(default_factory=list)
+    #: For the counts of activity (see `_activity.py`): a sample of the successes'
+    #: durations (each standing for `sample_weight`), and the calls that did not
+    #: succeed, with their durations.
     samples: list[Sample] = field(default_factory=list)
     sample_weight: int = 1
     other_calls: list[str] = field(default_factory=list)
@@ -277,7 +277,6 @@ def encode_outcomes(
 ) -> EncodedOutcomes:
     """Outcomes as the JSON their statements take, and what they count for
     monitoring (durations up to `now`, when they are written)."""
-    destinations = list(map(_destination, succeeded))
     now_us = micros(now)
     # A bounded sample of the successes' durations: the same cost for any batch.
     weight = -(-len(succeeded) // LATENCY_SAMPLES) or 1
@@ -294,11 +293,10 @@ def encode_outcomes(
         json.dumps(started) if started else None,
         json.dumps(succeeded) if succeeded else None,
         len(succeeded),
-        Counter(destinations),
+        Counter(map(_destination, succeeded)),
         json.dumps(failed) if failed else None,
         json.dumps(released) if released else None,
         json.dumps(cancelled) if cancelled else None,
-        destinations,
         samples,
         weight,
         other_calls,

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ._backoff import Backoff
-from ._clock import Clock
+from ._clock import Clock, SystemClock
 from ._destinations import CircuitState, Destinations
 from ._errors import JournalError
 from ._journal import ClaimLimits, Journal
@@ -363,17 +363,9 @@ class Dispatcher(Lanes):
                 self._ready_untaken = True
             elif due is not None and due < wake_at:
                 wake_at, due_by_timer = due, True
-        if wake_at > self._clock.now():
-            woken = asyncio.ensure_future(self._wakeup.wait())
-            slept = asyncio.ensure_future(self._sleep_until(wake_at))
-            try:
-                await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                woken.cancel()
-                slept.cancel()
-            if woken.done() and not woken.cancelled():
-                self._wakeup.clear()
-                return
+        if wake_at > self._clock.now() and await self._sleep_or_wake(wake_at):
+            self._wakeup.clear()
+            return
         # Move what is due before looking for news: a parked lane must not wait
         # for the journal's answer.
         now = self._clock.now()
@@ -387,6 +379,26 @@ class Dispatcher(Lanes):
                 self._ready_untaken, self._maybe_more = False, True
             if await self._journal_call("changed_elsewhere", self._journal.changed_elsewhere()):
                 await self._take_news_from_elsewhere()
+
+    async def _sleep_or_wake(self, wake_at: float) -> bool:
+        """Sleep until `wake_at` (the queue's clock) or until woken; whether woken."""
+        if type(self._clock) is SystemClock:
+            # The real clock: a timer on the loop, and no tasks. With one producer
+            # awaiting each submit, the run loop sleeps here about once per job.
+            try:
+                async with asyncio.timeout(wake_at - self._clock.now()):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return False
+            return True
+        woken = asyncio.ensure_future(self._wakeup.wait())
+        slept = asyncio.ensure_future(self._sleep_until(wake_at))
+        try:
+            await asyncio.wait((woken, slept), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            slept.cancel()
+        return woken.done() and not woken.cancelled()
 
     async def _sleep_until(self, when: float) -> None:
         # The time to sleep is measured when the sleep starts, not when it was

@@ -18,14 +18,17 @@ every thread; instructions with `valgrind --tool=callgrind --separate-threads=ye
 root of another checkout (a `git worktree` of an older commit, say); the table then
 shows both and the difference.
 
-Workloads with dependencies (`after=`, as in `workflow.py`): `succeeded`, N jobs
-after one parent that already succeeded; `pairs`, N/2 parents and a child after each
-(one `submit` per child); `fan-out`, N children of one parent that runs first (N + 1
-jobs in all). With `--drain-only` the jobs are written while their destinations are
-paused, and the baseline is the same program that writes them and never runs them:
-what is left is the drain. Several `--workload`s are counted one after another, and
-each is set beside the first (plain, say): the cost of its job against the first's,
-and for pairs, the cost of a child (its drain less the parents', taken as plain jobs).
+`single`: one producer awaiting each `submit` while the workers run (as in
+`throughput.py`'s "one producer"): a transaction per submit, with the claims and
+acks in turns of their own or in the next submit's. Workloads with dependencies
+(`after=`, as in `workflow.py`): `succeeded`, N jobs after one parent that already
+succeeded; `pairs`, N/2 parents and a child after each (one `submit` per child);
+`fan-out`, N children of one parent that runs first (N + 1 jobs in all). With
+`--drain-only` the jobs are written while their destinations are paused, and the
+baseline is the same program that writes them and never runs them: what is left is
+the drain. Several `--workload`s are counted one after another, and each is set
+beside the first (plain, say): the cost of its job against the first's, and for
+pairs, the cost of a child (its drain less the parents', taken as plain jobs).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ async def write(queue, workload, share, destination, paused):
     payloads = [{"i": i} for i in range(share)]
     if workload == "plain":
         await queue.submit_many("noop", payloads, destination=destination)
+        return share
+    if workload == "single":  # one producer awaiting each submit, workers running
+        for i in range(share):
+            await queue.submit("noop", i=i, destination=destination)
         return share
     if workload == "pairs":
         parents = await queue.submit_many("noop", payloads[: share // 2], destination=destination)
@@ -109,7 +116,7 @@ async def main(n, destinations, directory, workload, mode):
 
 asyncio.run(main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]))
 """
-WORKLOADS = ("plain", "succeeded", "pairs", "fan-out")
+WORKLOADS = ("plain", "single", "succeeded", "pairs", "fan-out")
 
 # Counts opcodes per (file, function) in every thread, then runs DRAIN.
 TRACED = """

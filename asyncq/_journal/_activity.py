@@ -10,8 +10,9 @@ sums of the last `WINDOW_SLOTS` slots, so rates seen from a process that runs no
 jobs include the completions of workers in other processes.
 
 The hot path pays almost nothing: a turn keeps references to what it has anyway
-(each batch's list of the destinations of its successes), and after its commit
-they are counted at C speed (`Counter.update` of a list). Failures, cancels and
+(each batch's successes counted by destination, which its writes need too), and
+after its commit they are added up (`Counter.update` of a mapping: a step per
+destination, not per job). Failures, cancels and
 crashes, rarer, are counted one by one. Attempt durations are kept as a histogram
 of log-spaced buckets, 8 per doubling (a percentile read from it is within 4.5 %
 of the duration it stands for), from at most `LATENCY_SAMPLES` successes of each
@@ -150,7 +151,7 @@ class Activity:
         #: The latest and earliest times recorded (seconds since the epoch).
         self.at = -math.inf
         self.first = math.inf
-        self.successes: list[list[str]] = []  # each batch's success destinations
+        self.successes: list[Mapping[str, int]] = []  # each batch's successes by destination
         self.samples: list[tuple[list[Sample], int]] = []  # (samples, each stands for)
         self.arrivals: list[dict[tuple[str, str], int]] = []  # inserts' count changes
         self.others: list[tuple[str, str, int]] = []  # (Counts field, destination, n)
@@ -169,13 +170,13 @@ class Activity:
     def batch(
         self,
         now: float,
-        successes: list[str] | None,
+        successes: Mapping[str, int] | None,
         samples: list[Sample],
         weight: int,
         other_calls: Iterable[str],
         other_samples: list[Sample],
     ) -> None:
-        """A batch of outcomes: the destinations of its successes (None: counted
+        """A batch of outcomes: its successes by destination (None: counted
         otherwise), samples of their durations each standing for `weight`, and the
         calls that did not succeed, with their durations."""
         self.saw(now)
@@ -216,8 +217,8 @@ class Activity:
     def count_into(self, counts: Counts) -> None:
         counts.first_at = min(counts.first_at, self.first)
         succeeded = counts.succeeded
-        for destinations in self.successes:
-            succeeded.update(destinations)  # at C speed: a list, not a mapping
+        for by_destination in self.successes:
+            succeeded.update(by_destination)
         latency = counts.latency
         for samples, weight in self.samples:
             latency.update(samples * weight if weight > 1 else samples)  # C speed too

@@ -291,7 +291,7 @@ class SqliteJournal:
         itself, one with failures, releases or cancels from what its statements
         moved, so that a retry is told from a job cancelled instead."""
         activity = self._activity
-        successes: list[str] | None = None
+        successes: Mapping[str, int] | None = None
         if batch.fail or batch.release or batch.cancel:
             moves: writes.Deltas = Counter()
             every_success = writes.write_outcomes(conn, owner, now, batch, moves)
@@ -299,7 +299,7 @@ class SqliteJournal:
         else:
             every_success = writes.write_outcomes(conn, owner, now, batch, self._deltas)
             if every_success:  # a stale ack (its lease had expired) is not counted
-                successes = batch.success_destinations
+                successes = batch.complete_by_destination
         activity.batch(
             now,
             successes,

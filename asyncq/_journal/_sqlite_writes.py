@@ -33,6 +33,10 @@ from ._messages import (
 
 _destination = operator.attrgetter("destination")
 
+# Up to this many rows, a statement per row with plain parameters costs less than
+# one statement that parses them all as JSON (which wins for larger turns).
+_FEW_ROWS = 4
+
 log = logging.getLogger("asyncq.journal")
 
 
@@ -100,38 +104,60 @@ def insert_all(
             results[index] = [insert_keyed(conn, job, now, deltas) for job in jobs]
         else:
             merged.append(index)
-    if merged:
-        # One encoding for the whole turn (a json.dumps per call would cost more than
-        # the rows): the submit time as whole microseconds, run_at only if held back.
-        rows: list[list[object]] = []
+    if not merged:
+        return results
+    if sum(len(inserts[index][0]) for index in merged) <= _FEW_ROWS:
         for index in merged:
-            at = inserts[index][1]
-            us = micros(at)
-            rows += [
-                [
-                    j.task,
-                    j.payload,
-                    j.destination,
-                    j.priority,
-                    None if j.run_at == at else j.run_at,
-                    us,
-                    j.trace,
-                ]
-                for j in cast(Sequence[NewJob], inserts[index][0])
+            jobs, at, _ = inserts[index]
+            created = micros(at) / 1_000_000
+            results[index] = [
+                Inserted(insert_row(conn, job, at, created, deltas), True)
+                for job in cast(Sequence[NewJob], jobs)
             ]
-        for index in merged:
-            at = inserts[index][1]
-            deltas.update(
-                (j.destination, "pending" if j.run_at <= at else "scheduled")
-                for j in cast(Sequence[NewJob], inserts[index][0])
-            )
-        ids = iter(
-            inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows))
+        return results
+    for index in merged:
+        at = inserts[index][1]
+        deltas.update(
+            (j.destination, "pending" if j.run_at <= at else "scheduled")
+            for j in cast(Sequence[NewJob], inserts[index][0])
         )
-        for index in merged:
-            jobs = cast(Sequence[NewJob], inserts[index][0])
-            results[index] = [Inserted(next(ids), True) for _ in jobs]
+    # One encoding for the whole turn (a json.dumps per call would cost more than
+    # the rows): the submit time as whole microseconds, run_at only if held back.
+    rows: list[list[object]] = []
+    for index in merged:
+        at = inserts[index][1]
+        us = micros(at)
+        rows += [
+            [
+                j.task,
+                j.payload,
+                j.destination,
+                j.priority,
+                None if j.run_at == at else j.run_at,
+                us,
+                j.trace,
+            ]
+            for j in cast(Sequence[NewJob], inserts[index][0])
+        ]
+    ids = iter(inserted_ids(conn.execute(sql.INSERT_ROWS, {"rows": json.dumps(rows)}), len(rows)))
+    for index in merged:
+        jobs = cast(Sequence[NewJob], inserts[index][0])
+        results[index] = [Inserted(next(ids), True) for _ in jobs]
     return results
+
+
+def insert_row(
+    conn: sqlite3.Connection, job: NewJob, at: float, created: float, deltas: Deltas
+) -> int:
+    """Insert one unkeyed job submitted at `at` (`created`: `at` in whole
+    microseconds), as INSERT_ROWS would, and count it; its id."""
+    run_at = created if job.run_at == at else job.run_at
+    state = "pending" if run_at <= created else "scheduled"
+    row = (job.task, job.payload, job.destination, job.priority, run_at, state, created, job.trace)
+    job_id = conn.execute(sql.INSERT_ROW, row).lastrowid
+    assert job_id is not None
+    deltas[job.destination, state] += 1
+    return job_id
 
 
 def insert_batch(
@@ -222,14 +248,14 @@ class EncodedOutcomes:
     started: str | None
     complete: str | None
     complete_count: int
+    #: The successes by destination: for the counts, and for those of activity.
     complete_by_destination: Counter[str]
     fail: str | None
     release: str | None
     cancel: str | None = None
-    #: For the counts of activity (see `_activity.py`): the destination of each
-    #: success, a sample of their durations (each standing for `sample_weight`),
-    #: and the calls that did not succeed, with their durations.
-    success_destinations: list[str] = field(default_factory=list)
+    #: For the counts of activity (see `_activity.py`): a sample of the successes'
+    #: durations (each standing for `sample_weight`), and the calls that did not
+    #: succeed, with their durations.
     samples: list[Sample] = field(default_factory=list)
     sample_weight: int = 1
     other_calls: list[str] = field(default_factory=list)
@@ -251,7 +277,6 @@ def encode_outcomes(
 ) -> EncodedOutcomes:
     """Outcomes as the JSON their statements take, and what they count for
     monitoring (durations up to `now`, when they are written)."""
-    destinations = list(map(_destination, succeeded))
     now_us = micros(now)
     # A bounded sample of the successes' durations: the same cost for any batch.
     weight = -(-len(succeeded) // LATENCY_SAMPLES) or 1
@@ -268,11 +293,10 @@ def encode_outcomes(
         json.dumps(started) if started else None,
         json.dumps(succeeded) if succeeded else None,
         len(succeeded),
-        Counter(destinations),
+        Counter(map(_destination, succeeded)),
         json.dumps(failed) if failed else None,
         json.dumps(released) if released else None,
         json.dumps(cancelled) if cancelled else None,
-        destinations,
         samples,
         weight,
         other_calls,
@@ -342,8 +366,10 @@ def save_counts(conn: sqlite3.Connection, deltas: Deltas) -> None:
     not counted here: stats() reads them from the running index (a bounded set),
     which halves what a claim and an ack cost this table."""
     changes = [(d, state, n) for (d, state), n in deltas.items() if n and state != "running"]
-    if changes:
+    if len(changes) > _FEW_ROWS:
         conn.execute(sql.ADD_TO_COUNT, (json.dumps(changes),))
+    elif changes:
+        conn.executemany(sql.ADD_TO_ONE_COUNT, changes)
 
 
 def keys_free(conn: sqlite3.Connection, ids: list[int]) -> list[int]:

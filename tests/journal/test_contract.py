@@ -420,6 +420,25 @@ async def test_concurrent_single_inserts_share_one_statement_and_keep_their_ids(
         assert claimed[second.id] == i + 1000
 
 
+async def test_a_turn_of_few_jobs_stores_what_a_turn_of_many_stores(journal: Journal) -> None:
+    # The SQLite journal writes up to 4 jobs of a turn one statement each, more as
+    # one JSON array: the rows, and the counts, must not tell which.
+    at = NOW + 0.1234567  # not a whole microsecond
+    jobs = [new(0, run_at=at), new(1, priority=3, run_at=at + 5.5), new(2, run_at=at - 1)]
+    few = await journal.insert_many(jobs, at)
+    many = await journal.insert_many(jobs + jobs, at)
+    assert len({r.id for r in few + many}) == 9
+    for inserted, again in zip(few, many[:3], strict=True):
+        stored, stored_again = await journal.get(inserted.id), await journal.get(again.id)
+        assert stored is not None
+        assert stored_again is not None
+        fields = ("state", "priority", "run_at", "created_at", "payload", "destination")
+        assert [getattr(stored, f) for f in fields] == [getattr(stored_again, f) for f in fields]
+    # A job due at once is due at its submit time in whole microseconds (here a
+    # fraction of one after `at`): look a millisecond later.
+    await assert_stats_agree_with_the_jobs(journal, [r.id for r in few + many], at + 0.001)
+
+
 async def assert_stats_agree_with_the_jobs(journal: Journal, ids: list[int], now: float) -> None:
     """What stats() says per destination is what the jobs themselves say."""
     expected: dict[str, dict[str, int]] = {}

@@ -69,6 +69,9 @@ class Dispatcher(Lanes):
         # True while the journal said jobs are ready that the last claim did not take
         # (their lanes are capped, paused or held): claim again after a poll, not at once.
         self._ready_untaken = False
+        # Slots freed while a claim was under way: that claim may not have seen
+        # them (their outcomes are written after it), so it must not end the search.
+        self._freed_during_claim = False
         self._polled_at = clock.now()  # the queue's clock at the last look for others' writes
         # Circuit states that today's policies do not allow, corrected at load: to write.
         self._corrections = destinations.take_corrections()
@@ -98,6 +101,8 @@ class Dispatcher(Lanes):
         outcomes, if the writer has not started it yet)."""
         if self._slots_freed:
             self._slots_freed = False
+            if self._claiming:
+                self._freed_during_claim = True
             self.notify()
 
     def notify(self) -> None:
@@ -245,10 +250,12 @@ class Dispatcher(Lanes):
             state = self._destinations.state(name)
             if name in self._lanes and state.circuit_open(now):
                 self._refuse(name, state)
-        if len(claim.jobs) < room:
+        if len(claim.jobs) < room and not self._freed_during_claim:
             # News that came while the claim was out came from writes in its turn or
-            # before, which it saw: a later turn's callers wake after this one.
+            # before, which it saw: a later turn's callers wake after this one. Not
+            # so for slots freed meanwhile (see `outcomes_sent`): claim again.
             self._maybe_more = False
+        self._freed_during_claim = False
         # Lanes that this claim filled to their cap (more may wait in the journal):
         # claim again once one is half empty (workers may have emptied it already).
         # A lane the claim did not take from keeps what it was. Without paced or

@@ -8,7 +8,8 @@ every waiter is failed with the same error at once, never left to hang.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,6 +30,7 @@ class Waiters:
 
     def __init__(self) -> None:
         self._finished: dict[int, asyncio.Future[None]] = {}
+        self._watchers: dict[int, int] = {}  # callers watching each job, by id
         #: Set whenever something finishes or a claim ends: idle detection looks again.
         self.activity = asyncio.Event()
         self._error: Callable[[], BaseException] | None = None
@@ -67,38 +69,55 @@ class Waiters:
         """The job's result once it succeeded; `JobDead`, `JobCancelled`, `TimeoutError`.
         `poll` is the first wait (seconds) before looking at the journal again."""
         with anyio.fail_after(timeout):
-            while True:
-                info = await get(job_id)
-                if info.state is JobState.SUCCEEDED:
-                    return info.result
-                if info.state is JobState.DEAD:
-                    raise JobDead(job_id, info.last_error)
-                if info.state is JobState.CANCELLED:
-                    raise JobCancelled(job_id)
-                if self._error is not None:
-                    raise self._error()
-                finished = self._finished.get(job_id)
-                if finished is None:
-                    finished = self._finished[job_id] = asyncio.get_running_loop().create_future()
-                # The job may run in another process: look again now and then.
-                with anyio.move_on_after(poll):
-                    await asyncio.shield(finished)
-                poll = min(poll * 2, _MAX_POLL)
-                if finished.done():
-                    self._finished.pop(job_id, None)
+            async with self._watching(job_id) as watch:
+                while True:
+                    # Watch before looking: an outcome written while the journal is
+                    # read must still wake this waiter (else it waits for a poll).
+                    finished = watch()
+                    info = await get(job_id)
+                    if info.state is JobState.SUCCEEDED:
+                        return info.result
+                    if info.state is JobState.DEAD:
+                        raise JobDead(job_id, info.last_error)
+                    if info.state is JobState.CANCELLED:
+                        raise JobCancelled(job_id)
+                    if self._error is not None:
+                        raise self._error()
+                    # The job may run in another process: look again now and then.
+                    with anyio.move_on_after(poll):
+                        await asyncio.shield(finished)
+                    poll = min(poll * 2, _MAX_POLL)
 
     async def finished_or_after(self, job_id: int, seconds: float) -> None:
         """Wait until this job's outcome is written by this process (`finished`), or
         `seconds` pass (it may be written by another). Raises if the engine failed."""
         if self._error is not None:
             raise self._error()
-        finished = self._finished.get(job_id)
-        if finished is None:
-            finished = self._finished[job_id] = asyncio.get_running_loop().create_future()
-        with anyio.move_on_after(seconds):
-            await asyncio.shield(finished)
-        if finished.done():
-            self._finished.pop(job_id, None)
+        async with self._watching(job_id) as watch:
+            with anyio.move_on_after(seconds):
+                await asyncio.shield(watch())
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, job_id: int) -> AsyncIterator[Callable[[], asyncio.Future[None]]]:
+        """While inside, `job_id` is watched: the function given returns the future
+        that the job's next `finished` resolves. The future is dropped once its last
+        watcher leaves, so that waiting on finished jobs leaves nothing behind."""
+        self._watchers[job_id] = self._watchers.get(job_id, 0) + 1
+
+        def watch() -> asyncio.Future[None]:
+            future = self._finished.get(job_id)
+            if future is None or future.done():
+                future = self._finished[job_id] = asyncio.get_running_loop().create_future()
+            return future
+
+        try:
+            yield watch
+        finally:
+            left = self._watchers.pop(job_id) - 1
+            if left:
+                self._watchers[job_id] = left
+            else:
+                self._finished.pop(job_id, None)
 
 
 async def wait_idle(

@@ -171,7 +171,8 @@ class QueueTracing(Instrument):
         instrumented client carries onwards, or in none."""
         parent: Span = INVALID_SPAN
         if trace_context is not None:
-            parent = trace.get_current_span(self._parent(trace_context))
+            stored = self._stored_span(trace_context)
+            parent = trace.get_current_span(_extracted(trace_context)) if stored is None else stored
         if parent is INVALID_SPAN and trace.get_current_span() is INVALID_SPAN:
             return None  # no span before, none in the handler: nothing to do
         token = otel_context.attach(trace.set_span_in_context(parent))
@@ -180,15 +181,20 @@ class QueueTracing(Instrument):
     def _parent(self, trace_context: str) -> otel_context.Context:
         """The submitting span's context, from what the job carries; an empty
         context (a new trace) if it carries nothing readable."""
-        if self._is_w3c() and (found := _STORED.fullmatch(trace_context)) is not None:
-            trace_id, span_id, flags = found.groups()
-            parent = SpanContext(
-                int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16))
-            )
-            if not parent.is_valid:
-                return _EMPTY
-            return trace.set_span_in_context(NonRecordingSpan(parent), _EMPTY)
-        return _extracted(trace_context)
+        stored = self._stored_span(trace_context)
+        if stored is None:
+            return _extracted(trace_context)
+        return _EMPTY if stored is INVALID_SPAN else trace.set_span_in_context(stored, _EMPTY)
+
+    def _stored_span(self, trace_context: str) -> Span | None:
+        """The submitting span, read directly from what the W3C propagator writes
+        (INVALID_SPAN if its ids are not valid); None if the job carries anything
+        else, or the propagator is another: for the propagator to read."""
+        if not self._is_w3c() or (found := _STORED.fullmatch(trace_context)) is None:
+            return None
+        trace_id, span_id, flags = found.groups()
+        parent = SpanContext(int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16)))
+        return NonRecordingSpan(parent) if parent.is_valid else INVALID_SPAN
 
 
 def _ended(

@@ -119,8 +119,8 @@ def tracing(sdk: str | None) -> tuple[QueueTracing, Any]:
 def main() -> None:
     random.seed(7)
     job = ClaimedJob(1, "noop", {}, "default", 0, 1, 0.0, None)
-    sampled = '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
-    unsampled = sampled.replace("-01", "-00")
+    sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # as stored
+    unsampled = sampled[:-2] + "00"
     remote = trace.NonRecordingSpan(
         trace.SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True)
     )

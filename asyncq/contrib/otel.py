@@ -4,8 +4,10 @@
     QueueTracing(queue)   # before the queue starts, in every process that submits or runs
 
 A job submitted inside a span (a web request, say) carries that span's context
-in the journal: the W3C `traceparent` and `tracestate`, as the global propagator
-writes them. Each attempt of the job, in whichever process runs it, is a span of
+in the journal: its W3C `traceparent` as text when that is all there is (the
+usual case, written and read here directly), or else a JSON object of what the
+global propagator writes (`traceparent` and `tracestate`, baggage, or another
+propagator's fields). Each attempt of the job, in whichever process runs it, is a span of
 kind CONSUMER that is a child of the submitting span, so the call the job makes
 (a webhook delivery) shows up in the trace of the request that caused it, each
 retry beside the first attempt. The handler runs inside the attempt's span: an
@@ -76,13 +78,14 @@ _EMPTY = otel_context.Context()
 
 # The W3C propagators' fields: with these alone (the default: trace context and
 # baggage), a span's context is written and read here directly, which costs a
-# tenth of going through the propagators' layers, and stores the same text.
+# tenth of going through the propagators' layers.
 _W3C_FIELDS = frozenset(("traceparent", "tracestate", "baggage"))
 
 # What a submit stores when the context holds a span and nothing else, and the
-# span has no trace state: version 00, trace id, span id, flags.
+# span has no trace state: its W3C `traceparent` alone, as text (version 00, trace
+# id, span id, flags). Anything else is stored as a JSON object (it starts with "{").
 _HEX = [f"{flags:02x}" for flags in range(256)]
-_STORED = re.compile(r'\{"traceparent":"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})"\}')
+_TRACEPARENT = re.compile("00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 class QueueTracing(Instrument):
@@ -136,7 +139,7 @@ class QueueTracing(Instrument):
             trace_id = span_context.trace_id.to_bytes(16).hex()
             span_id = span_context.span_id.to_bytes(8).hex()
             flags = _HEX[span_context.trace_flags & 0xFF]
-            return f'{{"traceparent":"00-{trace_id}-{span_id}-{flags}"}}'
+            return f"00-{trace_id}-{span_id}-{flags}"
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context)
         return json.dumps(carrier, separators=(",", ":")) if carrier else None
@@ -187,10 +190,10 @@ class QueueTracing(Instrument):
         return _EMPTY if stored is INVALID_SPAN else trace.set_span_in_context(stored, _EMPTY)
 
     def _stored_span(self, trace_context: str) -> Span | None:
-        """The submitting span, read directly from what the W3C propagator writes
-        (INVALID_SPAN if its ids are not valid); None if the job carries anything
-        else, or the propagator is another: for the propagator to read."""
-        if not self._is_w3c() or (found := _STORED.fullmatch(trace_context)) is None:
+        """The submitting span, read directly from a stored `traceparent` (INVALID_SPAN
+        if its ids are not valid); None if the job carries a JSON object, or the
+        propagator is not W3C's: for the propagator to read."""
+        if not self._is_w3c() or (found := _TRACEPARENT.fullmatch(trace_context)) is None:
             return None
         trace_id, span_id, flags = found.groups()
         parent = SpanContext(int(trace_id, 16), int(span_id, 16), True, TraceFlags(int(flags, 16)))
@@ -225,7 +228,10 @@ def _left(
 
 
 def _extracted(trace_context: str) -> otel_context.Context:
-    """What the global propagator reads from a stored carrier (a JSON object)."""
+    """What the global propagator reads from a stored carrier: a JSON object of
+    its fields, or a `traceparent` alone."""
+    if not trace_context.startswith("{"):
+        return propagate.extract({"traceparent": trace_context}, context=otel_context.Context())
     try:
         carrier: Any = json.loads(trace_context)
     except ValueError:

@@ -7,10 +7,10 @@ A job submitted inside a span (a web request, say) carries that span's context
 in the journal: its W3C `traceparent` as text when that is all there is (the
 usual case, written and read here directly), or else a JSON object of what the
 global propagator writes (`traceparent` and `tracestate`, baggage, or another
-propagator's fields). Each attempt of the job, in whichever process runs it, is a span of
-kind CONSUMER that is a child of the submitting span, so the call the job makes
-(a webhook delivery) shows up in the trace of the request that caused it, each
-retry beside the first attempt. The handler runs inside the attempt's span: an
+propagator's fields). Each attempt of the job, in whichever process runs it, is a
+span of kind CONSUMER that is a child of the submitting span, so the call the job
+makes (a webhook delivery) shows up in the trace of the request that caused it,
+each retry beside the first attempt. The handler runs inside the attempt's span: an
 instrumented HTTP client's request is a child of it.
 
 Why a child, not only a link: a span that is merely linked starts a trace of its

@@ -88,6 +88,8 @@ class Instruments(Instrument):
         ends = [end for i in self.instruments if (end := i.attempt(job, trace)) is not None]
         if not ends:
             return None
+        if len(ends) == 1:
+            return ends[0]
 
         def ended(outcome: Outcome, error: BaseException | None, seconds: float) -> None:
             # The reverse order of the starts: a trace's context was entered last.

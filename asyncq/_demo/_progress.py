@@ -1,16 +1,19 @@
-"""What the demo shows while it runs: the queue's stats view (shared with `top`),
+"""What the demo shows while it runs: the queue's stats as `asyncq top` shows them,
 what each receiver sees, and the latest events; or one plain line at a time."""
 
 from __future__ import annotations
+
+import time
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from .._cli._documents import stats_document
+from .._cli._tables import top_view
 from .._journal import JournalStats
 from ._receivers import Ledger, Receivers
 from ._timeline import Timeline
-from ._view import stats_view
 
 
 def calls_in_last(ledger: Ledger, now: float, seconds: float = 1.0) -> int:
@@ -45,8 +48,15 @@ def receivers_view(receivers: Receivers, now: float) -> Table:
 
 
 def live_view(
-    *, stats: JournalStats, receivers: Receivers, timeline: Timeline, now: float, duration: float
+    *,
+    journal: str,
+    stats: JournalStats,
+    receivers: Receivers,
+    timeline: Timeline,
+    now: float,
+    duration: float,
 ) -> RenderableType:
+    """One frame: `now` and `duration` in seconds of the demo; `journal`, its path."""
     header = Text.assemble(
         ("asyncq demo", "bold"), f"  {now:5.1f} s of about {duration:g} s", style=""
     )
@@ -55,7 +65,8 @@ def live_view(
     )
     return Group(
         header,
-        stats_view(stats, title="the queue (asyncq stats)"),
+        Text("the queue (asyncq top)", style="bold"),
+        top_view(journal, stats_document(stats, time.time())),
         receivers_view(receivers, now),
         Text("latest events", style="bold"),
         events,

@@ -152,6 +152,7 @@ class Demo:
             if show is not None:
                 show.update(
                     live_view(
+                        journal=self.jobs.queue.path,
                         stats=stats,
                         receivers=self.receivers,
                         timeline=self.timeline,

@@ -220,10 +220,10 @@ def _migrate_to_5(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-# Trace contexts (asyncq[otel]): the W3C `traceparent` (and `tracestate`) of the
-# span that submitted a job, as a JSON object, so that its attempts join that
-# trace in whichever process runs them. NULL when tracing is off: nothing else
-# reads or writes it.
+# Trace contexts (asyncq[otel]): the W3C `traceparent` of the span that submitted
+# a job, as text, or a JSON object of the propagator's fields (a `tracestate`,
+# baggage, ...), so that its attempts join that trace in whichever process runs
+# them. NULL when tracing is off: nothing else reads or writes it.
 def _add_trace_column(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN trace TEXT")
 

@@ -1,5 +1,5 @@
 """The demo's parts on their own: the receivers' counting over real HTTP, the
-verdict, the scenario's numbers, the stats view, the report page."""
+verdict, the scenario's numbers, the live frame, the report page."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
@@ -17,13 +18,15 @@ import pytest
 from rich.console import Console
 
 from asyncq import DestinationCounts, JournalStats, Queue, Rate
+from asyncq._cli._documents import stats_document
+from asyncq._cli._tables import TOP_COLUMNS, top_view
 from asyncq._demo._alerts import watch_backlog
+from asyncq._demo._progress import live_view
 from asyncq._demo._receivers import JOB_HEADER, Clock, Receivers, SlidingWindow
 from asyncq._demo._report import chart_library, report_html
 from asyncq._demo._scenario import QUICK_DURATION, scenario_for
 from asyncq._demo._timeline import Timeline, per_second
 from asyncq._demo._verdict import judge
-from asyncq._demo._view import stats_view
 
 
 def test_a_sliding_window_counts_the_calls_of_the_last_window() -> None:
@@ -164,52 +167,33 @@ def _make(record: type[T], **given: Any) -> T:
     return record(**given)
 
 
-def _render(stats: JournalStats) -> str:
-    console = Console(file=io.StringIO(), width=160, color_system=None)
-    console.print(stats_view(stats))
-    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
-
-
-def test_the_stats_view_shows_each_destination_and_the_total() -> None:
-    # The rates of issue 11's stats, where this build's DestinationCounts has them.
-    rates = {
-        "arrival_rate": 5.0,
-        "completion_rate": 4.5,
-        "call_rate": 17.0,
-        "retries_per_minute": 12.0,
-        "limit": 16.0,
+def test_the_demo_shows_the_queue_as_asyncq_top_does() -> None:
+    counts = {
+        "crm": _make(DestinationCounts, ready=3, scheduled=7, running=2, dead=4, circuit="open"),
+        "email": _make(DestinationCounts, ready=100, claimed=4, running=4, limit=16.0),
     }
-    fields = {field.name for field in dataclasses.fields(DestinationCounts)}
-    present = {name: value for name, value in rates.items() if name in fields}
-    stats = _make(
-        JournalStats,
-        destinations={
-            "crm": _make(
-                DestinationCounts,
-                ready=3,
-                scheduled=7,
-                running=2,
-                dead=4,
-                circuit="open",
-                **present,
-            ),
-            "email": _make(DestinationCounts, ready=100, claimed=4, running=4, **present),
-        },
+    stats = _make(JournalStats, destinations=counts)
+    frame = live_view(
+        journal="demo.db",
+        stats=stats,
+        receivers=Receivers(scenario_for(20.0), Clock()),
+        timeline=Timeline(),
+        now=5.0,
+        duration=20.0,
     )
-    shown = _render(stats)
-    crm = next(line for line in shown.splitlines() if "crm" in line)
-    cells = [cell.strip() for cell in crm.split("│")[1:-1]]
-    assert cells[:4] == ["crm", "3", "7", "2"]
-    assert cells[-2:] == ["4", "open"]
-    expected = [
-        f"{rates['arrival_rate']:.1f}" if "arrival_rate" in present else "-",
-        f"{rates['completion_rate']:.1f}" if "completion_rate" in present else "-",
-        ("17.0 / 16" if "limit" in present else "17.0") if "call_rate" in present else "-",
-        f"{rates['retries_per_minute']:.1f}" if "retries_per_minute" in present else "-",
-    ]
-    assert cells[4:8] == expected
-    total = next(line for line in shown.splitlines() if "total" in line)
-    assert [cell.strip() for cell in total.split("│")[1:5]] == ["total", "103", "7", "10"]
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(frame)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    # The same frame as `asyncq top` draws from the same stats.
+    top = Console(file=io.StringIO(), width=200, color_system=None)
+    top.print(top_view("demo.db", stats_document(stats, time.time())))
+    table = top.file.getvalue().splitlines()[1:]  # type: ignore[attr-defined]
+    assert table[0].split() == list(TOP_COLUMNS)
+    assert all(line in shown for line in table)
+    crm = next(line for line in table if line.startswith("crm"))
+    assert crm.split()[:4] == ["crm", "10", "3", "2"]  # depth, ready, running
+    assert "circuit open" in crm
+    assert "what the receivers see" in shown
 
 
 def _page_data() -> dict[str, object]:

@@ -9,11 +9,21 @@ import importlib
 import json
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from opentelemetry import propagate, trace
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -241,9 +251,9 @@ async def test_a_worker_on_the_same_journal_continues_the_producers_trace(
     stored = traces(db_path)[job.id]
     assert stored is not None
     context = request.get_span_context()
-    # W3C: version, trace id, the submitting span's id, flags (sampled, and so on).
-    carried = json.loads(stored)["traceparent"]
-    assert carried.startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")
+    # W3C's traceparent: version, trace id, the submitting span's id, flags (sampled,
+    # and the trace id random).
+    assert stored == f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
     async with worker:
         await run_until_idle(worker)
     assert attempts(exporter) == []  # the producer made no attempt
@@ -266,9 +276,18 @@ async def test_a_trace_context_that_cannot_be_read_starts_a_new_trace(
     async def step() -> None:
         pass
 
+    unreadable = [
+        "not json",
+        "[1, 2]",
+        '{"traceparent": 7}',
+        '{"traceparent":"00-00000000000000000000000000000000-b7ad6b7169203331-01"}',  # no trace
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",  # capitals
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+    ]
     async with producer:
-        jobs = await producer.submit_many(step, [{}, {}, {}])
-    for job, text in zip(jobs, ["not json", "[1, 2]", '{"traceparent": 7}'], strict=True):
+        jobs = await producer.submit_many(step, [{} for _ in unreadable])
+    for job, text in zip(jobs, unreadable, strict=True):
         set_trace(db_path, job.id, text)
     worker = make_queue()
     QueueTracing(worker, tracer_provider=provider)
@@ -276,9 +295,169 @@ async def test_a_trace_context_that_cannot_be_read_starts_a_new_trace(
     async with worker:
         await run_until_idle(worker)
     spans = attempts(exporter)
-    assert len(spans) == 3
-    assert [s.parent for s in spans] == [None, None, None]
+    assert len(spans) == len(unreadable)
+    assert [s.parent for s in spans] == [None] * len(unreadable)
     assert {(s.attributes or {})["asyncq.outcome"] for s in spans} == {"succeeded"}
+
+
+async def test_what_a_job_carries_is_what_the_global_propagator_writes(
+    make_queue: MakeQueue, db_path: str, provider: TracerProvider
+) -> None:
+    queue = make_queue(concurrency=0)
+    QueueTracing(queue, tracer_provider=provider)
+
+    @queue.task(name="step")
+    async def step() -> None:
+        pass
+
+    written: list[str] = []
+
+    def propagated() -> str:
+        """What the global propagator writes: the traceparent alone as it is, else
+        every field, as JSON."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        if list(carrier) == ["traceparent"]:
+            return carrier["traceparent"]
+        return json.dumps(carrier, separators=(",", ":"))
+
+    incoming = propagate.extract(
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=opaque-value",
+        }
+    )
+    tracer = provider.get_tracer("app")
+    async with queue:
+        with tracer.start_as_current_span("plain"):  # a span alone
+            jobs = [await step.submit()]
+            written.append(propagated())
+        # Flags other than sampled (a span that is not recorded, say), a remote span.
+        unsampled = trace.SpanContext(0xABC, 0xDEF, True, trace.TraceFlags(0x02))
+        with trace.use_span(trace.NonRecordingSpan(unsampled)):
+            jobs.append(await step.submit())
+            written.append(propagated())
+        with tracer.start_as_current_span("traced", context=incoming):  # a trace state
+            jobs.append(await step.submit())
+            written.append(propagated())
+        token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+        try:
+            with tracer.start_as_current_span("with baggage"):
+                jobs.append(await step.submit())
+                written.append(propagated())
+        finally:
+            otel_context.detach(token)
+    stored = traces(db_path)
+    assert [stored[job.id] for job in jobs] == written
+    assert written[0].startswith("00-")
+    assert written[1].endswith("-02")
+    assert "tracestate" in json.loads(written[2])
+    assert json.loads(written[3])["baggage"] == "tenant=acme"
+
+
+class Custom(TextMapPropagator):
+    """Not W3C: the trace and span ids in one field of its own."""
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        (value,) = getter.get(carrier, "x-trace") or ["-"]
+        trace_id, _, span_id = value.partition(":")
+        parent = trace.SpanContext(int(trace_id, 16), int(span_id, 16), True, trace.TraceFlags(1))
+        return trace.set_span_in_context(trace.NonRecordingSpan(parent), context)
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        span = trace.get_current_span(context).get_span_context()
+        setter.set(carrier, "x-trace", f"{span.trace_id:x}:{span.span_id:x}")
+
+    @property
+    def fields(self) -> set[str]:
+        return {"x-trace"}
+
+
+@pytest.fixture
+def custom_propagator() -> Iterator[None]:
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(Custom())
+    yield
+    propagate.set_global_textmap(before)
+
+
+@pytest.mark.usefixtures("custom_propagator")
+async def test_another_global_propagator_writes_and_reads_what_a_job_carries(
+    make_queue: MakeQueue, db_path: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    queue = make_queue()
+    QueueTracing(queue, tracer_provider=provider)
+
+    @queue.task(name="step")
+    async def step() -> None:
+        pass
+
+    async with queue:
+        with provider.get_tracer("app").start_as_current_span("request") as request:
+            job = await step.submit()
+        await run_until_idle(queue)
+    context = request.get_span_context()
+    assert json.loads(traces(db_path)[job.id] or "") == {
+        "x-trace": f"{context.trace_id:x}:{context.span_id:x}"
+    }
+    (attempt,) = attempts(exporter)
+    assert attempt.parent is not None
+    assert (attempt.parent.trace_id, attempt.parent.span_id) == (
+        context.trace_id,
+        context.span_id,
+    )
+
+
+async def test_with_the_api_alone_a_handler_runs_in_the_context_that_submitted_its_job(
+    make_queue: MakeQueue, db_path: str
+) -> None:
+    # No SDK: the global provider is the API's own, which records nothing. The
+    # context still travels, for instrumented clients to carry it onwards.
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    queue = make_queue()
+    QueueTracing(queue)
+    seen: list[trace.SpanContext] = []
+
+    @queue.task(name="step")
+    async def step() -> None:
+        seen.append(trace.get_current_span().get_span_context())
+
+    incoming = propagate.extract(
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    )
+    startup = propagate.extract(
+        {"traceparent": "00-11111111111111111111111111111111-2222222222222222-01"}
+    )
+    token = otel_context.attach(startup)  # the workers start inside a span
+    try:
+        async with queue:
+            with trace.use_span(trace.get_current_span(incoming)):
+                carried = await step.submit()
+            await run_until_idle(queue)
+            with trace.use_span(trace.INVALID_SPAN):
+                alone = await step.submit()
+            await run_until_idle(queue)
+    finally:
+        otel_context.detach(token)
+    stored = traces(db_path)
+    assert stored[alone.id] is None
+    assert stored[carried.id] == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    first, second = seen
+    assert (first.trace_id, first.span_id) == (
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+    )
+    assert not second.is_valid  # not the span the workers started in
 
 
 def test_without_the_extra_the_import_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

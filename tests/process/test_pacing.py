@@ -13,6 +13,7 @@ microseconds, unless the OS preempts the process in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -115,6 +116,16 @@ async def submit(journal: Path, count: int) -> None:
         await call.submit_many([{"i": i} for i in range(count)])
 
 
+def cpu_wait(pid: int) -> float:
+    """Seconds the threads of process `pid` have been runnable but waiting for a
+    CPU, together (Linux's /proc/<pid>/task/*/schedstat); 0 where it is not told."""
+    waited = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that ended
+            waited += int(stat.read_text().split()[1])
+    return waited / 1e9
+
+
 def assert_paced(times: list[float], rate: Rate) -> None:
     """At most burst + rate * W calls in any window of W seconds, exactly."""
     for window in (0.0, 0.5 / rate.per_second, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0):
@@ -180,9 +191,17 @@ async def test_a_fast_destination_gets_its_rate(tmp_path: Path, workers: Workers
     rate = Rate(1000)
     count = 4000
     await submit(tmp_path / "paced.db", count)
-    workers.start()
+    worker = workers.start()
+    await workers.wait_for_calls(1, deadline=60)
+    waited = cpu_wait(worker.pid)
     await workers.wait_for_calls(count, deadline=60)
+    waited = cpu_wait(worker.pid) - waited
     times = sorted(at for _, at in workers.calls())
     assert_paced(times, rate)
-    achieved = (count - 1) / (times[-1] - times[0])
-    assert achieved >= 0.98 * rate.per_second, achieved
+    # At least 98 % of the rate, over the time the worker could run: on a machine
+    # busy with other work, the time its threads waited for a CPU may be lost to
+    # the calls (calls that cannot start on time are dropped and booked again).
+    # Where the worker has a CPU to itself, that is about nothing.
+    span = times[-1] - times[0]
+    needed = (count - 1) / rate.per_second
+    assert needed >= 0.98 * span - waited, ((count - 1) / span, waited)

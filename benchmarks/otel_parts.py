@@ -1,0 +1,175 @@
+"""Whose work a traced job is: Python opcodes per submit and per attempt of
+`asyncq.contrib.otel`, by package (asyncq's own code, the OpenTelemetry API, its SDK,
+the standard library), counted with `sys.settrace` (`f_trace_opcodes`): the same on
+every run, whatever the machine's load.
+
+    python benchmarks/otel_parts.py
+
+Each case calls the instrument's hooks directly, as the engine does, N times after a
+warm-up: a submit (`trace_context`, inside a span) and an attempt (`attempt`, then
+the end it returns). Cases: the API alone (no SDK) and the SDK recording every span
+or sampling a tenth (`ParentBased(TraceIdRatioBased(0.1))`, the random ids seeded);
+an attempt of a job submitted outside any span (no parent) or inside one (a parent,
+sampled, or for the tenth not sampled). The SDK's spans go to a `BatchSpanProcessor`
+whose exporter drops them, as in `observability.py`. A no-op job costs about 950
+opcodes (`cost.py`); opcodes are not equal in cost (a call into C is one), so this
+says whose work it is, and `observability.py --instructions` what it costs.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.trace import Span as SdkSpan  # noqa: E402
+from opentelemetry.sdk.trace import Tracer as SdkTracer  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import (  # noqa: E402
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased  # noqa: E402
+
+from asyncq._journal import ClaimedJob  # noqa: E402
+from asyncq.contrib.otel import QueueTracing  # noqa: E402
+
+N = 2000
+PARTS = ("asyncq", "for asyncq", "SDK spans")
+
+# The SDK's own work on a span: whatever runs inside these (ids, sampling, the span's
+# attributes, its processor). The rest is asyncq's part: its own code, and what it
+# calls of the API and the standard library (the trace context, entering the span).
+SDK_ENTRIES = {
+    SdkTracer.start_span.__code__,
+    SdkSpan.end.__code__,
+    SdkSpan.set_attribute.__code__,
+    SdkSpan.record_exception.__code__,
+    SdkSpan.set_status.__code__,
+}
+
+
+class Dropped(SpanExporter):
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class Unstarted:
+    """What `attach` asks of a queue: not started, nothing attached yet."""
+
+    _open = False
+    _instrument = None
+
+
+def count(call: Callable[[], object], n: int) -> Counter[str]:
+    """Opcodes per call of `call`, by part (`n` calls after as many to warm up)."""
+    for _ in range(n):
+        call()
+    counted: Counter[str] = Counter()
+    inside = 0  # SDK entries on the stack
+    asyncq = str(ROOT / "asyncq")
+    this = call.__code__
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal inside
+        code = frame.f_code
+        if event == "call":
+            frame.f_trace_opcodes = True
+            if code in SDK_ENTRIES:
+                inside += 1
+        elif event == "return":
+            if code in SDK_ENTRIES:
+                inside -= 1
+        elif event == "opcode" and code is not this:
+            if inside:
+                counted["SDK spans"] += 1
+            elif code.co_filename.startswith(asyncq):
+                counted["asyncq"] += 1
+            else:
+                counted["for asyncq"] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for _ in range(n):
+            call()
+    finally:
+        sys.settrace(None)
+    return Counter({name: round(value / n) for name, value in counted.items()})
+
+
+def tracing(sdk: str | None) -> tuple[QueueTracing, Any]:
+    if sdk is None:
+        return QueueTracing(Unstarted()), None  # type: ignore[arg-type]
+    sampler = ParentBased(TraceIdRatioBased(0.1)) if sdk == "10%" else ALWAYS_ON
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(Dropped(), max_queue_size=1 << 17))
+    return QueueTracing(Unstarted(), tracer_provider=provider), provider  # type: ignore[arg-type]
+
+
+def main() -> None:
+    random.seed(7)
+    job = ClaimedJob(1, "noop", {}, "default", 0, 1, 0.0, None)
+    sampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # as stored
+    unsampled = sampled[:-2] + "00"
+    remote = trace.NonRecordingSpan(
+        trace.SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True)
+    )
+    cases = [
+        ("API alone", None, None),
+        ("API alone", None, sampled),
+        ("SDK, every span", "all", None),
+        ("SDK, every span", "all", sampled),
+        ("SDK, a tenth", "10%", None),
+        ("SDK, a tenth", "10%", unsampled),
+    ]
+    print(f"opcodes per call, by part ({N:,} calls each)\n")
+    print(f"  {'case':<48}" + "".join(f"{name:>12}" for name in PARTS) + f"{'total':>12}")
+    shown_submits = set()
+    for name, sdk, parent in cases:
+        instrument, provider = tracing(sdk)
+        if name not in shown_submits:
+            shown_submits.add(name)
+            with (
+                trace.use_span(remote)
+                if provider is None
+                else provider.get_tracer("app").start_as_current_span("request")
+            ):
+                submit = count(lambda i=instrument: i.trace_context(), N)
+            print(
+                f"  {name + ': a submit in a span':<48}"
+                + "".join(f"{submit[p]:>12}" for p in PARTS)
+                + f"{submit.total():>12}"
+            )
+
+        def attempt(instrument: QueueTracing = instrument, parent: str | None = parent) -> None:
+            end = instrument.attempt(job, parent)
+            if end is not None:
+                end("succeeded", None, 0.0)
+
+        what = (
+            "no parent"
+            if parent is None
+            else ("a parent" if parent == sampled else "a parent not sampled")
+        )
+        counted = count(attempt, N)
+        print(
+            f"  {name + ': an attempt, ' + what:<48}"
+            + "".join(f"{counted[p]:>12}" for p in PARTS)
+            + f"{counted.total():>12}"
+        )
+        if provider is not None:
+            provider.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,9 @@
 """The commands that only read: `stats`, `jobs`, `show`, `dead`.
 
-They read through `ReadOnlyJournal`, so they never create, migrate or change a
-journal: a mistyped path fails, naming the file, instead of leaving an empty
-journal behind."""
+They read through `ReadOnlyJournal` (a file) or `PostgresReadOnly` (a
+`postgresql://` connection string), so they never create, migrate or change a
+journal: a mistyped path fails, naming the file (or the schema), instead of leaving
+an empty journal behind."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """`asyncq top`: a live view of a journal, redrawn in place every `--interval`.
 
-Each frame is one read-only snapshot (`ReadOnlyJournal`): the view holds no lock
+Each frame is one read-only snapshot (`ReadOnlyJournal` on a file,
+`PostgresReadOnly` on a connection string): the view holds no lock or connection
 between frames and never changes the journal. A read that fails (the journal
 busy, replaced, deleted) is shown in the frame and tried again at the next one.
 Ctrl-C ends it with status 0, the last frame left on screen."""

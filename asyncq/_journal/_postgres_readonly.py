@@ -1,6 +1,6 @@
-"""Reading a PostgreSQL journal without changing it: what the CLI's `jobs`, `show` and
-`dead` use on a `postgresql://` connection string (the counterpart of
-`_sqlite_readonly.py`).
+"""Reading a PostgreSQL journal without changing it: what the CLI's `stats`, `top`,
+`jobs`, `show` and `dead` use on a `postgresql://` connection string (the counterpart
+of `_sqlite_readonly.py`).
 
 A `Queue` on a connection string creates its schema and tables, or migrates them,
 when it opens; a command that only looks must do neither. This reader connects,
@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 
 from .._errors import JournalError
 from .._records import JobInfo, JobState
+from ._messages import JournalStats
 from ._postgres import _driver, _info, split_dsn
+from ._postgres_activity import stats as read_stats
 from ._postgres_deps import PUBLIC_STATE
 from ._postgres_dsn import describe, scrub
 from ._postgres_schema import SCHEMA_VERSION
@@ -89,6 +91,11 @@ class PostgresReadOnly:
 
         return self.read(page)
 
+    def stats(self, now: float) -> JournalStats:
+        """What `Queue.stats()` reports at `now`, read by the statement it uses."""
+        # A queue adds the activity it has not written yet; this reader has none.
+        return self.read(lambda conn: read_stats(conn, now, []))
+
     def dead_letters(
         self, destination: str | None = None, *, since: float | None = None, limit: int = 100
     ) -> list[JobInfo]:
@@ -123,7 +130,8 @@ class PostgresReadOnly:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 await self._check_schema(conn)
                 return await fn(conn)
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            # A server gone mid-read too (`top` shows it and tries again).
             raise JournalError(self.description, scrub(str(exc), self._dsn)) from None
         finally:
             await conn.close()

@@ -25,7 +25,9 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from ._messages import DestinationCounts, JournalStats
 
 #: Width of a slot, seconds.
 SLOT_SECONDS = 5
@@ -425,3 +427,41 @@ def rows_of(counted: dict[int, Counts]) -> list[Row]:
                 )
             )
     return rows
+
+
+def journal_stats(
+    per: dict[str, dict[str, Any]],
+    window: Window,
+    limits: Mapping[str, float],
+    now: float,
+    workers: int,
+) -> JournalStats:
+    """`stats()`'s answer from what a backend read: the counts per destination
+    (`per`, completed here with the ages and the window's figures), the last
+    minute's activity, the declared rates and the live workers."""
+    for destination in window.tallies:
+        per.setdefault(destination, {})
+    for destination, counts in per.items():
+        oldest = counts.get("oldest_ready_at")
+        if oldest is not None:
+            counts["oldest_ready_age"] = max(0.0, now - oldest)
+        counts.update(
+            figures(
+                window.tallies.get(destination),
+                window.latency.get(destination),
+                window.seconds,
+                limits.get(destination),
+            )
+        )
+    every_call: Counter[int] = Counter()
+    for histogram in window.latency.values():
+        every_call.update(histogram)
+    p50, p95, p99 = percentiles(every_call, (0.50, 0.95, 0.99))
+    return JournalStats(
+        {d: DestinationCounts(**c) for d, c in sorted(per.items())},
+        at=now,
+        workers=workers,
+        latency_p50=p50,
+        latency_p95=p95,
+        latency_p99=p99,
+    )

@@ -30,13 +30,12 @@ from ._activity import (
     Row,
     Sample,
     Window,
-    figures,
+    journal_stats,
     latency_bucket,
-    percentiles,
     slot_of,
     window_start,
 )
-from ._messages import Cancelled, DestinationCounts, Failed, JournalStats, Succeeded, micros
+from ._messages import Cancelled, Failed, JournalStats, Succeeded, micros
 from ._postgres_deps import Deltas
 
 log = logging.getLogger("asyncq.journal")
@@ -329,30 +328,5 @@ async def stats(conn: Conn, now: float, unwritten: list[Row]) -> JournalStats:
         for bucket, n in histogram.items():
             merged[int(bucket)] += int(n)
     window.add_unwritten(unwritten, first_slot)
-    for destination in window.tallies:
-        of(destination)
     limits = {name: float(rate) for name, rate in known_rates}
-    for destination, counts in per.items():
-        oldest = counts.get("oldest_ready_at")
-        if oldest is not None:
-            counts["oldest_ready_age"] = max(0.0, now - oldest)
-        counts.update(
-            figures(
-                window.tallies.get(destination),
-                window.latency.get(destination),
-                window.seconds,
-                limits.get(destination),
-            )
-        )
-    every_call: Counter[int] = Counter()
-    for histogram in window.latency.values():
-        every_call.update(histogram)
-    p50, p95, p99 = percentiles(every_call, (0.50, 0.95, 0.99))
-    return JournalStats(
-        {d: DestinationCounts(**c) for d, c in sorted(per.items())},
-        at=now,
-        workers=int(workers),
-        latency_p50=p50,
-        latency_p95=p95,
-        latency_p99=p99,
-    )
+    return journal_stats(per, window, limits, now, int(workers))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,8 +11,8 @@ from .._codec import is_utf8
 from .._records import JobInfo
 from . import _sqlite_activity as monitoring
 from . import _sqlite_sql as sql
-from ._activity import Row, figures, percentiles
-from ._messages import ClaimedJob, DestinationCounts, JournalStats
+from ._activity import Row, journal_stats
+from ._messages import ClaimedJob, JournalStats
 
 
 def text_factory(raw: bytes) -> str:
@@ -105,33 +104,8 @@ def stats(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> Journal
         counts["circuit"] = circuit
         counts["circuit_until"] = circuit_until if circuit != "closed" else None
     window = monitoring.read_window(conn, now, unwritten)
-    for destination in window.tallies:
-        of(destination)
     limits = monitoring.rates(conn)
-    for destination, counts in per.items():
-        oldest = counts.get("oldest_ready_at")
-        if oldest is not None:
-            counts["oldest_ready_age"] = max(0.0, now - oldest)
-        counts.update(
-            figures(
-                window.tallies.get(destination),
-                window.latency.get(destination),
-                window.seconds,
-                limits.get(destination),
-            )
-        )
-    every_call: Counter[int] = Counter()
-    for histogram in window.latency.values():
-        every_call.update(histogram)
-    p50, p95, p99 = percentiles(every_call, (0.50, 0.95, 0.99))
-    return JournalStats(
-        {d: DestinationCounts(**c) for d, c in sorted(per.items())},
-        at=now,
-        workers=monitoring.workers_alive(conn, now),
-        latency_p50=p50,
-        latency_p95=p95,
-        latency_p99=p99,
-    )
+    return journal_stats(per, window, limits, now, monitoring.workers_alive(conn, now))
 
 
 def oldest_ready(conn: sqlite3.Connection, destination: str) -> float | None:

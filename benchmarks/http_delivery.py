@@ -23,14 +23,27 @@ printed too. The target is submit_http at >= 80 % of the bare client's rate.
 Beside each rate, the CPU time this process spent per delivery (all its threads,
 `time.process_time`): on a machine shared with other work, rates swing by half
 from one run to the next, CPU per delivery much less.
+
+    python benchmarks/http_delivery.py --instructions   # CPU instructions a delivery
+
+`--instructions` counts instead of timing: each of the three drains, in a process
+of its own under valgrind's callgrind (every thread), with N deliveries and with
+N/10; the difference over the difference in deliveries is the client's CPU
+instructions per delivery, which does not depend on the machine's load. For
+asyncq the journal is written beforehand by another process (not counted): what
+is counted is the queue draining it, from `start()` to idle with every result
+written. Valgrind runs the client some fifty times slower than the receiver, so
+the client's figures are those of a receiver that answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -45,7 +58,11 @@ from pathlib import Path
 
 import aiohttp
 
-from asyncq import Http, Queue, current_job
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asyncq import Http, Queue, current_job  # noqa: E402 - after the path: this checkout's
+from asyncq.testing import run_until_idle  # noqa: E402
 
 SECRET = "whsec_" + "YmVuY2htYXJrIHNlY3JldCwgMzIgYnl0ZXMgbG9uZyE="
 BODY = {"type": "deal.won", "deal": 42, "amount": 1250, "currency": "EUR", "owner": "sam"}
@@ -74,6 +91,15 @@ RECEIVER = textwrap.dedent(
 )
 
 
+KINDS = ("bare", "asyncq", "own", "noop")
+NAMES = {
+    "bare": "bare aiohttp loop",
+    "asyncq": "asyncq submit_http (durable, signed, guarded)",
+    "own": "asyncq, a handler of one's own (durable, unsigned)",
+    "noop": "asyncq, a handler that makes no call (durable)",
+}
+TASKS = {"own": "own_handler", "noop": "noop_handler"}
+
 Figure = tuple[float, float]  # deliveries/s, CPU seconds of this process per delivery
 
 
@@ -96,41 +122,60 @@ async def bare(url: str, n: int, concurrency: int) -> Figure:
         return n / (time.perf_counter() - started), (time.process_time() - cpu) / n
 
 
-async def with_asyncq(url: str, n: int, concurrency: int, workdir: Path, builtin: bool) -> Figure:
-    """Deliveries/s of asyncq draining `n` deliveries from a durable journal: through
-    the built-in delivery (`builtin`: signed, guarded, classified), or through a
-    handler of one's own that makes the same call on a session from the lifespan."""
-    path = workdir / f"deliveries-{time.monotonic_ns()}.db"
+def declare(queue: Queue) -> None:
+    """The destination and the handler of one's own, in every queue of a run."""
+    queue.destination("hooks", http=Http(allow=["127.0.0.1"], signing_secret=SECRET))
 
-    @asynccontextmanager
-    async def session(queue: Queue) -> AsyncIterator[dict[str, object]]:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            yield {"http": http}
+    @queue.task(name="own_handler", destination="hooks")
+    async def own_handler(url: str, event: dict[str, object]) -> int:
+        http = current_job().state["http"]
+        async with http.post(url, json=event) as answer:
+            await answer.read()
+            return answer.status
 
-    def declare(queue: Queue) -> None:
-        queue.destination("hooks", http=Http(allow=["127.0.0.1"], signing_secret=SECRET))
+    @queue.task(name="noop_handler", destination="hooks")
+    async def noop_handler(url: str, event: dict[str, object]) -> int:
+        return 204  # the queue's share alone: the same jobs, no call
 
-        @queue.task(name="own_handler", destination="hooks")
-        async def own_handler(url: str, event: dict[str, object]) -> int:
-            http = current_job().state["http"]
-            async with http.post(url, json=event) as answer:
-                await answer.read()
-                return answer.status
 
+@asynccontextmanager
+async def own_session(queue: Queue) -> AsyncIterator[dict[str, object]]:
+    """The lifespan of the handler of one's own: the bare loop's session."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        yield {"http": http}
+
+
+async def produce(path: Path, url: str, n: int, kind: str) -> list[int]:
+    """Write `n` deliveries of `kind` to the journal at `path`; their ids."""
     producer = Queue(path, concurrency=0)
     declare(producer)
     async with producer:
         ids = []
         for start in range(0, n, 1000):
             count = min(n, start + 1000) - start
-            if builtin:
+            if kind == "asyncq":
                 jobs = [producer.submit_http("hooks", url, json=BODY) for _ in range(count)]
                 ids += [job.id for job in await asyncio.gather(*jobs)]
             else:
                 rows = [{"url": url, "event": BODY}] * count
-                ids += [job.id for job in await producer.submit_many("own_handler", rows)]
-    queue = Queue(path, concurrency=concurrency, lifespan=None if builtin else session)
+                ids += [job.id for job in await producer.submit_many(TASKS[kind], rows)]
+    return ids
+
+
+def draining_queue(path: Path, concurrency: int, kind: str) -> Queue:
+    queue = Queue(path, concurrency=concurrency, lifespan=own_session if kind == "own" else None)
     declare(queue)
+    return queue
+
+
+async def with_asyncq(url: str, n: int, concurrency: int, workdir: Path, builtin: bool) -> Figure:
+    """Deliveries/s of asyncq draining `n` deliveries from a durable journal: through
+    the built-in delivery (`builtin`: signed, guarded, classified), or through a
+    handler of one's own that makes the same call on a session from the lifespan."""
+    path = workdir / f"deliveries-{time.monotonic_ns()}.db"
+    kind = "asyncq" if builtin else "own"
+    ids = await produce(path, url, n, kind)
+    queue = draining_queue(path, concurrency, kind)
     started, cpu = time.perf_counter(), time.process_time()
     async with queue:
         # The journal's counts, 50 times a second (waiting on 10,000 results would
@@ -146,6 +191,93 @@ async def with_asyncq(url: str, n: int, concurrency: int, workdir: Path, builtin
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240 - after the timing
     return n / elapsed, cpu / n
+
+
+# -- --instructions: one drain per process, counted by callgrind ---------------------
+
+
+async def drain(kind: str, url: str, n: int, concurrency: int, path: Path) -> None:
+    """One drain of `kind`, for callgrind: the bare loop, or a queue draining the
+    journal at `path` until idle (no polling: its cost would grow with the time
+    valgrind takes, not with the deliveries)."""
+    if kind == "bare":
+        await bare(url, n, concurrency)
+        return
+    queue = draining_queue(path, concurrency, kind)
+    async with queue:
+        await run_until_idle(queue, timeout=3600)
+        stats = await queue.stats()
+    if stats.succeeded != n:
+        raise SystemExit(f"{stats.succeeded} of {n} deliveries succeeded ({stats.dead} dead)")
+
+
+def callgrind_totals(directory: Path) -> tuple[int, int]:
+    """The instructions of a callgrind run, from its files: the main thread's (the
+    event loop's) and the other threads' (the journal's connections)."""
+    main = others = 0
+    for part in directory.glob("callgrind.out-*"):
+        found = re.search(r"^summary: (\d+)", part.read_text(), re.M)
+        count = int(found[1]) if found else 0
+        if part.name.endswith("-01"):
+            main += count
+        else:
+            others += count
+    return main, others
+
+
+async def instructions(kind: str, url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """CPU instructions of the client process per delivery (see the docstring): in
+    the event loop's thread, and in the others."""
+    totals = []
+    small = max(1, n // 10)
+    for count in (n, small):
+        with tempfile.TemporaryDirectory(prefix="asyncq-http-count-") as directory:
+            path = Path(directory) / "deliveries.db"
+            if kind != "bare":
+                await produce(path, url, count, kind)
+            out = Path(directory) / "callgrind.out"
+            command = [
+                "valgrind",
+                "--tool=callgrind",
+                "--separate-threads=yes",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--drain",
+                kind,
+                url,
+                str(count),
+                str(concurrency),
+                str(path),
+            ]
+            run = functools.partial(subprocess.run, check=True, capture_output=True)
+            await asyncio.to_thread(run, command)
+            totals.append(callgrind_totals(Path(directory)))
+    (main, others), (main_small, others_small) = totals
+    return (main - main_small) / (n - small), (others - others_small) / (n - small)
+
+
+async def count_instructions(
+    url: str, n: int, concurrency: int, runs: int, kinds: list[str]
+) -> None:
+    """Print each kind's instructions per delivery, run by run, and their medians:
+    how a run's work is cut into journal turns moves with timing, so a count moves
+    by a few per cent from one run to the next."""
+    print(f"CPU instructions per delivery ({n:,} less {n // 10:,}), callgrind:")
+    print(f"  {'':52s} {'all':>10s} {'loop':>10s} {'others':>10s}")
+    counted: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
+    for run in range(runs):
+        for kind in kinds:
+            main, others = await instructions(kind, url, n, concurrency)
+            counted[kind].append((main, others))
+            figures = f"{main + others:10,.0f} {main:10,.0f} {others:10,.0f}"
+            print(f"  run {run + 1}: {NAMES[kind]:45s} {figures}", flush=True)
+    if runs > 1:
+        for kind, figures in counted.items():
+            total = statistics.median(a + b for a, b in figures)
+            main = statistics.median(a for a, _ in figures)
+            others = statistics.median(b for _, b in figures)
+            print(f"  median: {NAMES[kind]:44s} {total:10,.0f} {main:10,.0f} {others:10,.0f}")
 
 
 def machine() -> str:
@@ -174,9 +306,20 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument(
+        "--instructions", action="store_true", help="count CPU instructions (valgrind)"
+    )
+    parser.add_argument(
+        "--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="with --instructions"
+    )
+    parser.add_argument("--drain", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n = args.requests or (2_000 if args.quick else 10_000)
-    runs = args.runs or (1 if args.quick else 3)
+    if args.drain:  # a child of --instructions
+        kind, url, count, concurrency, path = args.drain
+        await drain(kind, url, int(count), int(concurrency), Path(path))
+        return
+    n = args.requests or (2_000 if args.quick or args.instructions else 10_000)
+    runs = args.runs or (1 if args.quick or args.instructions else 3)
     print(machine())
     print(f"{n:,} deliveries per run, concurrency {args.concurrency}, {runs} runs of each")
     command = [sys.executable, "-c", RECEIVER]
@@ -186,13 +329,12 @@ async def main() -> None:
         assert receiver.stdout is not None
         url = f"http://127.0.0.1:{int(receiver.stdout.readline())}/hook"
         await bare(url, 200, args.concurrency)  # warm up the receiver
+        if args.instructions:
+            await count_instructions(url, n, args.concurrency, runs, args.kinds)
+            return
         figures: dict[str, list[float]] = {"bare": [], "asyncq": [], "own": []}
         cpus: dict[str, list[float]] = {"bare": [], "asyncq": [], "own": []}
-        names = {
-            "bare": "bare aiohttp loop",
-            "asyncq": "asyncq submit_http (durable, signed, guarded)",
-            "own": "asyncq, a handler of one's own (durable, unsigned)",
-        }
+        names = NAMES
         with tempfile.TemporaryDirectory(prefix="asyncq-http-bench-") as workdir:
             for run in range(runs):
                 for kind in ("bare", "asyncq", "own"):

@@ -16,7 +16,7 @@ from .._tasks import Task, TaskRegistry
 from .._validate import check_name
 from ._config import Http
 from ._deliver import HttpResult, deliver
-from ._request import HTTP_TASK, MISSING, body_bytes, check_headers, check_method, check_url
+from ._request import HTTP_TASK, MISSING, Headers, body_bytes, checked_request
 from ._request import delivery_payload as _payload
 from ._session import HttpClients
 
@@ -56,12 +56,11 @@ class HttpMethods:
             webhook_id: str,
         ) -> HttpResult:
             try:  # checked at submit; a row changed by hand in the journal is not
-                method, url = check_method(method), check_url(url)
-                headers = check_headers(headers)
+                checked = checked_request(method, url, headers)
                 sent = body_bytes(body, base64)
             except (TypeError, ValueError) as exc:
                 raise PermanentFailure(f"the job's request cannot be sent: {exc}") from None
-            return await self._deliver(method, url, headers, sent, webhook_id)
+            return await self._deliver(*checked, sent, webhook_id)
 
         self._http_task = Task(
             queue, deliver_job, name=HTTP_TASK, destination="default", timeout=None
@@ -126,13 +125,13 @@ class HttpMethods:
         return await self._deliver(
             payload["method"],
             payload["url"],
-            payload["headers"],
+            tuple(payload["headers"].items()),
             body_bytes(payload["body"], payload["base64"]),
             webhook_id or f"job_{job.id}",
         )
 
     async def _deliver(
-        self, method: str, url: str, headers: dict[str, str], body: bytes, webhook_id: str
+        self, method: str, url: str, headers: Headers, body: bytes, webhook_id: str
     ) -> HttpResult:
         destination = running_job.get().destination  # the handler's own job
         http = self._destinations.policy_for(destination).http or _DEFAULT_HTTP

@@ -21,12 +21,14 @@ from ._errors import (
     HttpStatusError,
     HttpTimeout,
 )
+from ._request import Headers
 from ._session import HttpClients, import_aiohttp, refused_in
-from ._sign import signature_headers
+from ._sign import signature
 from ._ssrf import AddressPolicy, literal_address
 
 if TYPE_CHECKING:
     import aiohttp
+    from multidict import CIMultiDict
 
 
 class HttpResult(TypedDict):
@@ -45,20 +47,27 @@ async def deliver(
     *,
     method: str,
     url: str,
-    headers: dict[str, str],
+    headers: Headers,
     body: bytes,
     webhook_id: str,
     on_gone: Callable[[], Awaitable[None]],
 ) -> HttpResult:
-    """Send one request as `http` says, and classify the answer."""
-    check_literal_host(http, url)
-    sent = {**http.headers, **headers}
+    """Send one request as `http` says, and classify the answer. `method`, `url`
+    and `headers` are checked already (`checked_request`)."""
+    prepared = _prepared(http, method, url, headers)
+    if prepared.refusal is not None:
+        raise AddressRefused(*prepared.refusal)
+    sent = prepared.headers.copy()
     if http.signs:
         try:
             keys = http.signing_keys()
         except LookupError as exc:
             raise RuntimeError(f"cannot sign the delivery: {exc}") from None
-        sent.update(signature_headers(keys, webhook_id, int(clock.now()), body))
+        timestamp = str(int(clock.now()))
+        # Set, not added: they replace a delivery's own header of the same name.
+        sent["webhook-id"] = webhook_id
+        sent["webhook-timestamp"] = timestamp
+        sent["webhook-signature"] = signature(keys, webhook_id, timestamp, body)
     client = clients.client(http)
     aiohttp = import_aiohttp()
     loop = asyncio.get_running_loop()
@@ -99,15 +108,30 @@ async def deliver(
     return await _judge(http, response, on_gone)
 
 
-def check_literal_host(http: Http, url: str) -> None:
-    """Refuse, before any connection, a URL whose host is an address the guard
-    refuses, in whatever spelling (`http://0x7f.1/`, `http://[::ffff:10.0.0.1]/`)."""
-    refused = _literal_refusal(http.addresses, url)
-    if refused is not None:
-        raise AddressRefused(*refused)
+class _Prepared:
+    """What every delivery of one request to one destination shares: the headers
+    before signing (the destination's, then the delivery's, which win), and the
+    guard's refusal of a host written as an address (None: not refused here)."""
+
+    __slots__ = ("headers", "refusal")
+
+    def __init__(self, headers: CIMultiDict[str], refusal: tuple[str, str, str] | None) -> None:
+        self.headers = headers
+        self.refusal = refusal
 
 
-@functools.lru_cache(maxsize=4096)  # a few URLs per destination: one lookup per delivery
+@functools.lru_cache(maxsize=4096)  # a few requests per destination: one lookup per delivery
+def _prepared(http: Http, method: str, url: str, headers: Headers) -> _Prepared:
+    import_aiohttp()  # the error that names the extra, if it is missing
+    from multidict import CIMultiDict  # aiohttp's: passed as is, aiohttp copies it once
+
+    sent: CIMultiDict[str] = CIMultiDict()
+    # Set one by one: a name set again, in any case, replaces the earlier value.
+    for name, value in (*http.headers.items(), *headers):
+        sent[name] = value
+    return _Prepared(sent, _literal_refusal(http.addresses, url))
+
+
 def _literal_refusal(policy: AddressPolicy, url: str) -> tuple[str, str, str] | None:
     host = urlsplit(url).hostname or ""
     address = literal_address(host)
@@ -119,15 +143,16 @@ def _literal_refusal(policy: AddressPolicy, url: str) -> tuple[str, str, str] | 
 
 
 async def _read_excerpt(answer: aiohttp.ClientResponse, limit: int) -> bytes:
+    content = answer.content
     chunks = []
     size = 0
-    while size < limit:
-        chunk = await answer.content.read(limit - size)
+    while size < limit and not content.at_eof():  # a body read whole needs no second read
+        chunk = await content.read(limit - size)
         if not chunk:
             break
         chunks.append(chunk)
         size += len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _judge(

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import itertools
 import json as jsonlib
+import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -24,6 +26,12 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 _NOT_IN_URL = re.compile(r"[\x00-\x20\x7f]")
 _HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+# One encoder for every submit: json.dumps with options builds one per call.
+_encode_json = jsonlib.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
 
 
 class _Missing:
@@ -118,7 +126,7 @@ def delivery_payload(
         if body is not None:
             raise TypeError("give submit_http json= or body=, not both")
         try:
-            text = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text = _encode_json(json)
         except (TypeError, ValueError) as exc:
             raise PayloadError(HTTP_TASK, f"json= cannot be sent as JSON ({exc})") from None
         if "content-type" not in named:
@@ -144,8 +152,56 @@ def delivery_payload(
         "base64": encoded,
         # Stable across every attempt and redrive of the job, unique across journals:
         # receivers use it to tell a retry from a new message.
-        "webhook_id": "msg_" + secrets.token_urlsafe(18),
+        "webhook_id": new_webhook_id(),
     }
+
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def checked_request(method: object, url: object, headers: object) -> tuple[str, str, Headers]:
+    """A stored delivery's method, URL and headers, checked again when it runs (a
+    row changed by hand in the journal is not checked at submit): `ValueError` or
+    `TypeError` as at submit. A request seen before is not checked twice."""
+    if type(method) is str and type(url) is str and type(headers) is dict:
+        try:
+            return _checked_request(method, url, tuple(headers.items()))
+        except TypeError:  # a value that cannot be hashed: said by the checks below
+            pass
+    return check_method(method), check_url(url), tuple(check_headers(headers).items())
+
+
+@functools.lru_cache(maxsize=1024)  # a few kinds of request per destination
+def _checked_request(method: str, url: str, headers: Headers) -> tuple[str, str, Headers]:
+    return check_method(method), check_url(url), tuple(check_headers(dict(headers)).items())
+
+
+def new_webhook_id() -> str:
+    """A Standard Webhooks message id unique across processes and journals: a random
+    prefix drawn once per process (again after a fork), and a counter.
+    (`secrets.token_urlsafe` per id reads the OS's random source each time, a
+    system call that releases the GIL: on a loop beside the journal's busy thread,
+    getting it back took longer than the rest of a submit.)"""
+    return f"msg_{_ids.prefix}{next(_ids.counter):x}"
+
+
+class _Ids:
+    """The random prefix (96 bits) and the counter of this process's ids."""
+
+    prefix: str
+    counter: itertools.count[int]
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = secrets.token_urlsafe(12)
+        self.counter = itertools.count()
+
+
+_ids = _Ids()
+if hasattr(os, "register_at_fork"):  # a forked child draws its own prefix
+    os.register_at_fork(after_in_child=_ids.reset)
 
 
 def body_bytes(body: str | None, encoded: bool) -> bytes:

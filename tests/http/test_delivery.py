@@ -324,3 +324,70 @@ async def test_one_pooled_session_per_queue_opened_and_closed_with_it(
     ports = [s.client_port for s in receiver.seen]
     assert len(set(ports[:5])) == 1  # a and b shared one kept-alive connection
     assert ports[5] != ports[0]  # c came on a connection of its own pool
+
+
+async def test_a_deliverys_headers_win_over_the_destinations_and_signing_over_both(
+    make_queue: MakeQueue, receiver: Receiver
+) -> None:
+    from asyncq import SystemClock
+
+    secret = "whsec_" + "c2lnbmluZyBrZXksIGF0IGxlYXN0IDE2IGJ5dGVz"
+    queue = make_queue(clock=SystemClock())  # the receiver checks the timestamp
+    headers = {"X-Dest": "d", "X-Both": "destination"}
+    http = Http(allow=["127.0.0.1"], headers=headers, signing_secret=secret)
+    queue.destination("hooks", http=http)
+    async with queue:
+        for _ in range(2):  # the second one from what the first prepared
+            job = await queue.submit_http(
+                "hooks",
+                receiver.url("/hook"),
+                json={"deal": 42},
+                headers={"x-both": "own", "Webhook-Id": "forged"},
+            )
+            await job.result(timeout=10)
+    from standardwebhooks import Webhook
+
+    for seen in receiver.seen:
+        named = [(k.lower(), v) for k, v in seen.headers.items()]
+        assert ("x-dest", "d") in named
+        assert [v for k, v in named if k == "x-both"] == ["own"]
+        (webhook_id,) = [v for k, v in named if k == "webhook-id"]
+        assert webhook_id.startswith("msg_")
+        assert Webhook(secret).verify(seen.body, seen.headers) == {"deal": 42}
+    assert len(receiver.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("json_set(payload, '$.headers', json('{\"X A\": \"1\"}'))", "not a valid header name"),
+        ("json_set(payload, '$.headers', json('{\"X-A\": [1]}'))", "must be a str"),
+        ("json_set(payload, '$.headers', json('[1]'))", "headers must be a mapping"),
+        ("json_set(payload, '$.method', 'GE T')", "the HTTP method must be a token"),
+        ("json_set(payload, '$.url', 'ftp://127.0.0.1/')", "only http and https"),
+    ],
+)
+async def test_a_request_changed_by_hand_in_the_journal_is_dead_lettered_unsent(
+    make_queue: MakeQueue, receiver: Receiver, db_path: str, change: str, says: str
+) -> None:
+    import sqlite3
+
+    producer = make_queue(concurrency=0)
+    producer.destination("hooks", http=LOCAL)
+    async with producer:
+        good = await producer.submit_http("hooks", receiver.url("/hook"), json={"n": 1})
+        bad = await producer.submit_http("hooks", receiver.url("/hook"), json={"n": 2})
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"UPDATE jobs SET payload = {change} WHERE id = ?", (bad.id,))
+    conn.close()
+    queue = make_queue(concurrency=1)
+    queue.destination("hooks", http=LOCAL)
+    async with queue:
+        await run_until_idle(queue)
+        dead, done = await queue.get(bad.id), await queue.get(good.id)
+    assert done.state == JobState.SUCCEEDED
+    assert dead.state == JobState.DEAD
+    assert dead.last_error is not None
+    assert "the job's request cannot be sent" in dead.last_error
+    assert says in dead.last_error
+    assert [s.body for s in receiver.seen] == [b'{"n":1}']

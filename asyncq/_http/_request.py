@@ -177,12 +177,13 @@ def _checked_request(method: str, url: str, headers: Headers) -> tuple[str, str,
 
 
 def new_webhook_id() -> str:
-    """A Standard Webhooks message id unique across processes and journals: a random
-    prefix drawn once per process (again after a fork), and a counter.
+    """A Standard Webhooks message id unique across processes and journals: `msg_`,
+    16 random characters drawn once per process (again after a fork), and a count
+    (8 hex digits, more past 4 billion).
     (`secrets.token_urlsafe` per id reads the OS's random source each time, a
     system call that releases the GIL: on a loop beside the journal's busy thread,
     getting it back took longer than the rest of a submit.)"""
-    return f"msg_{_ids.prefix}{next(_ids.counter):x}"
+    return f"msg_{_ids.prefix}{next(_ids.counter):08x}"
 
 
 class _Ids:

@@ -44,7 +44,7 @@ def test_rotation_signs_with_every_key_newest_first() -> None:
 def test_webhook_ids_are_unique_and_a_forked_child_draws_its_own() -> None:
     ids = {new_webhook_id() for _ in range(10_000)}
     assert len(ids) == 10_000
-    assert all(i.startswith("msg_") and "." not in i for i in ids)
+    assert all(i.startswith("msg_") and len(i) == 28 and "." not in i for i in ids)
     if sys.platform == "win32" or not hasattr(os, "fork"):
         return
     read, write = os.pipe()

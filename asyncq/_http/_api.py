@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from .._context import current_job, running_job
@@ -130,13 +131,14 @@ class HttpMethods:
             webhook_id or f"job_{job.id}",
         )
 
-    async def _deliver(
+    def _deliver(
         self, method: str, url: str, headers: Headers, body: bytes, webhook_id: str
-    ) -> HttpResult:
+    ) -> Coroutine[Any, Any, HttpResult]:
+        # Not a coroutine of its own: one frame less to resume at every await inside.
         destination = running_job.get().destination  # the handler's own job
         http = self._destinations.policy_for(destination).http or _DEFAULT_HTTP
         pause = functools.partial(cast("Queue", self).pause, destination)
-        return await deliver(
+        return deliver(
             http,
             self._http_clients,
             self.clock,

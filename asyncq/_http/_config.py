@@ -9,6 +9,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ._ssrf import AddressPolicy, IPNetwork, parse_networks
@@ -83,7 +84,8 @@ class Http:
             raise ValueError("give Http signing_secret or signing_secret_env, not both")
         if self.signing_secret_env is not None and not self.signing_secret_env:
             raise ValueError("Http(signing_secret_env=...) must name a variable")
-        object.__setattr__(self, "headers", dict(self.headers))
+        # Read-only: deliveries prepare their headers once per destination and request.
+        object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
         object.__setattr__(self, "allow", parse_networks(self.allow))
         keys = () if self.signing_secret is None else parse_secrets(self.signing_secret)
         object.__setattr__(self, "_keys", keys)

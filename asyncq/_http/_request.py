@@ -171,7 +171,7 @@ def checked_request(method: object, url: object, headers: object) -> tuple[str, 
     return check_method(method), check_url(url), tuple(check_headers(headers).items())
 
 
-@functools.lru_cache(maxsize=1024)  # a few kinds of request per destination
+@functools.lru_cache(maxsize=4096)  # a few kinds of request per destination
 def _checked_request(method: str, url: str, headers: Headers) -> tuple[str, str, Headers]:
     return check_method(method), check_url(url), tuple(check_headers(dict(headers)).items())
 

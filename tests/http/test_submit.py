@@ -107,6 +107,15 @@ def test_a_bad_http_config_is_refused_at_declaration(options: dict[str, Any], me
         Http(**options)
 
 
+def test_a_destinations_headers_are_copied_and_read_only() -> None:
+    given = {"X-A": "1"}
+    http = Http(headers=given)
+    given["X-A"] = "2"  # the caller's dict is not the destination's
+    assert dict(http.headers) == {"X-A": "1"}
+    with pytest.raises(TypeError):
+        http.headers["X-A"] = "3"  # type: ignore[index]
+
+
 def test_connections_cap_the_destinations_concurrency(make_queue: MakeQueue) -> None:
     queue = make_queue()
     queue.destination("a", concurrency=8, http=Http(connections=2))

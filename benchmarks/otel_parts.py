@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from opentelemetry import trace  # noqa: E402
+from opentelemetry.context import Context  # noqa: E402
 from opentelemetry.sdk.trace import Span as SdkSpan  # noqa: E402
 from opentelemetry.sdk.trace import Tracer as SdkTracer  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -41,7 +42,7 @@ from opentelemetry.sdk.trace.export import (  # noqa: E402
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased  # noqa: E402
 
 from asyncq._journal import ClaimedJob  # noqa: E402
-from asyncq.contrib.otel import QueueTracing  # noqa: E402
+from asyncq.contrib.otel import _VARIABLE, QueueTracing  # noqa: E402
 
 N = 2000
 PARTS = ("asyncq", "for asyncq", "SDK spans")
@@ -116,6 +117,18 @@ def tracing(sdk: str | None) -> tuple[QueueTracing, Any]:
     return QueueTracing(Unstarted(), tracer_provider=provider), provider  # type: ignore[arg-type]
 
 
+def show(label: str, counted: Counter[str]) -> None:
+    print(f"  {label:<56}" + "".join(f"{counted[p]:>12}" for p in PARTS) + f"{counted.total():>12}")
+
+
+def traceparents(flags: str) -> list[str]:
+    """2N stored trace contexts, each of another span: for a cache, each seen first."""
+    return [
+        f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-{flags}"
+        for _ in range(2 * N)
+    ]
+
+
 def main() -> None:
     random.seed(7)
     job = ClaimedJob(1, "noop", {}, "default", 0, 1, 0.0, None)
@@ -132,41 +145,59 @@ def main() -> None:
         ("SDK, a tenth", "10%", None),
         ("SDK, a tenth", "10%", unsampled),
     ]
-    print(f"opcodes per call, by part ({N:,} calls each)\n")
-    print(f"  {'case':<48}" + "".join(f"{name:>12}" for name in PARTS) + f"{'total':>12}")
+    print(f"opcodes per call, by part ({N:,} calls each)")
+    print("(again: the same span submits each job, or the jobs carry the same parent;")
+    print(" first: each submit in a span not seen before, each parent not seen before)\n")
+    print(f"  {'case':<56}" + "".join(f"{name:>12}" for name in PARTS) + f"{'total':>12}")
     shown_submits = set()
     for name, sdk, parent in cases:
         instrument, provider = tracing(sdk)
         if name not in shown_submits:
             shown_submits.add(name)
-            with (
-                trace.use_span(remote)
-                if provider is None
-                else provider.get_tracer("app").start_as_current_span("request")
-            ):
-                submit = count(lambda i=instrument: i.trace_context(), N)
-            print(
-                f"  {name + ': a submit in a span':<48}"
-                + "".join(f"{submit[p]:>12}" for p in PARTS)
-                + f"{submit.total():>12}"
-            )
+            tracer = provider.get_tracer("app") if provider is not None else None
+            with trace.use_span(remote) if tracer is None else tracer.start_as_current_span("r"):
+                show(
+                    f"{name}: a submit in a span, again",
+                    count(lambda i=instrument: i.trace_context(), N),
+                )
+            # Contexts made beforehand, each entered (in C) before its submit.
+            if tracer is None:
+                spans = [
+                    trace.NonRecordingSpan(trace.SpanContext(i, i, True))
+                    for i in range(1, 2 * N + 1)
+                ]
+            else:
+                spans = [tracer.start_span("r") for _ in range(2 * N)]
+            contexts = iter([trace.set_span_in_context(span, Context()) for span in spans])
+            token = _VARIABLE.set(Context())
+
+            def submit_first(
+                instrument: QueueTracing = instrument, contexts: Any = contexts
+            ) -> None:
+                _VARIABLE.set(next(contexts))
+                instrument.trace_context()
+
+            show(f"{name}: a submit in a span, first", count(submit_first, N))
+            _VARIABLE.reset(token)
 
         def attempt(instrument: QueueTracing = instrument, parent: str | None = parent) -> None:
             end = instrument.attempt(job, parent)
             if end is not None:
                 end("succeeded", None, 0.0)
 
-        what = (
-            "no parent"
-            if parent is None
-            else ("a parent" if parent == sampled else "a parent not sampled")
-        )
-        counted = count(attempt, N)
-        print(
-            f"  {name + ': an attempt, ' + what:<48}"
-            + "".join(f"{counted[p]:>12}" for p in PARTS)
-            + f"{counted.total():>12}"
-        )
+        what = "a parent" if parent == sampled else "a parent not sampled"
+        if parent is None:
+            show(f"{name}: an attempt, no parent", count(attempt, N))
+            continue
+        show(f"{name}: an attempt, {what}, again", count(attempt, N))
+        parents = iter(traceparents(parent[-2:]))
+
+        def attempt_first(instrument: QueueTracing = instrument, parents: Any = parents) -> None:
+            end = instrument.attempt(job, next(parents))
+            if end is not None:
+                end("succeeded", None, 0.0)
+
+        show(f"{name}: an attempt, {what}, first", count(attempt_first, N))
         if provider is not None:
             provider.shutdown()
 

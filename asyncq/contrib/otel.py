@@ -115,6 +115,9 @@ _current: Callable[[], Context] = otel_context.get_current if _VARIABLE is None 
 _enter: Callable[[Context], Token[Context]] = (
     otel_context.attach if _VARIABLE is None else _VARIABLE.set
 )
+_reset: Callable[[Token[Context]], None] = (
+    otel_context.detach if _VARIABLE is None else _VARIABLE.reset
+)
 
 
 class _Carried:
@@ -230,7 +233,11 @@ class QueueTracing(Instrument):
             # No span of its own: the API alone, or a sampler that would drop it
             # (its parent was not sampled). The handler runs in the submitting
             # span's context, for an instrumented client to carry onwards.
-            return self._enter_carried(carried)
+            base = _current()
+            if base is not carried.base:
+                self._enter_on(carried, base)
+            entered = carried.entered
+            return None if entered is None else partial(_left, _enter(entered))
         # Attributes at the start, in one call: a sampler sees them, and a recording
         # span takes them at once.
         alone = carried.alone
@@ -279,18 +286,14 @@ class QueueTracing(Instrument):
         carried = self._carried[trace_context] = _Carried(span, dropped)
         return carried
 
-    def _enter_carried(self, carried: _Carried) -> AttemptEnd | None:
-        """Enter the submitting span's context (or none: a job submitted outside a
-        span runs without the span its worker may have started in)."""
-        base = _current()
-        if base is not carried.base:
-            entered: Context | None = None
-            if carried.span is not INVALID_SPAN or trace.get_current_span(base) is not INVALID_SPAN:
-                entered = Context({**base, _SPAN_KEY: carried.span})
-            carried.base, carried.entered = base, entered
-        if carried.entered is None:
-            return None  # no span before, none in the handler: nothing to do
-        return partial(_left, _enter(carried.entered))
+    def _enter_on(self, carried: _Carried, base: Context) -> None:
+        """What a handler enters on the worker's context `base`: the submitting
+        span in it, or without a span (a job submitted outside one runs without the
+        span its worker may have started in); None if that is `base` itself."""
+        entered: Context | None = None
+        if carried.span is not INVALID_SPAN or trace.get_current_span(base) is not INVALID_SPAN:
+            entered = Context({**base, _SPAN_KEY: carried.span})
+        carried.base, carried.entered = base, entered
 
 
 def _stored_span(trace_context: str) -> Span | None:
@@ -327,7 +330,7 @@ def _ended(
     seconds: float,
 ) -> None:
     """The end of a recorded attempt: its outcome, and its error if any."""
-    _leave(token)
+    _left(token, outcome, error, seconds)
     span.set_attribute("asyncq.outcome", outcome)
     if error is not None:
         span.record_exception(error)
@@ -342,18 +345,10 @@ def _left(
     error: BaseException | None,
     seconds: float,
 ) -> None:
-    """The end of an attempt whose span records nothing: only its context is left."""
-    _leave(token)
-
-
-def _leave(token: Token[Context]) -> None:
-    """Leave a context entered by `_enter`: as `otel_context.detach`, which logs
-    rather than raises if that cannot be done."""
-    if _VARIABLE is None:
-        otel_context.detach(token)
-        return
+    """The end of an attempt whose span records nothing: only its context is left
+    (as `otel_context.detach` leaves it, which logs rather than raises if it cannot)."""
     try:
-        _VARIABLE.reset(token)
+        _reset(token)
     except (ValueError, RuntimeError):
         otel_context.detach(token)  # fails again, and logs it
 

@@ -153,7 +153,8 @@ class QueueTracing(Instrument):
         # submitting context gave, by id (the context is kept: its id stays its own),
         # and what each stored text stands for.
         self._captured: dict[int, tuple[Context, str | None]] = {}
-        self._carried: dict[str | None, _Carried] = {}
+        self._carried: dict[str, _Carried] = {}
+        self._none = _Carried(INVALID_SPAN, False)  # a job that carries nothing
         attach(queue, self)
 
     def _provider_records(self) -> bool:
@@ -228,7 +229,7 @@ class QueueTracing(Instrument):
     # -- an attempt ------------------------------------------------------------------
 
     def attempt(self, job: ClaimedJob, trace_context: str | None) -> AttemptEnd | None:
-        carried = self._read(trace_context)
+        carried = self._none if trace_context is None else self._read(trace_context)
         if not self._records or carried.dropped:
             # No span of its own: the API alone, or a sampler that would drop it
             # (its parent was not sampled). The handler runs in the submitting
@@ -264,19 +265,16 @@ class QueueTracing(Instrument):
             return partial(_ended, span, token)
         return partial(_left, token)
 
-    def _read(self, trace_context: str | None) -> _Carried:
+    def _read(self, trace_context: str) -> _Carried:
         """What `trace_context` stands for, read once per text (see `_Carried`)."""
         carried = self._carried.get(trace_context)
         textmap = propagate.get_global_textmap()
         if carried is not None and textmap is self._textmap:
             return carried
         w3c = self._is_w3c(textmap)
-        span: Span = INVALID_SPAN
-        if trace_context is not None:
-            stored = _stored_span(trace_context) if w3c else None
-            if stored is None:
-                stored = trace.get_current_span(_extracted(trace_context))
-            span = stored
+        span = _stored_span(trace_context) if w3c else None
+        if span is None:
+            span = trace.get_current_span(_extracted(trace_context))
         context = span.get_span_context()
         # A parent not sampled, under a sampler that drops whatever has one: the SDK
         # would only make a span that records nothing (and a span id of its own).

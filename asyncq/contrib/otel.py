@@ -30,6 +30,17 @@ With the OpenTelemetry API alone (no SDK configured when the queue starts: the
 API's own provider, which records nothing), attempts make no spans, but a job's
 handler still runs in the context that submitted it, for instrumented clients to
 carry onwards. Configure the SDK before the queue starts.
+
+With the SDK's default sampler, `ParentBased` (its default for a parent that was not
+sampled: always off), an attempt of a job whose submitting span was not sampled asks
+the SDK for nothing, which would only make a span that records nothing: the handler
+runs in the carried context, so the trace goes on, not sampled, as before. (What an
+outbound call then carries as its parent is the submitting span's id, where the SDK
+would have made up one of its own for a span that is never recorded.)
+
+A submitting context is read once for the jobs it submits, and a stored context once
+for the attempts that carry it: at most 256 of each are remembered, and all are
+forgotten when the global propagator is replaced.
 """
 
 from __future__ import annotations

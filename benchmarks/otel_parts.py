@@ -10,7 +10,11 @@ warm-up: a submit (`trace_context`, inside a span) and an attempt (`attempt`, th
 the end it returns). Cases: the API alone (no SDK) and the SDK recording every span
 or sampling a tenth (`ParentBased(TraceIdRatioBased(0.1))`, the random ids seeded);
 an attempt of a job submitted outside any span (no parent) or inside one (a parent,
-sampled, or for the tenth not sampled). The SDK's spans go to a `BatchSpanProcessor`
+sampled, or for the tenth not sampled); each "again" (the same span submits every job, or
+every job carries the same parent, as when a request submits many) and "first" (each
+submit in a span not seen before, each parent not seen before: what asyncq remembers
+does not help); and, for comparison, `QueueMetrics`'s hooks. The SDK's spans go to a
+`BatchSpanProcessor`
 whose exporter drops them, as in `observability.py`. A no-op job costs about 950
 opcodes (`cost.py`); opcodes are not equal in cost (a call into C is one), so this
 says whose work it is, and `observability.py --instructions` what it costs.
@@ -40,9 +44,11 @@ from opentelemetry.sdk.trace.export import (  # noqa: E402
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
 
 from asyncq._journal import ClaimedJob  # noqa: E402
 from asyncq.contrib.otel import _VARIABLE, QueueTracing  # noqa: E402
+from asyncq.contrib.prometheus import QueueMetrics  # noqa: E402
 
 N = 2000
 PARTS = ("asyncq", "for asyncq", "SDK spans")
@@ -200,6 +206,14 @@ def main() -> None:
         show(f"{name}: an attempt, {what}, first", count(attempt_first, N))
         if provider is not None:
             provider.shutdown()
+    # For comparison, the metrics' hooks (all "asyncq": counting is its own code).
+    metrics = QueueMetrics(Unstarted(), registry=CollectorRegistry())  # type: ignore[arg-type]
+    show("Prometheus: a submit", count(lambda: metrics.submitted("noop", "default", 1), N))
+
+    def counted_attempt() -> None:
+        metrics.attempt(job, None)("succeeded", None, 0.003)
+
+    show("Prometheus: an attempt", count(counted_attempt, N))
 
 
 if __name__ == "__main__":

@@ -143,20 +143,20 @@ class Submitting:
             parents,
             on_parent_failure,
         )
-        if self._instrument is not None:
-            return await self._submit_observed(self._instrument, job, now)
-        (inserted,) = await self._insert([job], now)
-        return Job(cast("Queue", self), inserted.id, created=inserted.created)
-
-    async def _submit_observed(self, instrument: Instrument, job: NewJob, now: float) -> Job[R]:
-        """The end of a submit that an instrument watches: the job carries its
-        trace context, and the instrument hears of the job once it is written."""
-        if instrument.wants_traces and (trace := instrument.trace_context()) is not None:
+        # An instrument watching: the job carries its trace context, and the
+        # instrument hears of the job once it is written. (Here, not in a coroutine
+        # of its own: awaiting one more costs about 1,000 instructions a submit.)
+        instrument = self._instrument
+        if (
+            instrument is not None
+            and instrument.wants_traces
+            and (trace := instrument.trace_context()) is not None
+        ):
             # (Built whole: `_replace` costs twice as much, in Python.)
-            task, payload, destination, priority, when, key, parents, mode, _ = job
-            job = NewJob(task, payload, destination, priority, when, key, parents, mode, trace)
+            name, text, dest, priority, when, key, parents, mode, _ = job
+            job = NewJob(name, text, dest, priority, when, key, parents, mode, trace)
         (inserted,) = await self._insert([job], now)
-        if inserted.created:
+        if instrument is not None and inserted.created:
             instrument.submitted(job.task, job.destination, 1)
         return Job(cast("Queue", self), inserted.id, created=inserted.created)
 

@@ -10,7 +10,11 @@ warm-up: a submit (`trace_context`, inside a span) and an attempt (`attempt`, th
 the end it returns). Cases: the API alone (no SDK) and the SDK recording every span
 or sampling a tenth (`ParentBased(TraceIdRatioBased(0.1))`, the random ids seeded);
 an attempt of a job submitted outside any span (no parent) or inside one (a parent,
-sampled, or for the tenth not sampled). The SDK's spans go to a `BatchSpanProcessor`
+sampled, or for the tenth not sampled); each "again" (the same span submits every job, or
+every job carries the same parent, as when a request submits many) and "first" (each
+submit in a span not seen before, each parent not seen before: what asyncq remembers
+does not help); and, for comparison, `QueueMetrics`'s hooks. The SDK's spans go to a
+`BatchSpanProcessor`
 whose exporter drops them, as in `observability.py`. A no-op job costs about 950
 opcodes (`cost.py`); opcodes are not equal in cost (a call into C is one), so this
 says whose work it is, and `observability.py --instructions` what it costs.
@@ -30,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from opentelemetry import trace  # noqa: E402
+from opentelemetry.context import Context  # noqa: E402
 from opentelemetry.sdk.trace import Span as SdkSpan  # noqa: E402
 from opentelemetry.sdk.trace import Tracer as SdkTracer  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
@@ -39,9 +44,11 @@ from opentelemetry.sdk.trace.export import (  # noqa: E402
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
 
 from asyncq._journal import ClaimedJob  # noqa: E402
-from asyncq.contrib.otel import QueueTracing  # noqa: E402
+from asyncq.contrib.otel import _VARIABLE, QueueTracing  # noqa: E402
+from asyncq.contrib.prometheus import QueueMetrics  # noqa: E402
 
 N = 2000
 PARTS = ("asyncq", "for asyncq", "SDK spans")
@@ -116,6 +123,18 @@ def tracing(sdk: str | None) -> tuple[QueueTracing, Any]:
     return QueueTracing(Unstarted(), tracer_provider=provider), provider  # type: ignore[arg-type]
 
 
+def show(label: str, counted: Counter[str]) -> None:
+    print(f"  {label:<56}" + "".join(f"{counted[p]:>12}" for p in PARTS) + f"{counted.total():>12}")
+
+
+def traceparents(flags: str) -> list[str]:
+    """2N stored trace contexts, each of another span: for a cache, each seen first."""
+    return [
+        f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-{flags}"
+        for _ in range(2 * N)
+    ]
+
+
 def main() -> None:
     random.seed(7)
     job = ClaimedJob(1, "noop", {}, "default", 0, 1, 0.0, None)
@@ -132,43 +151,69 @@ def main() -> None:
         ("SDK, a tenth", "10%", None),
         ("SDK, a tenth", "10%", unsampled),
     ]
-    print(f"opcodes per call, by part ({N:,} calls each)\n")
-    print(f"  {'case':<48}" + "".join(f"{name:>12}" for name in PARTS) + f"{'total':>12}")
+    print(f"opcodes per call, by part ({N:,} calls each)")
+    print("(again: the same span submits each job, or the jobs carry the same parent;")
+    print(" first: each submit in a span not seen before, each parent not seen before)\n")
+    print(f"  {'case':<56}" + "".join(f"{name:>12}" for name in PARTS) + f"{'total':>12}")
     shown_submits = set()
     for name, sdk, parent in cases:
         instrument, provider = tracing(sdk)
         if name not in shown_submits:
             shown_submits.add(name)
-            with (
-                trace.use_span(remote)
-                if provider is None
-                else provider.get_tracer("app").start_as_current_span("request")
-            ):
-                submit = count(lambda i=instrument: i.trace_context(), N)
-            print(
-                f"  {name + ': a submit in a span':<48}"
-                + "".join(f"{submit[p]:>12}" for p in PARTS)
-                + f"{submit.total():>12}"
-            )
+            tracer = provider.get_tracer("app") if provider is not None else None
+            with trace.use_span(remote) if tracer is None else tracer.start_as_current_span("r"):
+                show(
+                    f"{name}: a submit in a span, again",
+                    count(lambda i=instrument: i.trace_context(), N),
+                )
+            # Contexts made beforehand, each entered (in C) before its submit.
+            if tracer is None:
+                spans = [
+                    trace.NonRecordingSpan(trace.SpanContext(i, i, True))
+                    for i in range(1, 2 * N + 1)
+                ]
+            else:
+                spans = [tracer.start_span("r") for _ in range(2 * N)]
+            contexts = iter([trace.set_span_in_context(span, Context()) for span in spans])
+            token = _VARIABLE.set(Context())
+
+            def submit_first(
+                instrument: QueueTracing = instrument, contexts: Any = contexts
+            ) -> None:
+                _VARIABLE.set(next(contexts))
+                instrument.trace_context()
+
+            show(f"{name}: a submit in a span, first", count(submit_first, N))
+            _VARIABLE.reset(token)
 
         def attempt(instrument: QueueTracing = instrument, parent: str | None = parent) -> None:
             end = instrument.attempt(job, parent)
             if end is not None:
                 end("succeeded", None, 0.0)
 
-        what = (
-            "no parent"
-            if parent is None
-            else ("a parent" if parent == sampled else "a parent not sampled")
-        )
-        counted = count(attempt, N)
-        print(
-            f"  {name + ': an attempt, ' + what:<48}"
-            + "".join(f"{counted[p]:>12}" for p in PARTS)
-            + f"{counted.total():>12}"
-        )
+        what = "a parent" if parent == sampled else "a parent not sampled"
+        if parent is None:
+            show(f"{name}: an attempt, no parent", count(attempt, N))
+            continue
+        show(f"{name}: an attempt, {what}, again", count(attempt, N))
+        parents = iter(traceparents(parent[-2:]))
+
+        def attempt_first(instrument: QueueTracing = instrument, parents: Any = parents) -> None:
+            end = instrument.attempt(job, next(parents))
+            if end is not None:
+                end("succeeded", None, 0.0)
+
+        show(f"{name}: an attempt, {what}, first", count(attempt_first, N))
         if provider is not None:
             provider.shutdown()
+    # For comparison, the metrics' hooks (all "asyncq": counting is its own code).
+    metrics = QueueMetrics(Unstarted(), registry=CollectorRegistry())  # type: ignore[arg-type]
+    show("Prometheus: a submit", count(lambda: metrics.submitted("noop", "default", 1), N))
+
+    def counted_attempt() -> None:
+        metrics.attempt(job, None)("succeeded", None, 0.003)
+
+    show("Prometheus: an attempt", count(counted_attempt, N))
 
 
 if __name__ == "__main__":

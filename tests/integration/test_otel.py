@@ -27,6 +27,7 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
 
 from asyncq import Queue, Retry
@@ -353,6 +354,108 @@ async def test_what_a_job_carries_is_what_the_global_propagator_writes(
     assert written[1].endswith("-02")
     assert "tracestate" in json.loads(written[2])
     assert json.loads(written[3])["baggage"] == "tenant=acme"
+
+
+def unsampled_parent(trace_id: int) -> trace.NonRecordingSpan:
+    """A remote parent that its caller did not sample (a request that came in with
+    flags 00)."""
+    return trace.NonRecordingSpan(trace.SpanContext(trace_id, 0xB7AD6B7169203331, True))
+
+
+async def test_a_parent_not_sampled_makes_no_span_but_its_context_goes_on(
+    make_queue: MakeQueue, exporter: InMemorySpanExporter
+) -> None:
+    # The SDK's default sampler: ParentBased, which drops a span whose parent was
+    # not sampled. asyncq asks the SDK for no span then, but the handler still runs
+    # in the carried context, so an outbound call carries the trace on (not sampled).
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert isinstance(provider.sampler, ParentBased)
+    queue = make_queue()
+    QueueTracing(queue, tracer_provider=provider)
+    tracer = provider.get_tracer("app")
+    outbound: list[dict[str, str]] = []
+
+    @queue.task(name="deliver")
+    async def deliver() -> None:
+        with tracer.start_as_current_span("POST https://crm.example/hooks"):
+            headers: dict[str, str] = {}
+            propagate.inject(headers)  # what an instrumented client sends
+            outbound.append(headers)
+
+    async with queue:
+        with trace.use_span(unsampled_parent(0xABC)):
+            await deliver.submit()
+        await run_until_idle(queue)
+        with tracer.start_as_current_span("request") as request:
+            await deliver.submit()
+        await run_until_idle(queue)
+    first, second = outbound
+    assert first["traceparent"].startswith(f"00-{0xABC:032x}-")
+    assert first["traceparent"].endswith("-00")
+    context = request.get_span_context()
+    assert second["traceparent"].startswith(f"00-{context.trace_id:032x}-")
+    # Nothing of the trace not sampled was recorded: neither the attempt nor the
+    # handler's own span. The sampled one: the attempt, a child of the request.
+    spans = exporter.get_finished_spans()
+    assert {s.context.trace_id for s in spans if s.context is not None} == {context.trace_id}
+    (attempt,) = attempts(exporter)
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == context.span_id
+
+
+async def test_a_sampler_that_records_under_a_parent_not_sampled_is_asked(
+    make_queue: MakeQueue, exporter: InMemorySpanExporter
+) -> None:
+    sampler = ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON)
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    queue = make_queue()
+    QueueTracing(queue, tracer_provider=provider)
+
+    @queue.task(name="deliver")
+    async def deliver() -> None:
+        pass
+
+    async with queue:
+        with trace.use_span(unsampled_parent(0xABC)):
+            await deliver.submit()
+        await run_until_idle(queue)
+    (attempt,) = attempts(exporter)
+    assert attempt.context is not None
+    assert attempt.context.trace_id == 0xABC
+    assert attempt.parent is not None
+    assert attempt.parent.span_id == 0xB7AD6B7169203331
+
+
+async def test_a_propagator_set_while_the_queue_runs_writes_the_next_submits(
+    make_queue: MakeQueue, db_path: str, provider: TracerProvider
+) -> None:
+    # What a submitting context gave is remembered, but not past a new propagator.
+    queue = make_queue(concurrency=0)
+    QueueTracing(queue, tracer_provider=provider)
+
+    @queue.task(name="step")
+    async def step() -> None:
+        pass
+
+    before = propagate.get_global_textmap()
+    async with queue:
+        with provider.get_tracer("app").start_as_current_span("request") as request:
+            first = await step.submit()
+            again = await step.submit()
+            propagate.set_global_textmap(Custom())
+            try:
+                custom = await step.submit()
+            finally:
+                propagate.set_global_textmap(before)
+    context = request.get_span_context()
+    stored = traces(db_path)
+    assert stored[first.id] == stored[again.id]
+    assert (stored[first.id] or "").startswith(f"00-{context.trace_id:032x}-")
+    assert json.loads(stored[custom.id] or "") == {
+        "x-trace": f"{context.trace_id:x}:{context.span_id:x}"
+    }
 
 
 class Custom(TextMapPropagator):

@@ -568,3 +568,21 @@ def test_without_the_extra_the_import_names_it(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delitem(sys.modules, "asyncq.contrib.otel")
     with pytest.raises(ImportError, match=r"pip install 'asyncq\[otel\]'"):
         importlib.import_module("asyncq.contrib.otel")
+
+
+def test_the_private_context_variable_hook_still_matches_opentelemetry() -> None:
+    """Pin test: the hot paths set OpenTelemetry's context variable directly, read
+    through its private `_RUNTIME_CONTEXT`. With the installed release the fast path
+    must be the one taken, and what it sets must be what the API reads; if a release
+    moves it, this fails (the code falls back to the API by itself)."""
+    from asyncq.contrib import otel
+
+    assert otel._VARIABLE is not None, "OpenTelemetry moved its runtime context"
+    marked = otel_context.set_value("asyncq-pin", 1, Context())
+    token = otel._enter(marked)
+    try:
+        assert otel_context.get_current() is marked
+        assert otel._current() is otel_context.get_current()
+    finally:
+        otel._reset(token)
+    assert otel_context.get_value("asyncq-pin") is None

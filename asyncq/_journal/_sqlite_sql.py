@@ -99,7 +99,7 @@ AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND destination = ?1)
 # apart, only for the jobs that have one: a job's row stays as it was when tracing is off.
 _CLAIMED = """
 SELECT json_group_array(json_array(id, task, {payload}, destination, priority,
-                                   attempts + 1, created_at, first_started_at, snoozes)),
+                                   attempts + 1, first_started_at, snoozes)),
        json_group_array(id) FILTER (WHERE parents > 0),
        json_group_object(id, trace) FILTER (WHERE trace IS NOT NULL)
 FROM (SELECT * FROM jobs WHERE state = 'running' AND owner = ? AND claim_token = ?

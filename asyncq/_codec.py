@@ -39,6 +39,9 @@ def _compact_json_encoder() -> Callable[[Any], str]:
 
 
 _encode_json = _compact_json_encoder()
+#: Compact JSON text of a value that JSON can hold (see `_compact_json_encoder`):
+#: for rows the journal builds itself.
+encode_json = _encode_json
 # What a value JSON cannot hold raises while encoding.
 _UNENCODABLE = (TypeError, ValueError, RecursionError)
 

@@ -260,9 +260,10 @@ class WorkerPool:
                 return _CANCELLED  # it swallowed its cancellation: it was recorded cancelled
             if self._deadlines.finish(job.id):  # it swallowed our cancellation
                 return self._overran(job, state, timeout)
-            self._done.append(
-                Succeeded(job.id, job.token, encode_result(value), started_us, job.destination)
-            )
+            # tuple.__new__: a NamedTuple's own __new__ is a Python call (3.4k instructions
+            # against 1.9k), and one is made per job.
+            outcome = (job.id, job.token, encode_result(value), started_us, job.destination)
+            self._done.append(tuple.__new__(Succeeded, outcome))
             if not self._writer_woken:
                 self._writer_woken = True
                 self._have_outcomes.set()

@@ -68,7 +68,6 @@ class ClaimedJob:
     destination: str
     priority: int
     attempts: int  # the number this attempt has if its handler starts (1 for the first)
-    created_at: float
     first_started_at: float | None  # the first attempt's start, for policies that count time
     snoozes: int = 0  # RetryAfter answers so far
     token: int = 0  # names this claim in the outcomes

@@ -314,7 +314,6 @@ async def claim(
             row[3],
             row[4],
             row[5],
-            row[6],
             row[7],
             row[8],
             token,

@@ -104,9 +104,10 @@ RETURNING jobs.id, jobs.destination
 # The jobs of an outcome batch that this transaction made succeeded, or dead (the
 # claim token tells a stale outcome apart, as in `sql.COMPLETED`).
 SUCCEEDED_IDS = """
-SELECT json_group_array(jobs.id) FROM json_each(:batch) AS o JOIN jobs ON jobs.id = o.value ->> 0
+SELECT json_group_array(jobs.id) FROM json_each(:batch) AS t, json_each(t.value) AS o
+JOIN jobs ON jobs.id = CAST(o.key AS INTEGER)
 WHERE jobs.state = 'succeeded' AND jobs.finished_at = :now
-  AND jobs.claim_token = o.value ->> 1 AND jobs.owner IS NULL
+  AND jobs.claim_token = CAST(t.key AS INTEGER) AND jobs.owner IS NULL
 """
 DEAD_IDS = """
 SELECT json_group_array(jobs.id) FROM json_each(:batch) AS o JOIN jobs ON jobs.id = o.value ->> 0

@@ -106,6 +106,38 @@ async def test_complete_stores_the_result(journal: Journal) -> None:
     assert info.finished_at == NOW + 1
 
 
+async def test_one_batch_of_many_claims_and_results_stores_each_as_it_came(
+    journal: Journal,
+) -> None:
+    inserted = await journal.insert_many([new(i) for i in range(6)], NOW)
+    a1, a2, a3 = await claim(journal, limit=3)
+    b1, b2, b3 = await claim(journal, limit=3)
+    await journal.record_outcomes(
+        "a", NOW + 1, started=[Started(b1.id, b1.token, micros(NOW + 0.25))]
+    )
+    # Claims interleaved, results null and not, one start written before.
+    outcomes = [
+        ok(a1, started=NOW + 0.5),
+        ok(b2, '{"b":2}', started=NOW + 0.75),
+        ok(a2, '"two"', started=NOW + 0.125),
+        ok(b1, started=NOW + 0.9),
+        ok(a3, started=NOW + 0.375),
+        ok(b3, "null", started=NOW + 0.625),
+    ]
+    await journal.record_outcomes("a", NOW + 2, succeeded=outcomes)
+    infos = [await journal.get(r.id) for r in inserted]
+    assert [(i.state, i.attempts) for i in infos if i] == [(JobState.SUCCEEDED, 1)] * 6
+    by_id = {i.id: i for i in infos if i}
+    assert [(by_id[o.id].result, by_id[o.id].started_at) for o in outcomes] == [
+        (None, NOW + 0.5),
+        ({"b": 2}, NOW + 0.75),
+        ("two", NOW + 0.125),
+        (None, NOW + 0.25),  # its start was written first
+        (None, NOW + 0.375),
+        (None, NOW + 0.625),
+    ]
+
+
 async def test_a_stale_ack_does_not_overwrite_a_newer_attempt(journal: Journal) -> None:
     await journal.insert_many([new()], NOW)
     (first,) = await claim(journal, "a")

@@ -46,6 +46,11 @@ class Instrument:
     #: trace context stored with each job.
     wants_traces = False
 
+    #: Whether `attempt` gives the same end for every job of a destination, and does
+    #: nothing else (counts, no context): the workers then ask it once per
+    #: destination and keep the end, a Python call less per attempt.
+    ends_by_destination = False
+
     def background(self, queue: Queue) -> list[Part]:
         """Parts to run while `queue` runs (in every process, producers too)."""
         return []
@@ -70,6 +75,7 @@ class Instruments(Instrument):
     def __init__(self, instruments: list[Instrument]) -> None:
         self.instruments = instruments
         self.wants_traces = any(i.wants_traces for i in instruments)
+        self.ends_by_destination = all(i.ends_by_destination for i in instruments)
 
     def background(self, queue: Queue) -> list[Part]:
         return [part for i in self.instruments for part in i.background(queue)]

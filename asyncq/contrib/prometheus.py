@@ -157,6 +157,8 @@ class QueueMetrics(Instrument):
 
     # -- the engine's hook ------------------------------------------------------
 
+    ends_by_destination = True  # `attempt` gives each destination's `_Ran.ended`
+
     def background(self, queue: Queue) -> list[Part]:
         return [(self._refresh_every(), "prometheus metrics")]
 

@@ -272,3 +272,83 @@ async def test_two_instruments_both_hear_every_attempt(make_queue: MakeQueue) ->
         await run_until_idle(queue)
     assert first.outcomes() == second.outcomes() == [(job.id, 1, "succeeded")]
     assert second.attempts[0].trace == '{"traceparent": "t"}'
+
+
+@dataclass
+class Tally(Instrument):
+    """Counts attempts by destination, with one end per destination."""
+
+    asked: list[str] = field(default_factory=list)
+    ends: list[tuple[str, Outcome, float]] = field(default_factory=list)
+    ends_by_destination = True
+
+    def attempt(self, job: ClaimedJob, trace: str | None) -> AttemptEnd:
+        destination = job.destination
+        self.asked.append(destination)
+
+        def ended(outcome: Outcome, error: BaseException | None, seconds: float) -> None:
+            self.ends.append((destination, outcome, seconds))
+
+        return ended
+
+
+async def test_an_instrument_with_one_end_per_destination_is_asked_once_for_each(
+    make_queue: MakeQueue, clock: ManualClock
+) -> None:
+    queue = make_queue(concurrency=2)
+    tally = Tally()
+    attach(queue, tally)
+
+    @queue.task(name="post")
+    async def post(fail: bool = False) -> None:
+        clock.advance(0.25)
+        if fail:
+            raise PermanentFailure("400")
+
+    async with queue:
+        await post.submit_many([{}, {}, {}], destination="crm")
+        await post.options(destination="crm").submit(fail=True)
+        await post.submit_many([{}, {}], destination="mail")
+        await run_until_idle(queue)
+    assert sorted(tally.asked) == ["crm", "mail"]
+    assert sorted(tally.ends) == sorted(
+        [("crm", "succeeded", 0.25)] * 3
+        + [("crm", "dead", 0.25)]
+        + [("mail", "succeeded", 0.25)] * 2
+    )
+
+
+async def test_with_another_instrument_each_is_asked_at_every_attempt(
+    make_queue: MakeQueue,
+) -> None:
+    queue = make_queue()
+    tally, recorder = Tally(), Recorder()
+    attach(queue, tally)
+    attach(queue, recorder)
+
+    @queue.task(name="step")
+    async def step() -> None:
+        pass
+
+    async with queue:
+        jobs = await step.submit_many([{}, {}])
+        await run_until_idle(queue)
+    assert tally.asked == ["default", "default"]
+    assert sorted(recorder.outcomes()) == [(job.id, 1, "succeeded") for job in jobs]
+
+
+async def test_durations_on_the_system_clock_are_those_of_the_handlers(db_path: str) -> None:
+    queue = Queue(db_path, concurrency=1)
+    recorder = Recorder()
+    attach(queue, recorder)
+
+    @queue.task(name="nap")
+    async def nap() -> None:
+        await asyncio.sleep(0.05)
+
+    async with queue:
+        await nap.submit()
+        await run_until_idle(queue)
+    [attempt] = recorder.attempts
+    assert attempt.seconds is not None
+    assert 0.045 <= attempt.seconds < 5  # asyncio may wake a hair early

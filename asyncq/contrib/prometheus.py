@@ -19,15 +19,16 @@ Two kinds of figures, each labelled by destination:
 A scrape only reads what was gathered: it never waits for the journal, so the
 thread of `prometheus_client.start_http_server` never touches the event loop, and
 a FastAPI route can call `generate_latest` on the loop. Per attempt, counting is
-a few dictionary and list updates on the event loop, without a lock.
+a list append (a success) or a few dictionary and list updates, on the event loop,
+without a lock.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry
@@ -91,38 +92,80 @@ _FIGURES = (
 _QUANTILES = (("0.5", "latency_p50"), ("0.95", "latency_p95"), ("0.99", "latency_p99"))
 
 
-class _Ran:
-    """What this process ran for one destination."""
+#: Successes whose durations are kept as they come before they are bucketed.
+_FOLD_AT = 1024
 
-    __slots__ = ("attempts", "bounds", "buckets", "seconds", "submitted", "succeeded")
+
+class _Folded(NamedTuple):
+    """Successes bucketed so far, and the list of the next ones' durations."""
+
+    succeeded: int
+    buckets: tuple[int, ...]  # cumulative: the count of each bucket and those below
+    seconds: float
+    durations: list[float]  # of successes since, appended to on the event loop
+
+
+class _Ran:
+    """What this process ran for one destination.
+
+    A success, the usual end, only appends its duration to a list: the durations
+    are bucketed 1,024 at a time (sorted, then one bisection per bucket), and at
+    each scrape, rather than each with a bisection of its own. The event loop
+    alone writes; a scrape in another thread reads `folded`, replaced in one step,
+    so that what it sees never goes back."""
+
+    __slots__ = ("attempts", "bounds", "buckets", "ended", "folded", "seconds", "submitted")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
-        # Successes without an error, the usual end, are counted in `succeeded`:
-        # an attribute costs less per attempt than the dictionary's item.
-        self.succeeded = 0
-        self.attempts: dict[Outcome, int] = dict.fromkeys(_OUTCOMES, 0)  # the others
         self.bounds = bounds  # ending with +inf
+        self.folded = _Folded(0, (0,) * len(bounds), 0.0, [])
+        # Attempts that did not succeed, by outcome, and those timed among them.
+        self.attempts: dict[Outcome, int] = dict.fromkeys(_OUTCOMES, 0)
         self.buckets = [0] * len(bounds)  # not cumulative: the count of each bucket alone
         self.seconds = 0.0
         self.submitted = 0
+        self.ended = self._ender()
 
-    def ended(self, outcome: Outcome, error: BaseException | None, seconds: float) -> None:
-        # Timed: a call that ran to its end. Without an error, that is a success (not
-        # a cancel or a cut-off); with one, any but a refusal by an open circuit.
-        if error is None and outcome == "succeeded":
-            self.succeeded += 1
-        else:
-            self.attempts[outcome] += 1
-            if error is None or isinstance(error, CircuitOpen):
+    def _ender(self) -> AttemptEnd:
+        def ended(outcome: Outcome, error: BaseException | None, seconds: float) -> None:
+            # Timed: a call that ran to its end. Without an error, that is a success
+            # (not a cancel or a cut-off); with one, any but a refusal by an open circuit.
+            if error is None and outcome == "succeeded":
+                durations = self.folded.durations
+                durations.append(seconds)
+                if len(durations) >= _FOLD_AT:
+                    self.folded = self._fold(self.folded, durations)
                 return
-        self.buckets[bisect_left(self.bounds, seconds)] += 1
-        self.seconds += seconds
+            self.attempts[outcome] += 1
+            if error is not None and not isinstance(error, CircuitOpen):
+                self.buckets[bisect_left(self.bounds, seconds)] += 1
+                self.seconds += seconds
 
-    def outcomes(self) -> dict[Outcome, int]:
-        """Attempts by outcome so far."""
+        return ended
+
+    def _fold(self, folded: _Folded, durations: list[float]) -> _Folded:
+        """`folded` with `durations` bucketed, and a new empty list."""
+        ordered = sorted(durations)
+        buckets = tuple(
+            count + bisect_right(ordered, bound)
+            for count, bound in zip(folded.buckets, self.bounds, strict=True)
+        )
+        seconds = folded.seconds
+        for duration in durations:  # in their order, as a scrape adds them: never less
+            seconds += duration
+        return _Folded(folded.succeeded + len(durations), buckets, seconds, [])
+
+    def snapshot(self) -> tuple[dict[Outcome, int], list[int], float]:
+        """Attempts by outcome, the histogram's cumulative buckets and its sum, now."""
+        folded = self.folded  # read once: the event loop may replace it meanwhile
+        folded = self._fold(folded, list(folded.durations))
         outcomes = dict(self.attempts)
-        outcomes["succeeded"] += self.succeeded
-        return outcomes
+        outcomes["succeeded"] += folded.succeeded
+        cumulative, total = [], 0
+        for count, below in zip(list(self.buckets), folded.buckets, strict=True):
+            total += count
+            cumulative.append(total + below)
+        return outcomes, cumulative, folded.seconds + self.seconds
 
 
 class QueueMetrics(Instrument):
@@ -298,17 +341,17 @@ class QueueMetrics(Instrument):
             labels=["destination"],
         )
         for name, counts in sorted(ran.items()):
-            outcomes = counts.outcomes()
+            outcomes, cumulative, seconds = counts.snapshot()
             for outcome in _OUTCOMES:
                 attempts.add_metric([name, outcome], outcomes[outcome])
             retries.add_metric([name], outcomes["retry"])
             dead.add_metric([name], outcomes["dead"])
             submitted.add_metric([name], counts.submitted)
-            cumulative, total = [], 0
-            for bound, count in zip(counts.bounds, list(counts.buckets), strict=True):
-                total += count
-                cumulative.append((_bound(bound), float(total)))
-            durations.add_metric([name], cumulative, counts.seconds)
+            buckets = [
+                (_bound(bound), float(count))
+                for bound, count in zip(counts.bounds, cumulative, strict=True)
+            ]
+            durations.add_metric([name], buckets, seconds)
         return [attempts, retries, dead, submitted, durations]
 
 

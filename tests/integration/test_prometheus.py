@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from asyncq import DestinationCounts, JournalStats, Queue, QueueFailed, Rate, Retry, RetryAfter
+from asyncq.contrib import prometheus
 from asyncq.contrib.prometheus import QueueMetrics
 from asyncq.testing import ManualClock, run_until_idle
 
@@ -86,6 +87,59 @@ async def test_counters_and_the_histogram_count_what_this_process_ran(
     assert sample(registry, "asyncq_attempt_duration_seconds_count", destination="crm") == 5
     total = sample(registry, "asyncq_attempt_duration_seconds_sum", destination="crm")
     assert total == pytest.approx(0.05 + 0.5 * 3 + 5)
+
+
+async def test_successes_bucketed_in_batches_count_the_same_at_every_scrape(
+    make_queue: MakeQueue, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prometheus, "_FOLD_AT", 4)  # a batch every 4 successes
+    registry = CollectorRegistry()
+    queue = make_queue(concurrency=1)
+    QueueMetrics(queue, registry=registry, buckets=[0.1, 1, 10])
+
+    @queue.task(name="post", destination="crm")
+    async def post(seconds: float) -> None:
+        clock.advance(seconds)
+
+    def histogram() -> dict[str, float | None]:
+        name = "asyncq_attempt_duration_seconds"
+        figures = {
+            le: sample(registry, f"{name}_bucket", destination="crm", le=le)
+            for le in ("0.1", "1.0", "10.0", "+Inf")
+        }
+        figures["count"] = sample(registry, f"{name}_count", destination="crm")
+        figures["sum"] = sample(registry, f"{name}_sum", destination="crm")
+        figures["succeeded"] = sample(
+            registry, "asyncq_attempts_total", destination="crm", outcome="succeeded"
+        )
+        return figures
+
+    durations = [0.05, 0.1, 0.5, 1.0, 5.0, 20.0, 0.05, 0.5, 5.0, 0.1]  # two batches and two
+    async with queue:
+        await post.submit_many([{"seconds": s} for s in durations])
+        await run_until_idle(queue)
+        first = histogram()
+        await post.submit_many([{"seconds": s} for s in (0.01, 2.0, 50.0)])  # a third batch
+        await run_until_idle(queue)
+        second = histogram()
+    assert first == {
+        "0.1": 4,  # le: 0.05, 0.1, 0.05, 0.1
+        "1.0": 7,
+        "10.0": 9,
+        "+Inf": 10,
+        "count": 10,
+        "sum": pytest.approx(sum(durations)),
+        "succeeded": 10,
+    }
+    assert second == {
+        "0.1": 5,  # and 0.01
+        "1.0": 8,
+        "10.0": 11,  # and 0.01, 2.0
+        "+Inf": 13,
+        "count": 13,
+        "sum": pytest.approx(sum(durations) + 52.01),
+        "succeeded": 13,
+    }
 
 
 async def test_the_gauges_show_the_journal_refreshed_in_the_background(

@@ -7,9 +7,9 @@ queue's clock), and may run background parts that the queue supervises. It may
 also give a trace context to store with each job submitted (`trace_context`),
 which the attempt gets back, in whichever process runs it.
 
-With nothing attached it costs nothing per job: the workers pick their execute
-function once, when they start, and a claim hands over trace contexts only to a
-pool that has an instrument. Attach before the queue starts.
+With nothing attached it costs a test per job: the workers look for an instrument
+once, when they start, and a claim hands over trace contexts only to a pool that
+has an instrument. Attach before the queue starts.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ from . import _postgres_activity as monitoring
 from . import _postgres_deps as deps
 from . import _postgres_sql as sql
 from . import _postgres_writes as writes
-from ._activity import WRITE_EVERY, Activity
+from ._activity import Activity
+from ._activity_writes import PendingWrites
 from ._groupcommit import GroupCommit, Turn
 from ._messages import (
     Booked,
@@ -167,7 +168,7 @@ class PostgresJournal:
         self._activity = Activity()
         self._activity_written = False
         self._activity_log = monitoring.PostgresActivityLog(self._instance)
-        self._write_activity_later: asyncio.TimerHandle | None = None
+        self._pending_writes = PendingWrites(self._activity_log, lambda: self._call(_nothing))
         self._changed = False  # another process's notification came since the last poll
         self._on_change: Callable[[], None] | None = None
         self._on_children_settled: Callable[[list[int]], None] | None = None
@@ -207,16 +208,7 @@ class PostgresJournal:
     async def close(self) -> None:
         if not self._open:
             return
-        if self._write_activity_later is not None:
-            self._write_activity_later.cancel()
-            self._write_activity_later = None
-        # What this process counted and has not written, a turn's share at a time
-        # (a bounded number of turns: counts are never worth a hang at close).
-        for _ in range(40):
-            written = self._write_activity()
-            if written is None:
-                break
-            await asyncio.wait({written})
+        await self._pending_writes.close()  # what this process counted, not written yet
         # This process's counts join the shared rows, so that the rows of processes
         # that closed do not pile up (a killed one's are folded by the next to start).
         with contextlib.suppress(Exception):  # the writer's fault is told elsewhere
@@ -350,26 +342,7 @@ class PostgresJournal:
         """After a turn's commit: count its activity, and tell of children settled."""
         self._activity_log.committed(self._activity, self._activity_written)
         self._tell_children_settled(settled)
-        if self._activity_log.pending and self._write_activity_later is None:
-            # Counts left unwritten (see `_activity.py`) are written once the writer
-            # has been idle for a while, so that other processes see the last of them.
-            self._write_activity_later = asyncio.get_running_loop().call_later(
-                WRITE_EVERY, self._write_activity
-            )
-
-    def _write_activity(self) -> asyncio.Future[None] | None:
-        """Have the next turn write the pending counts (a turn of its own if need
-        be); the turn's future, or None if there is nothing to write or no writer."""
-        self._write_activity_later = None
-        if not self._activity_log.pending:
-            return None
-        self._activity_log.write_wanted = True
-        try:
-            future = self._call(_nothing)
-        except JournalError:
-            return None  # closed or stopped: those counts are lost, never jobs
-        future.add_done_callback(_ignore_failure)
-        return future
+        self._pending_writes.after_commit()
 
     async def _write_outcomes(self, conn: Conn, owner: str, now: float, batch: Any) -> None:
         """One batch of outcomes, and what it counts for stats()."""
@@ -754,12 +727,6 @@ class PostgresJournal:
 
 async def _nothing(conn: Conn) -> None:
     """A turn's call that writes nothing of its own (the turn writes the counts)."""
-
-
-def _ignore_failure(future: asyncio.Future[Any]) -> None:
-    # Writing counts is best effort: a failed turn has logged or told its callers.
-    if not future.cancelled():
-        future.exception()
 
 
 def _terminate(conn: Conn | None) -> None:

@@ -34,7 +34,8 @@ from . import _sqlite_retention as retention
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
-from ._activity import WRITE_EVERY, Activity
+from ._activity import Activity
+from ._activity_writes import PendingWrites
 from ._groupcommit import GroupCommit, Turn
 from ._messages import (
     Booked,
@@ -109,7 +110,9 @@ class SqliteJournal:
         self._activity = Activity()
         self._activity_written = False
         self._activity_log = monitoring.SqliteActivityLog()
-        self._write_activity_later: asyncio.TimerHandle | None = None
+        self._pending_writes = PendingWrites(
+            self._activity_log, lambda: self._writer.call(lambda conn: None)
+        )
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
         self._data_version: int | None = None
@@ -156,16 +159,7 @@ class SqliteJournal:
     async def close(self) -> None:
         if self._db is None:
             return
-        if self._write_activity_later is not None:
-            self._write_activity_later.cancel()
-            self._write_activity_later = None
-        # What this process counted and has not written, a turn's share at a time
-        # (a bounded number of turns: counts are never worth a hang at close).
-        for _ in range(40):
-            written = self._write_activity()
-            if written is None:
-                break
-            await asyncio.wait({written})
+        await self._pending_writes.close()  # what this process counted, not written yet
         try:
             await self._writer.stop()
         finally:
@@ -233,27 +227,8 @@ class SqliteJournal:
         # loop's thread: the writer's thread is what a lone submit waits for.
         self._activity_log.committed(self._activity, self._activity_written)
         self._tell_children_settled()
-        if self._activity_log.pending and self._write_activity_later is None:
-            # Counts left unwritten (see `_activity.py`) are written once the writer
-            # has been idle for a while, so that other processes see the last of them.
-            self._write_activity_later = asyncio.get_running_loop().call_later(
-                WRITE_EVERY, self._write_activity
-            )
+        self._pending_writes.after_commit()
         return results
-
-    def _write_activity(self) -> asyncio.Future[None] | None:
-        """Have the next turn write the pending counts (a turn of its own if need
-        be); the turn's future, or None if there is nothing to write or no writer."""
-        self._write_activity_later = None
-        if not self._activity_log.pending:
-            return None
-        self._activity_log.write_wanted = True
-        try:
-            future = self._writer.call(lambda conn: None)
-        except JournalError:
-            return None  # closed or stopped: those counts are lost, never jobs
-        future.add_done_callback(_ignore_failure)
-        return future
 
     def _transaction(self, conn: sqlite3.Connection, turn: Turn[sqlite3.Connection]) -> list[Any]:
         """One turn of the writer, run on the connection thread."""
@@ -602,9 +577,3 @@ class SqliteJournal:
         await self._run(
             lambda conn: retention.checkpoint(conn, self.path, max_wal, busy_ms, passive=passive)
         )
-
-
-def _ignore_failure(future: asyncio.Future[Any]) -> None:
-    # Writing counts is best effort: a failed turn has logged or told its callers.
-    if not future.cancelled():
-        future.exception()

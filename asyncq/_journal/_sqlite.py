@@ -244,6 +244,7 @@ class SqliteJournal:
             # Inserts first, so a claim in the same turn can take the jobs just written.
             results = deps.insert_all(conn, turn.inserts, deltas)
             if turn.inserts:  # every count changed so far is an insert's (at about one time)
+                writes.mark_ready(conn, deltas)
                 activity.arrived(deltas, turn.inserts[-1][1])
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
@@ -487,6 +488,7 @@ class SqliteJournal:
             inserted = writes.insert_keyed(conn, job, now, self._deltas)
             conn.execute(sql.TICK_JOB, (inserted.id, name))
             if inserted.created:
+                conn.execute(sql.MARK_READY, (job.destination,))  # (if scheduled: harmless)
                 self._activity.count("arrived", job.destination, 1, now)
             return inserted.id
 

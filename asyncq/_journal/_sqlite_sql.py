@@ -88,6 +88,9 @@ SELECT json_group_array(destination) FROM (
     ORDER BY destination LIMIT ?
 )
 """
+# Inserts mark their destinations here (schema version 7 dropped the trigger that
+# did it row by row); a destination with no ready job left is forgotten by a claim.
+MARK_READY = "INSERT OR IGNORE INTO ready_destinations (destination) VALUES (?)"
 FORGET_IF_EMPTY = """
 DELETE FROM ready_destinations WHERE destination = ?1
 AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND destination = ?1)

@@ -148,6 +148,14 @@ def insert_all(
     return results
 
 
+def mark_ready(conn: sqlite3.Connection, inserted: Deltas) -> None:
+    """List the destinations that inserts made ready jobs for (`inserted`: the
+    inserts' changes of counts) among the ready ones, one statement for all."""
+    ready = [(d,) for (d, state), n in inserted.items() if n > 0 and state == "pending"]
+    if ready:
+        conn.executemany(sql.MARK_READY, ready)
+
+
 def insert_row(
     conn: sqlite3.Connection, job: NewJob, at: float, created: float, deltas: Deltas
 ) -> int:

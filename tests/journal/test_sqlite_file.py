@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from asyncq import JournalCorrupt, JournalError
-from asyncq._journal import NewJob, SqliteJournal
+from asyncq._journal import NewBatch, NewJob, SqliteJournal
 from asyncq._journal._schema import MIGRATIONS, SCHEMA_VERSION
 
 NOW = 1_800_000_000.0
@@ -148,7 +148,46 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_jobs(tmp_path: Path
     finally:
         await journal.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+
+
+async def test_a_version_6_journal_loses_the_row_trigger_and_inserts_still_mark_ready(
+    tmp_path: Path,
+) -> None:
+    # Version 7 marks a destination ready once per insert turn instead of per row.
+    path = tmp_path / "v6.db"
+    with sqlite3.connect(path) as conn:
+        for migrate in MIGRATIONS[:6]:
+            migrate(conn)
+        conn.execute("PRAGMA user_version = 6")
+        conn.execute(
+            "INSERT INTO jobs (task, payload, destination, state, created_at, run_at) "
+            "VALUES ('t', '{\"i\": 1}', 'crm', 'pending', ?, ?)",
+            (NOW, NOW),
+        )
+    journal = SqliteJournal(str(path))
+    await journal.open()
+    try:
+        (old,) = (await journal.claim("a", 10, NOW + 30, NOW)).jobs
+        assert old.payload == {"i": 1}  # marked by the trigger before the migration
+        assert not (await journal.claim("a", 10, NOW + 30, NOW)).jobs  # crm forgotten
+        await journal.insert_many([NewJob("t", '{"i": 2}', "crm", 0, NOW)], NOW)
+        await journal.insert_batch(
+            NewBatch("t", '[{"i": 3}, {"i": 4}]', 2, "mail", 0, NOW, 65536), NOW
+        )
+        claimed = (await journal.claim("a", 10, NOW + 30, NOW)).jobs
+        assert sorted((j.destination, j.payload["i"]) for j in claimed) == [
+            ("crm", 2),
+            ("mail", 3),
+            ("mail", 4),
+        ]
+    finally:
+        await journal.close()
+    with sqlite3.connect(path) as conn:
+        triggers = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        }
+        assert triggers == {"jobs_ready_on_update"}
 
 
 async def test_a_version_2_journal_with_a_key_held_twice_keeps_both_jobs(tmp_path: Path) -> None:
@@ -213,7 +252,7 @@ async def test_a_version_4_journal_gains_activity_heartbeats_and_rates(tmp_path:
     finally:
         await journal.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert {"activity", "workers"} <= tables
 

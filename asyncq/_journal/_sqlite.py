@@ -104,6 +104,9 @@ class SqliteJournal:
         # `_sqlite_deps`), and who wants to hear of children settled.
         self._children_cancelled: list[int] = []
         self._on_children_settled: Callable[[list[int]], None] | None = None
+        # Whether the turn took a path that can move blocked jobs (a settle, a
+        # failure, a cancel): most turns cannot, and skip the look at their counts.
+        self._blocked_may_have_moved = False
         self._pruner = retention.Pruner()
         # What the running turn did (only the connection's thread touches it, inside
         # a transaction), and what earlier turns did that is not written yet.
@@ -240,6 +243,7 @@ class SqliteJournal:
         deltas = self._deltas = Counter()
         activity = self._activity = Activity()
         self._children_cancelled = []
+        self._blocked_may_have_moved = False
         try:
             # Inserts first, so a claim in the same turn can take the jobs just written.
             results = deps.insert_all(conn, turn.inserts, deltas)
@@ -287,6 +291,9 @@ class SqliteJournal:
         cancelled = deps.settle_outcomes(
             conn, now, batch, self._deltas, every_success=every_success
         )
+        if cancelled is None:
+            return
+        self._blocked_may_have_moved = True
         if cancelled:  # children of jobs that failed: rare, counted by a query
             self._children_cancelled += cancelled
             for destination, n in monitoring.destinations_of(conn, cancelled):
@@ -297,6 +304,7 @@ class SqliteJournal:
         then add it to them."""
         self._activity.ended(moves, now, retries=retries)
         self._deltas.update(moves)
+        self._blocked_may_have_moved = True  # (the rare paths: no need to look closer)
 
     # -- writes -----------------------------------------------------------
 
@@ -519,8 +527,9 @@ class SqliteJournal:
     def _tell_children_settled(self) -> None:
         """After a commit: if blocked jobs moved (ready, or cancelled), say so."""
         callback = self._on_children_settled
-        if callback is None:
+        if callback is None or not self._blocked_may_have_moved:
             return
+        self._blocked_may_have_moved = False
         if self._children_cancelled or any(
             n < 0 and state == "blocked" for (_, state), n in self._deltas.items()
         ):

@@ -334,12 +334,13 @@ def settle_outcomes(
     deltas: Deltas,
     *,
     every_success: bool,
-) -> list[int]:
+) -> list[int] | None:
     """`settle_children` for an outcome batch just written (`writes.write_outcomes`,
-    which says whether `every_success` in it was recorded); nothing but the gate's
-    seek when no job is blocked."""
+    which says whether `every_success` in it was recorded): the children it
+    cancelled, or None when no blocked job can have moved (nothing but the gate's
+    seek when no job is blocked)."""
     if not (batch.complete or batch.fail) or conn.execute(ANY_BLOCKED).fetchone() is None:
-        return []
+        return None
     succeeded: list[int] = []
     dead: list[int] = []
     if batch.complete and every_success:

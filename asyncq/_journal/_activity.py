@@ -89,24 +89,32 @@ def percentiles(histogram: Mapping[int, int], fractions: Sequence[float]) -> lis
     return found  # pragma: no cover - the last rank is the total
 
 
+#: What a slot counts per destination, and the columns of `Row` each adds to: a
+#: success is a call and a finish. (`Row`'s arrived, calls, finished, retried, dead.)
+KINDS: dict[str, tuple[int, ...]] = {
+    "arrived": (0,),
+    "succeeded": (1, 2),
+    "calls": (1,),  # calls that did not succeed
+    "finished": (2,),  # finishes other than successes
+    "retried": (3,),
+    "dead": (4,),
+}
+
+
 @dataclass(slots=True)
 class Counts:
     """What happened in one slot, by destination, not yet written to the store."""
 
-    succeeded: Counter[str] = field(default_factory=Counter)  # each a call and a finish
-    arrived: Counter[str] = field(default_factory=Counter)
-    calls: Counter[str] = field(default_factory=Counter)  # calls that did not succeed
-    finished: Counter[str] = field(default_factory=Counter)  # finishes other than successes
-    retried: Counter[str] = field(default_factory=Counter)
-    dead: Counter[str] = field(default_factory=Counter)
+    #: (kind, destination) -> n, a kind of `KINDS`.
+    tallies: Counter[tuple[str, str]] = field(default_factory=Counter)
     latency: Counter[Sample] = field(default_factory=Counter)
     #: The earliest time counted (seconds since the epoch): a journal younger than
     #: a minute has rates over its life so far.
     first_at: float = math.inf
 
     def add(self, other: Counts) -> None:
-        for name in _COUNTERS:
-            getattr(self, name).update(getattr(other, name))
+        self.tallies.update(other.tallies)
+        self.latency.update(other.latency)
         self.first_at = min(self.first_at, other.first_at)
 
     def copy(self) -> Counts:
@@ -117,18 +125,10 @@ class Counts:
     def by_destination(self) -> dict[str, list[int]]:
         """[arrived, calls, finished, retried, dead] per destination."""
         rows: dict[str, list[int]] = {}
-        columns = (
-            (self.arrived, 0),
-            (self.succeeded, 1),
-            (self.calls, 1),
-            (self.succeeded, 2),
-            (self.finished, 2),
-            (self.retried, 3),
-            (self.dead, 4),
-        )
-        for counter, column in columns:
-            for destination, n in counter.items():
-                rows.setdefault(destination, [0, 0, 0, 0, 0])[column] += n
+        for (kind, destination), n in self.tallies.items():
+            row = rows.setdefault(destination, [0, 0, 0, 0, 0])
+            for column in KINDS[kind]:
+                row[column] += n
         return rows
 
     def histograms(self) -> dict[str, dict[int, int]]:
@@ -139,24 +139,20 @@ class Counts:
         return found
 
 
-_COUNTERS = ("succeeded", "arrived", "calls", "finished", "retried", "dead", "latency")
-
-
 class Activity:
-    """What one writer turn did, kept as references to what the turn has anyway;
-    counted into `Counts` (`count_into`) once the turn has committed. `at` is -inf
-    while nothing was recorded."""
+    """What one writer turn did: its tallies by kind and destination and its
+    samples of durations, counted into `Counts` (`count_into`) once the turn has
+    committed. `at` is -inf while nothing was recorded. Kept small: a turn of one
+    submit builds one and counts it (this runs once per turn)."""
 
-    __slots__ = ("arrivals", "at", "first", "others", "samples", "successes")
+    __slots__ = ("at", "first", "samples", "tallies")
 
     def __init__(self) -> None:
         #: The latest and earliest times recorded (seconds since the epoch).
         self.at = -math.inf
         self.first = math.inf
-        self.successes: list[Mapping[str, int]] = []  # each batch's successes by destination
+        self.tallies: dict[tuple[str, str], int] = {}  # (kind, destination) -> n
         self.samples: list[tuple[list[Sample], int]] = []  # (samples, each stands for)
-        self.arrivals: list[dict[tuple[str, str], int]] = []  # inserts' count changes
-        self.others: list[tuple[str, str, int]] = []  # (Counts field, destination, n)
 
     def saw(self, now: float) -> None:
         if now > self.at:
@@ -165,9 +161,11 @@ class Activity:
             self.first = now
 
     def count(self, kind: str, destination: str, n: int, now: float) -> None:
-        """`n` more of `kind` (a `Counts` field) for `destination`."""
+        """`n` more of `kind` (of `KINDS`) for `destination`."""
         self.saw(now)
-        self.others.append((kind, destination, n))
+        key = (kind, destination)
+        tallies = self.tallies
+        tallies[key] = tallies.get(key, 0) + n
 
     def batch(
         self,
@@ -182,20 +180,31 @@ class Activity:
         otherwise), samples of their durations each standing for `weight`, and the
         calls that did not succeed, with their durations."""
         self.saw(now)
+        tallies = self.tallies
         if successes:
-            self.successes.append(successes)
+            for destination, n in successes.items():
+                key = ("succeeded", destination)
+                tallies[key] = tallies.get(key, 0) + n
         if samples:
             self.samples.append((samples, weight))
         if other_samples:
             self.samples.append((other_samples, 1))
         for destination in other_calls:
-            self.others.append(("calls", destination, 1))
+            key = ("calls", destination)
+            tallies[key] = tallies.get(key, 0) + 1
 
     def arrived(self, moves: Mapping[tuple[str, str], int], now: float) -> None:
         """Jobs inserted (`moves`: the inserts' changes of counts by destination and
-        state, copied: the turn goes on changing them)."""
+        state; a child inserted cancelled, its parent failed, is finished too)."""
         self.saw(now)
-        self.arrivals.append(dict(moves))
+        tallies = self.tallies
+        for (destination, state), n in moves.items():
+            if n > 0:
+                key = ("arrived", destination)
+                tallies[key] = tallies.get(key, 0) + n
+                if state == "cancelled":
+                    key = ("finished", destination)
+                    tallies[key] = tallies.get(key, 0) + n
 
     def ended(
         self, moves: Mapping[tuple[str, str], int], now: float, *, retries: bool = True
@@ -217,27 +226,15 @@ class Activity:
                 self.count("retried", destination, n, now)
 
     def count_into(self, counts: Counts) -> None:
-        # Plain loops, not `Counter.update`: a turn holds a destination or two, and
-        # update's own checks cost more than the adding (this runs once per turn).
         if self.first < counts.first_at:
             counts.first_at = self.first
-        succeeded = counts.succeeded
-        for by_destination in self.successes:
-            for destination, n in by_destination.items():
-                succeeded[destination] += n
+        tallies = counts.tallies
+        for key, n in self.tallies.items():
+            tallies[key] += n
         latency = counts.latency
         for samples, weight in self.samples:
             for sample in samples:
                 latency[sample] += weight
-        arrived = counts.arrived
-        for moves in self.arrivals:
-            for (destination, state), n in moves.items():
-                if n > 0:
-                    arrived[destination] += n
-                    if state == "cancelled":  # a child inserted cancelled: its parent failed
-                        counts.finished[destination] += n
-        for kind, destination, n in self.others:
-            getattr(counts, kind)[destination] += n
 
 
 def figures(
@@ -357,14 +354,11 @@ class ActivityLog:
         self._took_pending = False
         if self._queued:
             return self._queued, self._written_at
-        recorded = turn.at > -math.inf
-        if not (recorded or self._pending):
-            return None
-        at = max(turn.at, self._at)
-        if not self.write_wanted and at - self._written_at < WRITE_EVERY:
+        at = turn.at if turn.at > self._at else self._at  # -inf: nothing counted at all
+        if (at - self._written_at < WRITE_EVERY and not self.write_wanted) or at == -math.inf:
             return None
         rows = rows_of(self._pending)  # pending stays as it is until the commit
-        if recorded:
+        if turn.at > -math.inf:
             counted = Counts()
             turn.count_into(counted)
             rows += rows_of({slot_of(turn.at): counted})

@@ -34,7 +34,7 @@ class PendingWrites:
 
     def after_commit(self) -> None:
         """A turn committed: if counts are left pending, write them once idle."""
-        if self._log.pending and self._later is None:
+        if self._later is None and self._log.pending:
             self._later = asyncio.get_running_loop().call_later(WRITE_EVERY, self.write)
 
     def write(self) -> asyncio.Future[Any] | None:

@@ -43,14 +43,25 @@ Call = Callable[[C], Any]
 Insert = tuple[Sequence[NewJob] | NewBatch, float, "asyncio.Future[Any]"]
 
 
-@dataclass(slots=True)
 class Turn(Generic[C]):
-    """What one transaction carries, and who waits for each part."""
+    """What one transaction carries, and who waits for each part. (A plain class:
+    one is made per turn, and a dataclass's default factories cost twice this.)"""
 
-    inserts: list[Insert] = field(default_factory=list)
-    outcomes: dict[str, Outcomes] = field(default_factory=dict)
-    outcome_waiters: list[asyncio.Future[Any]] = field(default_factory=list)
-    calls: list[tuple[Call[C], asyncio.Future[Any]]] = field(default_factory=list)
+    __slots__ = ("calls", "inserts", "outcome_waiters", "outcomes")
+
+    def __init__(
+        self,
+        inserts: list[Insert] | None = None,
+        outcomes: dict[str, Outcomes] | None = None,
+        outcome_waiters: list[asyncio.Future[Any]] | None = None,
+        calls: list[tuple[Call[C], asyncio.Future[Any]]] | None = None,
+    ) -> None:
+        self.inserts: list[Insert] = [] if inserts is None else inserts
+        self.outcomes: dict[str, Outcomes] = {} if outcomes is None else outcomes
+        self.outcome_waiters: list[asyncio.Future[Any]] = (
+            [] if outcome_waiters is None else outcome_waiters
+        )
+        self.calls: list[tuple[Call[C], asyncio.Future[Any]]] = [] if calls is None else calls
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.outcome_waiters or self.calls)

@@ -229,7 +229,8 @@ class SqliteJournal:
         # Counted here, after the commit and before the next turn, on the event
         # loop's thread: the writer's thread is what a lone submit waits for.
         self._activity_log.committed(self._activity, self._activity_written)
-        self._tell_children_settled()
+        if self._blocked_may_have_moved:
+            self._tell_children_settled()
         self._pending_writes.after_commit()
         return results
 
@@ -526,10 +527,10 @@ class SqliteJournal:
 
     def _tell_children_settled(self) -> None:
         """After a commit: if blocked jobs moved (ready, or cancelled), say so."""
-        callback = self._on_children_settled
-        if callback is None or not self._blocked_may_have_moved:
-            return
         self._blocked_may_have_moved = False
+        callback = self._on_children_settled
+        if callback is None:
+            return
         if self._children_cancelled or any(
             n < 0 and state == "blocked" for (_, state), n in self._deltas.items()
         ):

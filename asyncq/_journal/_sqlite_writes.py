@@ -151,9 +151,9 @@ def insert_all(
 def mark_ready(conn: sqlite3.Connection, inserted: Deltas) -> None:
     """List the destinations that inserts made ready jobs for (`inserted`: the
     inserts' changes of counts) among the ready ones, one statement for all."""
-    ready = [(d,) for (d, state), n in inserted.items() if n > 0 and state == "pending"]
-    if ready:
-        conn.executemany(sql.MARK_READY, ready)
+    for (destination, state), n in inserted.items():  # a destination or two, mostly
+        if n > 0 and state == "pending":
+            conn.execute(sql.MARK_READY, (destination,))
 
 
 def insert_row(
@@ -418,11 +418,14 @@ def save_counts(conn: sqlite3.Connection, deltas: Deltas) -> None:
     """Add a turn's changes to the kept counts, in one statement. Running jobs are
     not counted here: stats() reads them from the running index (a bounded set),
     which halves what a claim and an ack cost this table."""
+    if len(deltas) <= _FEW_ROWS:  # a turn of a submit or two: a statement each
+        for (destination, state), n in deltas.items():
+            if n and state != "running":
+                conn.execute(sql.ADD_TO_ONE_COUNT, (destination, state, n))
+        return
     changes = [(d, state, n) for (d, state), n in deltas.items() if n and state != "running"]
-    if len(changes) > _FEW_ROWS:
+    if changes:
         conn.execute(sql.ADD_TO_COUNT, (json.dumps(changes),))
-    elif changes:
-        conn.executemany(sql.ADD_TO_ONE_COUNT, changes)
 
 
 def keys_free(conn: sqlite3.Connection, ids: list[int]) -> list[int]:

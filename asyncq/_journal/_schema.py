@@ -228,13 +228,34 @@ def _add_trace_column(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN trace TEXT")
 
 
-# Version 7: an insert marks its destination ready in a statement of its own, once
-# per turn (`_sqlite_writes.mark_ready`), instead of a trigger that ran once per row:
-# in a `submit_many` of 50,000 jobs the trigger's lookups were a quarter of the
-# insert. The trigger on updates (retries, promotions, redrives) stays. An older
-# asyncq relies on the dropped trigger: upgrade every process on a file together.
-def _drop_insert_trigger(conn: sqlite3.Connection) -> None:
-    conn.execute("DROP TRIGGER IF EXISTS jobs_ready_on_insert")
+# Version 7: a destination is listed as ready by the turn's upsert of its counts
+# (once per destination and turn) instead of a trigger on every inserted row: in a
+# `submit_many` of 50,000 jobs that trigger's lookups were a quarter of the insert.
+# The writer writes a turn's inserts and then their counts first of all, so a claim
+# in the same turn sees the destinations they made ready. Moves into `pending` by an
+# update keep their trigger on jobs.
+# (Not `INSERT OR IGNORE`: the upsert that fires the trigger overrides its policy.)
+# An older asyncq relies on the dropped trigger: upgrade every process together.
+_V7 = """
+DROP TRIGGER IF EXISTS jobs_ready_on_insert;
+CREATE TRIGGER counts_ready_on_insert AFTER INSERT ON counts
+WHEN NEW.state = 'pending' AND NEW.n > 0
+BEGIN
+    INSERT INTO ready_destinations (destination) SELECT NEW.destination
+    WHERE NOT EXISTS (SELECT 1 FROM ready_destinations WHERE destination = NEW.destination);
+END;
+CREATE TRIGGER counts_ready_on_update AFTER UPDATE OF n ON counts
+WHEN NEW.state = 'pending' AND NEW.n > OLD.n
+BEGIN
+    INSERT INTO ready_destinations (destination) SELECT NEW.destination
+    WHERE NOT EXISTS (SELECT 1 FROM ready_destinations WHERE destination = NEW.destination);
+END;
+"""
+
+
+def _migrate_to_7(conn: sqlite3.Connection) -> None:
+    for statement in _statements(_V7):
+        conn.execute(statement)
 
 
 #: MIGRATIONS[n] brings a journal from version n to n + 1.
@@ -245,6 +266,6 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_to_4,
     _migrate_to_5,
     _add_trace_column,
-    _drop_insert_trigger,
+    _migrate_to_7,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

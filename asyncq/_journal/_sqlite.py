@@ -249,8 +249,12 @@ class SqliteJournal:
             # Inserts first, so a claim in the same turn can take the jobs just written.
             results = deps.insert_all(conn, turn.inserts, deltas)
             if turn.inserts:  # every count changed so far is an insert's (at about one time)
-                writes.mark_ready(conn, deltas)
                 activity.arrived(deltas, turn.inserts[-1][1])
+                # The inserts' counts now, not with the rest at the end: their
+                # triggers list the destinations that have ready jobs now, which a
+                # claim later in this turn must see (see `_schema._V7`).
+                writes.save_counts(conn, deltas)
+                deltas = self._deltas = Counter()
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
                     self._write_outcomes(conn, owner, outcomes.now, batch)
@@ -497,7 +501,9 @@ class SqliteJournal:
             inserted = writes.insert_keyed(conn, job, now, self._deltas)
             conn.execute(sql.TICK_JOB, (inserted.id, name))
             if inserted.created:
-                conn.execute(sql.MARK_READY, (job.destination,))  # (if scheduled: harmless)
+                # Listed as ready at once, for a claim later in this turn (an insert
+                # turn's counts do it for its inserts: see `_transaction`).
+                conn.execute(sql.MARK_READY, (job.destination,))
                 self._activity.count("arrived", job.destination, 1, now)
             return inserted.id
 

@@ -88,8 +88,6 @@ SELECT json_group_array(destination) FROM (
     ORDER BY destination LIMIT ?
 )
 """
-# Inserts mark their destinations here (schema version 7 dropped the trigger that
-# did it row by row); a destination with no ready job left is forgotten by a claim.
 MARK_READY = "INSERT OR IGNORE INTO ready_destinations (destination) VALUES (?)"
 FORGET_IF_EMPTY = """
 DELETE FROM ready_destinations WHERE destination = ?1

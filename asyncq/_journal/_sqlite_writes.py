@@ -148,14 +148,6 @@ def insert_all(
     return results
 
 
-def mark_ready(conn: sqlite3.Connection, inserted: Deltas) -> None:
-    """List the destinations that inserts made ready jobs for (`inserted`: the
-    inserts' changes of counts) among the ready ones, one statement for all."""
-    for (destination, state), n in inserted.items():  # a destination or two, mostly
-        if n > 0 and state == "pending":
-            conn.execute(sql.MARK_READY, (destination,))
-
-
 def insert_row(
     conn: sqlite3.Connection, job: NewJob, at: float, created: float, deltas: Deltas
 ) -> int:
@@ -417,7 +409,8 @@ def moved(deltas: Deltas, rows: list[Any], old: str | None, new: str | None = No
 def save_counts(conn: sqlite3.Connection, deltas: Deltas) -> None:
     """Add a turn's changes to the kept counts, in one statement. Running jobs are
     not counted here: stats() reads them from the running index (a bounded set),
-    which halves what a claim and an ack cost this table."""
+    which halves what a claim and an ack cost this table. A destination whose
+    ready count rises is listed as ready by the table's triggers (schema version 7)."""
     if len(deltas) <= _FEW_ROWS:  # a turn of a submit or two: a statement each
         for (destination, state), n in deltas.items():
             if n and state != "running":

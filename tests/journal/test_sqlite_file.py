@@ -151,10 +151,10 @@ async def test_a_version_1_journal_is_migrated_and_keeps_its_jobs(tmp_path: Path
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
 
 
-async def test_a_version_6_journal_loses_the_row_trigger_and_inserts_still_mark_ready(
+async def test_a_version_6_journal_lists_ready_destinations_by_counts_not_by_row(
     tmp_path: Path,
 ) -> None:
-    # Version 7 marks a destination ready once per insert turn instead of per row.
+    # Version 7 lists a destination as ready once per turn (its counts' upsert), not per row.
     path = tmp_path / "v6.db"
     with sqlite3.connect(path) as conn:
         for migrate in MIGRATIONS[:6]:
@@ -187,7 +187,11 @@ async def test_a_version_6_journal_loses_the_row_trigger_and_inserts_still_mark_
         triggers = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
         }
-        assert triggers == {"jobs_ready_on_update"}
+        assert triggers == {
+            "jobs_ready_on_update",
+            "counts_ready_on_insert",
+            "counts_ready_on_update",
+        }
 
 
 async def test_a_version_2_journal_with_a_key_held_twice_keeps_both_jobs(tmp_path: Path) -> None:

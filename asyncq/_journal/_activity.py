@@ -388,13 +388,23 @@ class ActivityLog:
             self.write_wanted = False
             self._took_pending = False
         elif turn.at > -math.inf:
-            slot = int(turn.at // SLOT_SECONDS)  # (slot_of, inline: once per turn)
+            at = turn.at
+            slot = int(at // SLOT_SECONDS)  # (slot_of and count_into, inline: once per turn)
             counts = self._pending.get(slot)
             if counts is None:
                 counts = self._pending[slot] = Counts()
-            turn.count_into(counts)
-            if turn.at > self._at:
-                self._at = turn.at
+            if turn.first < counts.first_at:
+                counts.first_at = turn.first
+            tallies = counts.tallies
+            for key, n in turn.tallies.items():
+                tallies[key] += n
+            if turn.samples:
+                latency = counts.latency
+                for samples, weight in turn.samples:
+                    for sample in samples:
+                        latency[sample] += weight
+            if at > self._at:
+                self._at = at
 
     def unwritten(self) -> list[Row]:
         return self._queued + rows_of(self._pending)

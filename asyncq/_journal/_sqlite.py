@@ -241,7 +241,8 @@ class SqliteJournal:
             # no longer names would lose it silently (one stat, ~2 us per turn).
             check_identity(self.path, self._identity)
         conn.execute("BEGIN IMMEDIATE")
-        deltas = self._deltas = Counter()
+        deltas = self._deltas  # emptied, not made anew: a Counter's init is Python
+        deltas.clear()
         activity = self._activity = Activity()
         self._children_cancelled = []
         self._blocked_may_have_moved = False
@@ -254,7 +255,7 @@ class SqliteJournal:
                 # triggers list the destinations that have ready jobs now, which a
                 # claim later in this turn must see (see `_schema._V7`).
                 writes.save_counts(conn, deltas)
-                deltas = self._deltas = Counter()
+                deltas.clear()
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
                     self._write_outcomes(conn, owner, outcomes.now, batch)

@@ -178,6 +178,8 @@ Insert = tuple[Sequence[NewJob] | NewBatch, float, object]
 def insert_all(conn: sqlite3.Connection, inserts: Sequence[Insert], deltas: Deltas) -> list[Any]:
     """`writes.insert_all`, for turns in which some jobs have parents (those go
     one insert at a time); one result per insert, in order."""
+    if len(inserts) == 1 and not _linked(inserts[0][0]):  # one submit: no list to build
+        return writes.insert_all(conn, inserts, deltas)
     linked = [i for i, (jobs, _, _) in enumerate(inserts) if _linked(jobs)]
     if not linked:
         return writes.insert_all(conn, inserts, deltas)

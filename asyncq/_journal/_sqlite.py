@@ -3,9 +3,9 @@
 Writes go through the group-commit writer (`_groupcommit.py`): a turn of many
 callers' inserts, outcomes and claims is one `BEGIN IMMEDIATE` transaction and
 one hop to the connection's thread. Reads go through a second connection, so
-neither waits for the other. The SQL is in `_sqlite_sql.py`, what a
-transaction runs in `_sqlite_writes.py`, what a read makes of rows in
-`_sqlite_reads.py`, the file's checks in `_sqlite_file.py`.
+neither waits for the other (both connections: `_sqlite_connections.py`). The SQL
+is in `_sqlite_sql.py`, what a transaction runs in `_sqlite_writes.py`, what a read
+makes of rows in `_sqlite_reads.py`, the file's checks in `_sqlite_file.py`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-import aiosqlite
-
 from .._codec import storable_text
-from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
 from . import _sqlite_activity as monitoring
@@ -57,15 +54,15 @@ from ._messages import (
     Succeeded,
     WorkerRecord,
 )
-from ._sqlite_file import Identity, check_identity, identity, prepare_file
-from ._thread import ConnectionThread
+from ._sqlite_connections import SqliteConnections
+from ._sqlite_file import check_identity
 
 log = logging.getLogger("asyncq.journal")
 
 T = TypeVar("T")
 
 
-class SqliteJournal:
+class SqliteJournal(SqliteConnections):
     """The default journal: one SQLite file in WAL mode, shared by any number of processes."""
 
     def __init__(
@@ -76,27 +73,13 @@ class SqliteJournal:
         busy_timeout: float = 5.0,
         max_wal_bytes: int = retention.MAX_WAL_BYTES,
     ) -> None:
-        if synchronous not in ("NORMAL", "FULL"):
-            raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        if isinstance(max_wal_bytes, bool) or not isinstance(max_wal_bytes, int):
-            raise TypeError("max_wal_bytes must be an int (bytes)")
-        if max_wal_bytes < 0:
-            raise ValueError("max_wal_bytes must be >= 0")
-        #: The WAL file's bound, bytes (see `_sqlite_retention.py`).
-        self.max_wal_bytes = max_wal_bytes
-        self.path = path
-        self.description = path
-        self.synchronous = synchronous
-        self._busy_timeout_ms = int(busy_timeout * 1000)
+        super().__init__(
+            path, synchronous=synchronous, busy_timeout=busy_timeout, max_wal_bytes=max_wal_bytes
+        )
         self._checkpoints = 0  # calls of checkpoint(), for PASSIVE_EVERY
-        self._db: aiosqlite.Connection | None = None
-        self._thread: ConnectionThread | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._reader_thread: ConnectionThread | None = None
         self._writer: GroupCommit[sqlite3.Connection] = GroupCommit(
             self._execute_turn, description=path, lock_timeout=setup.is_lock_timeout
         )
-        self._identity: Identity | None = None  # what the path named when opened
         # The counts the running transaction changes (only the connection's thread
         # touches it, inside a transaction).
         self._deltas: writes.Deltas = Counter()
@@ -118,7 +101,6 @@ class SqliteJournal:
         )
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
-        self._data_version: int | None = None
 
     @property
     def commits(self) -> int:
@@ -128,36 +110,8 @@ class SqliteJournal:
     # -- lifecycle -------------------------------------------------------
 
     async def open(self) -> None:
-        setup.check_sqlite_version(self.path)
-        if self.path != ":memory:":
-            prepare_file(self.path)
-        try:
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise JournalError(self.path, f"cannot open: {exc}") from exc
-        self._thread = ConnectionThread(self._db)
-        try:
-            await self._prepare_when_free()
-        except BaseException as exc:
-            await self._db.close()
-            self._db = None
-            raise self._translate(exc) from exc
-        if self.path != ":memory:":  # a second in-memory connection is another database
-            try:
-                await self._open_reader()
-            except BaseException:
-                await self._close_connections()
-                raise
+        await self._connect()
         self._writer.start()
-
-    async def _open_reader(self) -> None:
-        try:
-            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise JournalError(self.path, f"cannot open: {exc}") from exc
-        self._reader_thread = ConnectionThread(self._reader)
-        busy_ms = self._busy_timeout_ms
-        await self._reader_thread.run(lambda conn: setup.prepare_reader(conn, busy_ms))
 
     async def close(self) -> None:
         if self._db is None:
@@ -167,59 +121,6 @@ class SqliteJournal:
             await self._writer.stop()
         finally:
             await self._close_connections()
-
-    async def _close_connections(self) -> None:
-        for thread, db in ((self._reader_thread, self._reader), (self._thread, self._db)):
-            if thread is not None:
-                await thread.close()
-            if db is not None:
-                await db.close()
-        self._reader = self._db = None
-        self._reader_thread = self._thread = None
-
-    async def _prepare_when_free(self) -> None:
-        """Prepare the file, waiting out other processes that open it at the same time."""
-        assert self._thread is not None
-        delay, waited = 0.005, 0.0
-        while True:
-            try:
-                await self._thread.run(self._prepare)
-                return
-            except sqlite3.OperationalError as exc:
-                # Switching a new file to WAL while another connection does the same
-                # fails with SQLITE_BUSY at once, whatever the busy timeout.
-                if not setup.is_lock_timeout(exc) or waited > self._busy_timeout_ms:
-                    raise
-            await asyncio.sleep(delay)
-            waited += delay * 1000
-            delay = min(delay * 2, 0.2)
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        self._data_version = setup.prepare(conn, self.path, self.synchronous, self._busy_timeout_ms)
-        if self.path != ":memory:":
-            self._identity = identity(self.path)
-            retention.limit_wal(conn, self.max_wal_bytes)
-
-    def _translate(self, exc: BaseException) -> BaseException:
-        return setup.translate(self.path, exc)
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on the read connection: WAL readers never wait for the writer,
-        and the writer never waits for them."""
-        if self._reader_thread is None:
-            return await self._run(fn)
-        try:
-            return await self._reader_thread.run(fn)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._thread is None:
-            raise JournalError(self.path, "the journal is not open")
-        try:
-            return await self._thread.run(fn)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
 
     def _enqueue_call(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         return self._writer.call(fn)

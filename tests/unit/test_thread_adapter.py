@@ -17,7 +17,7 @@ import aiosqlite
 import pytest
 
 from asyncq import Queue
-from asyncq._journal import _sqlite, _thread
+from asyncq._journal import _sqlite_connections, _thread
 from asyncq._journal._thread import TESTED_AIOSQLITE, ConnectionThread, hook_fits
 from asyncq.testing import ManualClock, run_until_idle
 
@@ -183,7 +183,9 @@ async def test_a_queue_runs_on_the_fallback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        _sqlite, "ConnectionThread", functools.partial(ConnectionThread, private_hook=False)
+        _sqlite_connections,
+        "ConnectionThread",
+        functools.partial(ConnectionThread, private_hook=False),
     )
     path = str(tmp_path / "jobs.db")
     queue = Queue(path, concurrency=4, clock=ManualClock())

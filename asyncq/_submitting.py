@@ -155,7 +155,11 @@ class Submitting:
             # (Built whole: `_replace` costs twice as much, in Python.)
             name, text, dest, priority, when, key, parents, mode, _ = job
             job = NewJob(name, text, dest, priority, when, key, parents, mode, trace)
-        (inserted,) = await self._insert([job], now)
+        # (`_insert`, inline: one coroutine less per submit.)
+        self._require_open()
+        (inserted,) = await self._journal.insert_many([job], now)
+        if self._engine is not None:
+            self._engine.dispatcher.notify()
         if instrument is not None and inserted.created:
             instrument.submitted(job.task, job.destination, 1)
         # (`self` is the Queue: `cast` would cost a call per submit.)

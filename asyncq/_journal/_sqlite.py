@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 from .._codec import storable_text
+from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
 from . import _sqlite_activity as monitoring
@@ -126,7 +127,13 @@ class SqliteJournal(SqliteConnections):
         return self._writer.call(fn)
 
     async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
-        results = await self._run(lambda conn: self._transaction(conn, turn))
+        # `_run`, inline: one coroutine less per turn.
+        if self._thread is None:
+            raise JournalError(self.path, "the journal is not open")
+        try:
+            results = await self._thread.run(lambda conn: self._transaction(conn, turn))
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
         # Counted here, after the commit and before the next turn, on the event
         # loop's thread: the writer's thread is what a lone submit waits for.
         self._activity_log.committed(self._activity, self._activity_written)

@@ -231,9 +231,9 @@ def _add_trace_column(conn: sqlite3.Connection) -> None:
 # Version 7: a destination is listed as ready by the turn's upsert of its counts
 # (once per destination and turn) instead of a trigger on every inserted row: in a
 # `submit_many` of 50,000 jobs that trigger's lookups were a quarter of the insert.
-# The writer writes a turn's inserts and then their counts first of all, so a claim
-# in the same turn sees the destinations they made ready. Moves into `pending` by an
-# update keep their trigger on jobs.
+# The writer writes a turn's inserts and, if other calls (a claim) follow in the
+# turn, their counts at once, so that a claim sees the destinations they made
+# ready. Moves into `pending` by an update keep their trigger on jobs.
 # (Not `INSERT OR IGNORE`: the upsert that fires the trigger overrides its policy.)
 # An older asyncq relies on the dropped trigger: upgrade every process together.
 _V7 = """

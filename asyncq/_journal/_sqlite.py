@@ -159,11 +159,12 @@ class SqliteJournal(SqliteConnections):
             results = deps.insert_all(conn, turn.inserts, deltas)
             if turn.inserts:  # every count changed so far is an insert's (at about one time)
                 activity.arrived(deltas, turn.inserts[-1][1])
-                # The inserts' counts now, not with the rest at the end: their
-                # triggers list the destinations that have ready jobs now, which a
-                # claim later in this turn must see (see `_schema._V7`).
-                writes.save_counts(conn, deltas)
-                deltas.clear()
+                if turn.calls:
+                    # A claim may follow: the inserts' counts now, not with the rest
+                    # at the end, so that their triggers list the destinations that
+                    # have ready jobs before it looks (see `_schema._V7`).
+                    writes.save_counts(conn, deltas)
+                    deltas.clear()
             for owner, outcomes in turn.outcomes.items():
                 for batch in outcomes.batches:
                     self._write_outcomes(conn, owner, outcomes.now, batch)

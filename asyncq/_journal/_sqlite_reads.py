@@ -108,6 +108,14 @@ def stats(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> Journal
     return journal_stats(per, window, limits, now, monitoring.workers_alive(conn, now))
 
 
+def next_run_at(conn: sqlite3.Connection) -> float | None:
+    """-inf if a job is ready, else when the next scheduled job is due (None: none)."""
+    if conn.execute("SELECT 1 FROM jobs WHERE state = 'pending' LIMIT 1").fetchone():
+        return float("-inf")
+    (due,) = conn.execute("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'").fetchone()
+    return None if due is None else float(due)
+
+
 def oldest_ready(conn: sqlite3.Connection, destination: str) -> float | None:
     """The earliest `run_at` among a destination's ready jobs: one index seek per
     priority level in use, not a scan of the destination's backlog."""

@@ -10,7 +10,7 @@ from ._codec import encode_payload, encode_payloads
 from ._dependencies import After, OnParentFailure, check_on_parent_failure, parent_ids
 from ._instrument import Instrument
 from ._job import Job
-from ._journal import Inserted, Journal, NewBatch, NewJob
+from ._journal import Journal, NewBatch, NewJob
 from ._tasks import Task, TaskRegistry
 from ._validate import MAX_PRIORITY, MIN_PRIORITY, check_key, check_name, check_priority, run_at
 
@@ -155,11 +155,9 @@ class Submitting:
             # (Built whole: `_replace` costs twice as much, in Python.)
             name, text, dest, priority, when, key, parents, mode, _ = job
             job = NewJob(name, text, dest, priority, when, key, parents, mode, trace)
-        # (`_insert`, inline: one coroutine less per submit.)
         self._require_open()
         (inserted,) = await self._journal.insert_many([job], now)
-        if self._engine is not None:
-            self._engine.dispatcher.notify()
+        self._notify_dispatcher()
         if instrument is not None and inserted.created:
             instrument.submitted(job.task, job.destination, 1)
         # (`self` is the Queue: `cast` would cost a call per submit.)
@@ -210,12 +208,6 @@ class Submitting:
             instrument.submitted(name, dest, len(ids))
         queue = cast("Queue", self)
         return [Job(queue, job_id) for job_id in ids]
-
-    async def _insert(self, jobs: list[NewJob], now: float) -> list[Inserted]:
-        self._require_open()
-        inserted = await self._journal.insert_many(jobs, now)
-        self._notify_dispatcher()
-        return inserted
 
     def _notify_dispatcher(self) -> None:
         if self._engine is not None:

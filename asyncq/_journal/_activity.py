@@ -112,16 +112,6 @@ class Counts:
     #: a minute has rates over its life so far.
     first_at: float = math.inf
 
-    def add(self, other: Counts) -> None:
-        self.tallies.update(other.tallies)
-        self.latency.update(other.latency)
-        self.first_at = min(self.first_at, other.first_at)
-
-    def copy(self) -> Counts:
-        copied = Counts()
-        copied.add(self)
-        return copied
-
     def by_destination(self) -> dict[str, list[int]]:
         """[arrived, calls, finished, retried, dead] per destination."""
         rows: dict[str, list[int]] = {}
@@ -389,20 +379,10 @@ class ActivityLog:
             self._took_pending = False
         elif turn.at > -math.inf:
             at = turn.at
-            slot = int(at // SLOT_SECONDS)  # (slot_of and count_into, inline: once per turn)
-            counts = self._pending.get(slot)
+            counts = self._pending.get(slot_of(at))
             if counts is None:
-                counts = self._pending[slot] = Counts()
-            if turn.first < counts.first_at:
-                counts.first_at = turn.first
-            tallies = counts.tallies
-            for key, n in turn.tallies.items():
-                tallies[key] += n
-            if turn.samples:
-                latency = counts.latency
-                for samples, weight in turn.samples:
-                    for sample in samples:
-                        latency[sample] += weight
+                counts = self._pending[slot_of(at)] = Counts()
+            turn.count_into(counts)
             if at > self._at:
                 self._at = at
 

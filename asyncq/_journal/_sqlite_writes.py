@@ -413,7 +413,8 @@ def moved(deltas: Deltas, rows: list[Any], old: str | None, new: str | None = No
 
 
 def save_counts(conn: sqlite3.Connection, deltas: Deltas) -> None:
-    """Add a turn's changes to the kept counts, in one statement. Running jobs are
+    """Add a turn's changes to the kept counts: a statement a row for a few rows,
+    one statement parsing them as JSON for more. Running jobs are
     not counted here: stats() reads them from the running index (a bounded set),
     which halves what a claim and an ack cost this table. A destination whose
     ready count rises is listed as ready by the table's triggers (schema version 7)."""

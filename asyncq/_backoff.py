@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ._errors import JournalError
+
+T = TypeVar("T")
 
 log = logging.getLogger("asyncq")
 
@@ -69,3 +73,19 @@ class Backoff:
                 "asyncq %s: the journal works again (%d retries)", self.part, self._failures
             )
         self._delay, self._failures = FIRST_BACKOFF, 0
+
+
+#: Tries of each journal call as a queue starts, transient faults waited out between.
+START_TRIES = 5
+
+
+async def retried_at_start(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, tried again after a transient journal fault (a connection cut as
+    the queue starts), a few times, as the background parts would; then its error."""
+    backoff = Backoff("start")
+    for _ in range(START_TRIES - 1):
+        try:
+            return await call()
+        except JournalError as exc:
+            await backoff.failed(exc)  # re-raises what is not transient
+    return await call()

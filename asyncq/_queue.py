@@ -15,20 +15,20 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from ._backoff import Backoff
+from ._backoff import retried_at_start
 from ._clock import Clock, SystemClock
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES
 from ._context import as_state
 from ._destinations import DestinationPolicy, Destinations
 from ._engine import Engine
-from ._errors import JobNotFound, JournalError, QueueFailed, QueueNotRunning, WrongEventLoop
+from ._errors import JobNotFound, QueueFailed, QueueNotRunning, WrongEventLoop
 from ._http import Http, HttpMethods, http_concurrency
 from ._instrument import Instrument
 from ._journal import Failed, Journal, PostgresJournal, SqliteJournal, WorkerRecord
 from ._journal._postgres_dsn import is_postgres_dsn
 from ._monitoring import BacklogWatch, Monitoring
 from ._operating import Operating
-from ._periodic import PeriodicJobs, build_schedule, registered_task
+from ._periodic import PeriodicJobs
 from ._policy import Circuit, Rate, Retry
 from ._records import JobInfo
 from ._results import Waiters
@@ -38,6 +38,7 @@ from ._retention import (
     Retention,
     check_retention,
 )
+from ._scheduling import Scheduling
 from ._submitting import Submitting
 from ._tasks import DEFAULT_DESTINATION, Task, TaskRegistry, default_task_name
 from ._upkeep import Upkeep
@@ -52,15 +53,13 @@ SHUTDOWN_GRACE = 1.0
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-#: Tries of each journal call as the queue starts, transient faults waited out between.
-_START_TRIES = 5
 
 #: `Queue(lifespan=...)`: given the queue, an async context manager whose value
 #: (a mapping, or None) handlers read as `current_job().state`.
 Lifespan = Callable[["Queue"], AbstractAsyncContextManager[Mapping[str, Any] | None]]
 
 
-class Queue(Submitting, Operating, Monitoring, HttpMethods):
+class Queue(Submitting, Scheduling, Operating, Monitoring, HttpMethods):
     """A durable job queue in this process.
 
     `path` is the SQLite journal file (":memory:" for throwaway use), or a
@@ -317,10 +316,10 @@ class Queue(Submitting, Operating, Monitoring, HttpMethods):
         resources = AsyncExitStack()
         engine = None
         try:
-            self._destinations.load(await _started(self._journal.load_destinations))
+            self._destinations.load(await retried_at_start(self._journal.load_destinations))
             # For stats() in processes that do not declare them (the CLI, say).
             rates = self._destinations.declared_rates()
-            await _started(lambda: self._journal.save_rates(rates))
+            await retried_at_start(lambda: self._journal.save_rates(rates))
             if self.concurrency:
                 upkeep = Upkeep(
                     self._journal,
@@ -337,8 +336,8 @@ class Queue(Submitting, Operating, Monitoring, HttpMethods):
                         started_at=self.clock.now(),
                     ),
                 )
-                await _started(upkeep.reclaim_expired)
-                await _started(upkeep.heartbeat)
+                await retried_at_start(upkeep.reclaim_expired)
+                await retried_at_start(upkeep.heartbeat)
                 state = None
                 if self._lifespan is not None:
                     state = await resources.enter_async_context(self._lifespan(self))
@@ -494,59 +493,3 @@ class Queue(Submitting, Operating, Monitoring, HttpMethods):
             await upkeep.sign_off()
         except Exception as exc:  # noqa: BLE001 - the journal may be gone; stopping goes on
             log.warning("asyncq: could not sign this worker off (%s)", exc)
-
-    # -- periodic jobs ----------------------------------------------------------
-
-    def periodic(
-        self,
-        task: Task[..., Any] | str,
-        *,
-        cron: str | None = None,
-        every: float | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        destination: str | None = None,
-        priority: int = 0,
-        tz: str = "UTC",
-        name: str | None = None,
-    ) -> None:
-        """Submit a job of `task` with `kwargs` at every tick of a schedule: `cron`
-        (a cron expression, read in time zone `tz`) or `every` (seconds; ticks at
-        multiples of it since the epoch). Exactly one job per tick, whatever the
-        number of processes; after downtime, one catch-up job for the latest tick.
-        Every queue that runs jobs runs the schedules; declare them before `start`.
-
-        `name` (default: the task's name) identifies the schedule in the journal;
-        two schedules of one task need their own names.
-        """
-        if self._open:
-            raise RuntimeError("declare periodic jobs before the queue starts")
-        self._periodic.add(
-            build_schedule(
-                registered_task(self._registry, task),
-                cron=cron,
-                every=every,
-                kwargs=kwargs,
-                destination=destination,
-                priority=priority,
-                tz=tz,
-                name=name,
-                max_payload_bytes=self.max_payload_bytes,
-            )
-        )
-
-    async def _periodic_settled(self) -> None:
-        """Wait until every tick due at the clock's time has been made (for
-        `asyncq.testing.run_until_idle`)."""
-        await self._periodic.settled()
-
-
-async def _started(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, tried again after a transient journal fault (a connection cut as
-    the queue starts), a few times, as the background parts would; then its error."""
-    backoff = Backoff("start")
-    for _ in range(_START_TRIES - 1):
-        try:
-            return await call()
-        except JournalError as exc:
-            await backoff.failed(exc)  # re-raises what is not transient
-    return await call()

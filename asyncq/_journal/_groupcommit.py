@@ -47,7 +47,7 @@ class Turn(Generic[C]):
     """What one transaction carries, and who waits for each part. (A plain class:
     one is made per turn, and a dataclass's default factories cost twice this.)"""
 
-    __slots__ = ("calls", "inserts", "outcome_waiters", "outcomes")
+    __slots__ = ("calls", "inserts", "outcome_waiters", "outcomes", "resolved")
 
     def __init__(
         self,
@@ -62,6 +62,9 @@ class Turn(Generic[C]):
             [] if outcome_waiters is None else outcome_waiters
         )
         self.calls: list[tuple[Call[C], asyncio.Future[Any]]] = [] if calls is None else calls
+        #: Set once `resolve` has run: a backend may resolve a committed turn itself,
+        #: from its thread's wake-up, before the writer task resumes (see `GroupCommit`).
+        self.resolved = False
 
     def __bool__(self) -> bool:
         return bool(self.inserts or self.outcome_waiters or self.calls)
@@ -78,6 +81,7 @@ class Turn(Generic[C]):
             _settle(future, None)
         for _, future in self.calls:
             _settle(future, next(values))
+        self.resolved = True
 
     def fail(self, exc: BaseException) -> None:
         for future in self.futures():
@@ -102,8 +106,12 @@ class GroupCommit(Generic[C]):
     """The writer: folds what callers hand it into one transaction per turn.
 
     `execute(turn)` runs a turn as one transaction and returns the inserts' then
-    the calls' results. `lock_timeout(exc)` says whether a failure only means that
-    another process held the write lock too long (the turn is then retried as it is).
+    the calls' results. It may also resolve the turn itself once it has committed
+    (`committed`), from a callback that runs before the writer task resumes:
+    the callers then run first, and their next calls join the next turn without
+    the loop turning once more for the writer. `lock_timeout(exc)` says whether a
+    failure only means that another process held the write lock too long (the
+    turn is then retried as it is).
     """
 
     def __init__(
@@ -183,6 +191,11 @@ class GroupCommit(Generic[C]):
         self._turn.outcome_waiters.append(future)
         return future
 
+    def committed(self, turn: Turn[C], results: list[Any]) -> None:
+        """`turn` committed with `results`: count it and hand each caller its result."""
+        self.commits += 1
+        turn.resolve(results)
+
     def _new_future(self) -> asyncio.Future[Any]:
         if self._stopped is not None:
             raise JournalError(
@@ -203,12 +216,14 @@ class GroupCommit(Generic[C]):
             turn, self._turn = self._turn, Turn()
             if turn:
                 self._committing = turn
-                await self._commit(turn)
+                resolved_early = await self._commit(turn)
                 self._committing = None
-                # Let the callers this commit woke run first: the next batch of
-                # outcomes, claims and submits then joins the next turn, instead of
-                # each kind taking a transaction of its own in alternation.
-                await asyncio.sleep(0)
+                if not resolved_early:
+                    # Let the callers this commit woke run first: the next batch of
+                    # outcomes, claims and submits then joins the next turn, instead
+                    # of each kind taking a transaction of its own in alternation.
+                    # (A turn resolved by `execute` itself woke them before this task.)
+                    await asyncio.sleep(0)
                 if self._closing and not self._turn:
                     # stop()'s wake may have been taken by this turn (a call handed
                     # over just before stop() and not awaited): nothing is left.
@@ -235,7 +250,9 @@ class GroupCommit(Generic[C]):
         if self.on_stopped is not None:
             self.on_stopped(failure)
 
-    async def _commit(self, turn: Turn[C]) -> None:
+    async def _commit(self, turn: Turn[C]) -> bool:
+        """Run `turn` until it commits or fails its callers; whether `execute`
+        resolved it itself."""
         delay = 0.01
         while True:
             try:
@@ -253,12 +270,13 @@ class GroupCommit(Generic[C]):
                 if len(parts) == 1 or getattr(exc, "transient", False):
                     # One caller, or a fault of the store that every part would meet.
                     turn.fail(exc)
-                    return
+                    return False
                 # Something in the turn is bad: run each part alone so one bad
                 # call fails only its own caller.
                 for part in parts:
                     await self._commit(part)
-                return
-            self.commits += 1
-            turn.resolve(results)
-            return
+                return False
+            if turn.resolved:
+                return True
+            self.committed(turn, results)
+            return False

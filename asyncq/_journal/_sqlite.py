@@ -127,20 +127,40 @@ class SqliteJournal(SqliteConnections):
         return self._writer.call(fn)
 
     async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
-        # `_run`, inline: one coroutine less per turn.
         if self._thread is None:
             raise JournalError(self.path, "the journal is not open")
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+        def on_done(results: list[Any] | None, error: BaseException | None) -> None:
+            # The thread's one wake-up of the loop. Committed: the callers hear of
+            # it first, then this task, so that they run before it resumes and a
+            # lone submit's next one joins the next turn a loop turn sooner.
+            try:
+                if error is None:
+                    self._committed(turn, results or [])
+            finally:  # whatever `_committed` did, this task goes on
+                if done.done():
+                    pass  # the writer task was cancelled meanwhile
+                elif error is None:
+                    done.set_result(results or [])
+                else:
+                    done.set_exception(error)
+
+        self._thread.submit(lambda conn: self._transaction(conn, turn), on_done)
         try:
-            results = await self._thread.run(lambda conn: self._transaction(conn, turn))
+            return await done
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        # Counted here, after the commit and before the next turn, on the event
-        # loop's thread: the writer's thread is what a lone submit waits for.
+
+    def _committed(self, turn: Turn[sqlite3.Connection], results: list[Any]) -> None:
+        """On the event loop, once a turn has committed and before the next one."""
+        # Counted here, not in the transaction: the writer's thread is what a lone
+        # submit waits for.
         self._activity_log.committed(self._activity, self._activity_written)
         if self._blocked_may_have_moved:
             self._tell_children_settled()
         self._pending_writes.after_commit()
-        return results
+        self._writer.committed(turn, results)
 
     def _transaction(self, conn: sqlite3.Connection, turn: Turn[sqlite3.Connection]) -> list[Any]:
         """One turn of the writer, run on the connection thread."""

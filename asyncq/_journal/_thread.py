@@ -6,8 +6,10 @@ one thread that owns the `sqlite3.Connection`. aiosqlite has no public call
 for that (checked up to 0.22.1), so there are two paths:
 
 - The private hook: `Connection._execute(fn, *args)` queues `fn` on aiosqlite's
-  connection thread, where `Connection._conn` is the live connection. Used when
-  both exist with the expected shape; tests/unit/test_thread_adapter.py pins the
+  connection thread, where `Connection._conn` is the live connection; `submit`
+  puts a call on that thread's queue, `Connection._tx`, with no future, so that
+  aiosqlite sends no reply of its own (as its `stop()` does). Used when these
+  exist with the expected shape; tests/unit/test_thread_adapter.py pins the
   releases this was checked against.
 - The fallback, when they do not (or when asked for): a second
   `sqlite3.Connection` to the same database, opened by file name (from
@@ -22,6 +24,7 @@ for that (checked up to 0.22.1), so there are two paths:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sqlite3
@@ -72,6 +75,33 @@ class ConnectionThread:
             return cast(T, await db._execute(_with_connection, db, fn))
         return await own.run(fn)
 
+    def submit(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        on_done: Callable[[T | None, BaseException | None], None],
+    ) -> None:
+        """Queue `fn(connection)` and return at once; `on_done(result, error)` is
+        called on the running event loop when it has run: one wake-up of the loop
+        per call, where `run` costs the awaiting task a loop turn more."""
+        call_soon_threadsafe = asyncio.get_running_loop().call_soon_threadsafe
+
+        def call(conn: sqlite3.Connection) -> None:
+            try:
+                result = fn(conn)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                _deliver(call_soon_threadsafe, on_done, None, exc)
+            else:
+                _deliver(call_soon_threadsafe, on_done, result, None)
+
+        own = self._own
+        if own is None:
+            db: Any = self._db
+            if not db._running or db._connection is None:
+                raise ValueError("Connection closed")  # as aiosqlite's own calls say
+            db._tx.put_nowait((None, functools.partial(_with_connection, db, call)))
+        else:
+            own.submit(call)
+
     async def close(self) -> None:
         """Close the fallback's connection and stop its thread (nothing on the private
         hook, where closing aiosqlite's connection is enough). If this is never
@@ -81,13 +111,17 @@ class ConnectionThread:
 
 
 def hook_fits(db: object) -> bool:
-    """Whether `db` has aiosqlite's private `_execute(fn, *args, **kwargs)` coroutine
-    and `_conn` property, the shape ConnectionThread relies on."""
+    """Whether `db` has aiosqlite's private `_execute(fn, *args, **kwargs)` coroutine,
+    `_conn` property and `_tx` queue of (future or None, function), the shape
+    ConnectionThread relies on."""
     cls = type(db)
     execute = inspect.getattr_static(cls, "_execute", None)
     if not (
         inspect.iscoroutinefunction(execute)
         and isinstance(inspect.getattr_static(cls, "_conn", None), property)
+        and isinstance(getattr(db, "_tx", None), SimpleQueue)
+        and hasattr(db, "_running")
+        and hasattr(db, "_connection")
     ):
         return False
     try:
@@ -101,6 +135,22 @@ def hook_fits(db: object) -> bool:
         and params[1].kind is positional  # fn
         and any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
     )
+
+
+def _deliver(
+    call_soon_threadsafe: Callable[..., Any],
+    on_done: Callable[[Any, BaseException | None], None],
+    result: Any,
+    error: BaseException | None,
+) -> None:
+    # On the connection thread. Nothing may end the thread while callers wait on
+    # it: a reply that cannot be delivered is the caller's loop being closed.
+    try:
+        call_soon_threadsafe(on_done, result, error)
+    except RuntimeError:
+        pass
+    except Exception:
+        log.exception("asyncq journal thread: a reply could not be delivered")
 
 
 def _with_connection(db: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -154,6 +204,13 @@ class _OwnThread:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._calls.put((future, fn))
         return await future
+
+    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue `fn`, which replies itself (see `ConnectionThread.submit`)."""
+        if self._thread is None or self._closed:
+            # The thread starts at the first `run` (the journal opens with one).
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        self._calls.put((None, fn))
 
     async def _start(self) -> None:
         db = self._db()

@@ -85,12 +85,51 @@ class NoArgsExecute:
     async def _execute(self, fn: Any) -> None: ...
 
 
+class NoCallQueue:
+    """`_execute` and `_conn` as aiosqlite has them, but no `_tx` queue to put calls on."""
+
+    _conn = property(lambda self: None)
+
+    async def _execute(self, fn: Any, *args: Any) -> None: ...
+
+
 async def test_the_hook_is_used_only_when_it_has_the_expected_shape(
     db: aiosqlite.Connection,
 ) -> None:
     assert hook_fits(db)
-    for other in (WithoutHook(db), SyncExecute(), NoArgsExecute(), object()):
+    for other in (WithoutHook(db), SyncExecute(), NoArgsExecute(), NoCallQueue(), object()):
         assert not hook_fits(other), type(other).__name__
+
+
+@pytest.mark.parametrize("private_hook", [True, False], ids=["private hook", "fallback"])
+async def test_a_submitted_call_is_answered_once_on_the_event_loop(
+    db: aiosqlite.Connection, private_hook: bool
+) -> None:
+    # `submit` is how a journal turn runs: the thread answers through `on_done`
+    # alone (aiosqlite sends no reply of its own), a result or an error.
+    thread = ConnectionThread(db, private_hook=private_hook)
+    assert thread.private_hook is private_hook
+    await thread.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+    loop = asyncio.get_running_loop()
+    answers: list[tuple[object, BaseException | None, threading.Thread]] = []
+    both = asyncio.Event()
+
+    def on_done(result: object, error: BaseException | None) -> None:
+        answers.append((result, error, threading.current_thread()))
+        if len(answers) == 2:
+            loop.call_soon(both.set)
+
+    thread.submit(lambda conn: conn.execute("INSERT INTO t VALUES (1)").rowcount, on_done)
+    thread.submit(lambda conn: conn.execute("SELECT * FROM missing"), on_done)
+    await both.wait()
+    # Nothing else arrives (a reply of aiosqlite's own would fail: it has no future).
+    assert await thread.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchone()) == (1,)
+    (one, none, loop_thread), (nothing, error, same_thread) = answers
+    assert (one, none, nothing) == (1, None, None)
+    assert isinstance(error, sqlite3.OperationalError)
+    assert "no such table: missing" in str(error)
+    assert loop_thread is same_thread is threading.current_thread()
+    await thread.close()
 
 
 async def test_an_unchecked_release_with_the_expected_hook_is_used_and_named_once(

@@ -15,9 +15,14 @@ of asyncq counts from `start()` to the journal holding every success.
 
 A third figure separates the queue's own cost from the delivery's: asyncq running
 a handler of one's own that makes the bare loop's call (same session settings, no
-signing, no guard, no classification), from the same durable journal.
+signing, no guard, no classification), from the same durable journal. A fourth runs
+the same jobs through a handler that makes no call: the queue's own share of a job.
+With it the script prints a bound: the bare loop's CPU per delivery over that plus
+the no-op job's, what any delivery through this queue could reach if the delivery's
+own work were free and a job waiting on I/O cost the queue no more than one that
+returns at once.
 
-Runs alternate (bare, submit_http, own handler, bare ...), so drift on the machine
+Runs alternate (bare, submit_http, own handler, no call, bare ...), so drift on the machine
 hits all alike; the figure is the ratio of the medians, and each run's ratio is
 printed too. The target is submit_http at >= 80 % of the bare client's rate.
 Beside each rate, the CPU time this process spent per delivery (all its threads,
@@ -168,12 +173,13 @@ def draining_queue(path: Path, concurrency: int, kind: str) -> Queue:
     return queue
 
 
-async def with_asyncq(url: str, n: int, concurrency: int, workdir: Path, builtin: bool) -> Figure:
+async def with_asyncq(url: str, n: int, concurrency: int, workdir: Path, kind: str) -> Figure:
     """Deliveries/s of asyncq draining `n` deliveries from a durable journal: through
-    the built-in delivery (`builtin`: signed, guarded, classified), or through a
-    handler of one's own that makes the same call on a session from the lifespan."""
+    the built-in delivery (`asyncq`: signed, guarded, classified), through a handler
+    of one's own that makes the same call on a session from the lifespan (`own`), or
+    through a handler that makes no call (`noop`: the queue's own share)."""
     path = workdir / f"deliveries-{time.monotonic_ns()}.db"
-    kind = "asyncq" if builtin else "own"
+    builtin = kind == "asyncq"
     ids = await produce(path, url, n, kind)
     queue = draining_queue(path, concurrency, kind)
     started, cpu = time.perf_counter(), time.process_time()
@@ -332,18 +338,16 @@ async def main() -> None:
         if args.instructions:
             await count_instructions(url, n, args.concurrency, runs, args.kinds)
             return
-        figures: dict[str, list[float]] = {"bare": [], "asyncq": [], "own": []}
-        cpus: dict[str, list[float]] = {"bare": [], "asyncq": [], "own": []}
+        figures: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        cpus: dict[str, list[float]] = {kind: [] for kind in KINDS}
         names = NAMES
         with tempfile.TemporaryDirectory(prefix="asyncq-http-bench-") as workdir:
             for run in range(runs):
-                for kind in ("bare", "asyncq", "own"):
+                for kind in KINDS:
                     if kind == "bare":
                         rate, cpu = await bare(url, n, args.concurrency)
                     else:
-                        rate, cpu = await with_asyncq(
-                            url, n, args.concurrency, Path(workdir), builtin=kind == "asyncq"
-                        )
+                        rate, cpu = await with_asyncq(url, n, args.concurrency, Path(workdir), kind)
                     figures[kind].append(rate)
                     cpus[kind].append(cpu)
                     print(
@@ -372,6 +376,12 @@ async def main() -> None:
     print(
         f"by CPU per delivery, own handler / bare: {cpu_medians['bare'] / cpu_medians['own']:.0%}"
     )
+    # The most any delivery through this queue could reach if the delivery's own
+    # work (signing, guard, classification, result) were free and a job that waits
+    # on I/O cost the queue no more than one that returns at once: the bare call
+    # plus the no-op job's share, by CPU per delivery.
+    bound = cpu_medians["bare"] / (cpu_medians["bare"] + cpu_medians["noop"])
+    print(f"bound, by CPU: bare / (bare + a no-op job's share): {bound:.0%}")
 
 
 if __name__ == "__main__":

@@ -27,3 +27,5 @@ def test_the_http_delivery_benchmark_runs() -> None:
     assert done.returncode == 0, done.stderr
     assert "submit_http / bare: " in done.stdout
     assert "by CPU per delivery, submit_http / bare: " in done.stdout
+    assert "a handler that makes no call (durable)" in done.stdout
+    assert "bound, by CPU: bare / (bare + a no-op job's share): " in done.stdout

@@ -81,7 +81,7 @@ def query(dsn: str, sql: str, *args: object) -> list[tuple[object, ...]]:
     that is not async (in a thread of its own, like the probe above)."""
     import asyncpg
 
-    from asyncq._journal._postgres import split_dsn
+    from asyncq._journal._postgres_connections import split_dsn
 
     server, schema = split_dsn(dsn, None)
 
@@ -102,7 +102,7 @@ async def kept_and_counted(schema_dsn: str) -> tuple[dict[Any, int], dict[Any, i
     transaction is moving jobs."""
     import asyncpg
 
-    from asyncq._journal._postgres import split_dsn
+    from asyncq._journal._postgres_connections import split_dsn
 
     server, schema = split_dsn(schema_dsn, None)
     conn = await asyncpg.connect(server, server_settings={"search_path": schema})

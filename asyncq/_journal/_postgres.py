@@ -18,9 +18,10 @@ round trip with the smallest delay of a few, halved, bounds the error). So lease
 delays, retry times and buckets are all on the database's time, whatever the
 hosts' own clocks say.
 
-The SQL is in `_postgres_sql.py`, what a turn runs in `_postgres_writes.py`,
-dependencies and cancellation in `_postgres_deps.py`, the schema and its
-migrations in `_postgres_schema.py`.
+The connections are in `_postgres_connections.py` (a base class), the SQL in
+`_postgres_sql.py`, what a turn runs in `_postgres_writes.py`, reads in
+`_postgres_reads.py`, dependencies and cancellation in `_postgres_deps.py`, the
+schema and its migrations in `_postgres_schema.py`.
 """
 
 from __future__ import annotations
@@ -28,20 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
-import secrets
 import time
-import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from .._errors import JournalError
 from .._policy import Rate
 from .._records import JobInfo, JobState
 from . import _postgres_activity as monitoring
 from . import _postgres_deps as deps
+from . import _postgres_reads as reads
 from . import _postgres_sql as sql
 from . import _postgres_writes as writes
 from ._activity import Activity
@@ -67,63 +65,16 @@ from ._messages import (
     Succeeded,
     WorkerRecord,
 )
+from ._postgres_connections import Conn, PostgresConnections, terminate
 from ._postgres_deps import Deltas, Settled
-from ._postgres_dsn import describe, scrub
-from ._postgres_schema import checked_schema_name, migrate
-
-# A worker that stopped beating a day ago is forgotten (killed, it never signed off).
-_GONE_AFTER = 86_400.0
+from ._postgres_schema import migrate
 
 log = logging.getLogger("asyncq.journal")
 
 T = TypeVar("T")
-Conn = Any  # asyncpg.Connection: asyncpg ships no type information
-
-DEFAULT_SCHEMA = "asyncq"
-_MISSING_DRIVER = "the PostgreSQL journal needs the asyncpg driver: pip install 'asyncq[postgres]'"
-# Faults that a moment later may be gone: the server restarting, a connection cut.
-_CONNECTION_LOST = frozenset(
-    {"08000", "08003", "08006", "08001", "08004", "57P01", "57P02", "57P03"}
-)
-# Another transaction held what this one needed: the turn is run again as it was.
-_CONFLICT = frozenset({"40P01", "40001", "55P03"})
 
 
-def _driver() -> Any:
-    try:
-        import asyncpg
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(_MISSING_DRIVER, name=exc.name) from None
-    return asyncpg
-
-
-def split_dsn(dsn: str, schema: str | None) -> tuple[str, str]:
-    """The connection string for the driver (without asyncq's own `schema` query
-    parameter) and the schema: `schema` if given, else the DSN's, else "asyncq"."""
-    parts = urllib.parse.urlsplit(dsn)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    named = [value for key, value in query if key == "schema"]
-    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
-    chosen = schema if schema is not None else (named[-1] if named else DEFAULT_SCHEMA)
-    return urllib.parse.urlunsplit(parts._replace(query=rest)), checked_schema_name(chosen)
-
-
-class DatabaseClock:
-    """This host's clock, corrected by its offset from the database server's clock
-    (`PostgresJournal.clock_offset`), so that every host sharing the database reads
-    one time. Sleeps are local: only the time read is corrected."""
-
-    def __init__(self, journal: PostgresJournal) -> None:
-        self._journal = journal
-
-    def now(self) -> float:
-        return self._journal.local_clock() + self._journal.clock_offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-
-class PostgresJournal:
+class PostgresJournal(PostgresConnections):
     """A journal in a PostgreSQL database, shared by any number of processes on any
     number of hosts. `dsn` is a `postgresql://` connection string; asyncq's tables
     live in `schema` (default: the DSN's `?schema=` parameter, else "asyncq")."""
@@ -136,29 +87,14 @@ class PostgresJournal:
         connect_timeout: float = 10.0,
         local_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._asyncpg = _driver()
-        self._dsn, self.schema = split_dsn(dsn, schema)
-        #: The connection string without its password, with the schema: for
-        #: messages, logs and `repr`.
-        self.description = describe(dsn)
-        base = describe(self._dsn)
-        self.description = f"{base}{'&' if '?' in base else '?'}schema={self.schema}"
-        self._connect_timeout = connect_timeout
-        self._server_settings = {"search_path": self.schema}
-        if "application_name" not in urllib.parse.parse_qs(urllib.parse.urlsplit(self._dsn).query):
-            # The DSN's own name, if it has one, names the connections in pg_stat_activity.
-            self._server_settings["application_name"] = "asyncq"
+        super().__init__(
+            dsn, schema=schema, connect_timeout=connect_timeout, local_clock=local_clock
+        )
         self._writer: GroupCommit[Conn] = GroupCommit(
             self._execute_turn, description=self.description, lock_timeout=self._is_conflict
         )
-        self._conn: Conn | None = None
-        self._reader: Conn | None = None
-        self._reader_lock = asyncio.Lock()
-        self._open = False
         self._tokens = itertools.count(1)
         self._cursor = ""  # the destination served last by a claim
-        self._channel = f"asyncq_{self.schema}"
-        self._instance = secrets.token_hex(8)  # names this journal's notifications
         self._turn_news = False
         self._turn_settled = Settled()
         # What the running turn changed: counts of jobs by destination and state,
@@ -169,25 +105,12 @@ class PostgresJournal:
         self._activity_written = False
         self._activity_log = monitoring.PostgresActivityLog(self._instance)
         self._pending_writes = PendingWrites(self._activity_log, lambda: self._call(_nothing))
-        self._changed = False  # another process's notification came since the last poll
-        self._on_change: Callable[[], None] | None = None
         self._on_children_settled: Callable[[list[int]], None] | None = None
-        #: This host's clock (seconds since the epoch), and the seconds to add to it
-        #: to read the database server's (measured at `open`).
-        self.local_clock = local_clock
-        self.clock_offset = 0.0
-
-    def __repr__(self) -> str:
-        return f"PostgresJournal({self.description!r})"
 
     @property
     def commits(self) -> int:
         """Transactions committed by the writer (for tests and benchmarks of group commit)."""
         return self._writer.commits
-
-    def clock(self) -> DatabaseClock:
-        """A clock that reads the database server's time (see the module's docstring)."""
-        return DatabaseClock(self)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -196,7 +119,7 @@ class PostgresJournal:
         self._conn = await self._connect()
         try:
             await migrate(self._conn, self.schema, self.description)
-            await self._fold_counts(self._conn)
+            await monitoring.fold_counts(self._conn, self.description)
             self.clock_offset = await self._measure_offset(self._conn)
             self._reader = await self._connect_reader()
         except BaseException as exc:  # noqa: BLE001 - closed, then raised as it was
@@ -219,66 +142,7 @@ class PostgresJournal:
         finally:
             await self._close_connections()
 
-    async def _close_connections(self) -> None:
-        for conn in (self._reader, self._conn):
-            if conn is not None and not conn.is_closed():
-                try:
-                    await conn.close(timeout=5)
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    conn.terminate()
-        self._reader = self._conn = None
-
-    async def _connect(self) -> Conn:
-        try:
-            return await self._asyncpg.connect(
-                self._dsn,
-                timeout=self._connect_timeout,
-                server_settings=self._server_settings,
-            )
-        except Exception as exc:  # noqa: BLE001 - every cause is reported the same way
-            # The driver's message may quote the connection string: never its password.
-            reason = scrub(f"{type(exc).__name__}: {exc}", self._dsn)
-            raise JournalError(self.description, f"cannot connect ({reason})") from None
-
-    async def _connect_reader(self) -> Conn:
-        reader = await self._connect()
-        await reader.add_listener(self._channel, self._notified)
-        # A new listener may have missed notifications while it was not listening.
-        self._changed = True
-        return reader
-
-    async def _fold_counts(self, conn: Conn) -> None:
-        """Fold every other process's counts into the shared rows (see
-        `_postgres_activity.FOLD_COUNTS`): housekeeping, tried a few times."""
-        for _ in range(3):
-            try:
-                async with conn.transaction():
-                    await conn.execute(monitoring.FOLD_COUNTS, None)
-                return
-            except self._asyncpg.PostgresError as exc:
-                if not self._is_conflict(exc):
-                    raise
-        log.info("journal %s: counts not folded at open (busy)", self.description)
-
-    async def _measure_offset(self, conn: Conn) -> float:
-        """The database server's clock less this host's, from the quickest of a few
-        round trips (its error is at most half that round trip)."""
-        best: tuple[float, float] | None = None
-        for _ in range(5):
-            before = self.local_clock()
-            server = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
-            after = self.local_clock()
-            if best is None or after - before < best[0]:
-                best = (after - before, server - (before + after) / 2)
-        assert best is not None
-        return best[1]
-
     # -- the writer --------------------------------------------------------
-
-    async def _writer_connection(self) -> Conn:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect()
-        return self._conn
 
     async def _execute_turn(self, turn: Turn[Conn]) -> list[Any]:
         settled = self._turn_settled = Settled()
@@ -324,7 +188,7 @@ class PostgresJournal:
         except Exception as exc:
             translated = self._translate(exc)
             if self._is_lost(translated):
-                _terminate(self._conn)  # the next turn connects afresh
+                terminate(self._conn)  # the next turn connects afresh
                 self._conn = None
                 if xid is not None and await self._committed(xid):
                     log.warning(
@@ -369,52 +233,6 @@ class PostgresJournal:
             self._ended(moves, now, retries=False)
             moves.clear()
 
-    async def _committed(self, xid: str) -> bool:
-        """Whether transaction `xid`, whose COMMIT got no answer, committed: asked on
-        a new connection (False if the server cannot say yet: the caller's error
-        then stands, transient)."""
-        try:
-            conn = await self._writer_connection()
-            for _ in range(50):
-                status = await conn.fetchval(sql.TRANSACTION_STATUS, xid)
-                if status != "in progress":  # its backend may still be ending
-                    return bool(status == "committed")
-                await asyncio.sleep(0.02)
-        except Exception:  # noqa: BLE001 - cannot tell: the turn's fault stands
-            _terminate(self._conn)
-            self._conn = None
-        return False
-
-    def _is_conflict(self, exc: BaseException) -> bool:
-        return getattr(exc, "sqlstate", None) in _CONFLICT
-
-    def _is_lost(self, exc: BaseException) -> bool:
-        return isinstance(exc, JournalError) and exc.transient
-
-    def _translate(self, exc: BaseException) -> BaseException:
-        """A driver error as a `JournalError` naming the journal (others unchanged);
-        a lock conflict stays as it is, for the writer to run the turn again."""
-        if not isinstance(exc, Exception) or self._is_conflict(exc):
-            return exc
-        asyncpg = self._asyncpg
-        state = getattr(exc, "sqlstate", None)
-        if (
-            state in _CONNECTION_LOST
-            or isinstance(exc, (OSError, asyncpg.exceptions.ConnectionDoesNotExistError))
-            or (isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc))
-            # A connection cut in the middle of an operation can leave the driver's
-            # protocol stuck in it: the connection is as good as lost.
-            or isinstance(exc, asyncpg.exceptions.InternalClientError)
-        ):
-            return JournalError(
-                self.description,
-                f"lost the connection ({scrub(str(exc), self._dsn)})",
-                transient=True,
-            )
-        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-            return JournalError(self.description, scrub(str(exc), self._dsn))
-        return exc
-
     def _call(self, fn: Callable[[Conn], Awaitable[T]], *, news: bool = False) -> asyncio.Future[T]:
         """Run `fn(connection)` in the next turn's transaction; `news`: the change is
         one that other processes should hear of (NOTIFY)."""
@@ -425,23 +243,6 @@ class PostgresJournal:
             return await fn(conn)
 
         return cast("asyncio.Future[T]", self._writer.call(run))
-
-    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run a read on the read connection (reconnecting, and listening again, if
-        it was lost)."""
-        if not self._open:
-            raise JournalError(self.description, "the journal is not open")
-        async with self._reader_lock:
-            try:
-                if self._reader is None or self._reader.is_closed():
-                    self._reader = await self._connect_reader()
-                return await fn(self._reader)
-            except Exception as exc:
-                translated = self._translate(exc)
-                if self._is_lost(translated):
-                    _terminate(self._reader)
-                    self._reader = None
-                raise translated from exc
 
     # -- writes -----------------------------------------------------------
 
@@ -517,33 +318,16 @@ class PostgresJournal:
     # -- reads ------------------------------------------------------------
 
     async def get(self, job_id: int) -> JobInfo | None:
-        async def get(conn: Conn) -> JobInfo | None:
-            row = await conn.fetchrow(f"SELECT {sql.COLUMNS} FROM jobs WHERE id = $1", job_id)
-            return None if row is None else _info(row)
-
-        return await self._read(get)
+        return await self._read(lambda conn: reads.get(conn, job_id))
 
     async def next_run_at(self) -> float | None:
-        async def next_run_at(conn: Conn) -> float | None:
-            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending')"):
-                return float("-inf")
-            due = await conn.fetchval("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'")
-            return None if due is None else float(due)
-
-        return await self._read(next_run_at)
+        return await self._read(reads.next_run_at)
 
     def on_failure(self, callback: Callable[[BaseException], None] | None) -> None:
         self._writer.on_stopped = callback
 
     def on_change_elsewhere(self, callback: Callable[[], None] | None) -> None:
         self._on_change = callback
-
-    def _notified(self, conn: Conn, pid: int, channel: str, payload: str) -> None:
-        if payload == self._instance:
-            return  # this journal's own write
-        self._changed = True
-        if self._on_change is not None:
-            self._on_change()
 
     async def changed_elsewhere(self) -> bool:
         # A round trip on the listening connection: the server sends every
@@ -558,20 +342,7 @@ class PostgresJournal:
         return await self._read(lambda conn: monitoring.stats(conn, now, unwritten))
 
     async def heartbeat(self, worker: WorkerRecord, now: float, alive_until: float) -> None:
-        async def beat(conn: Conn) -> None:
-            await conn.execute(
-                sql.HEARTBEAT,
-                worker.owner,
-                worker.host,
-                worker.pid,
-                worker.concurrency,
-                worker.started_at,
-                now,
-                alive_until,
-            )
-            await conn.execute(sql.FORGET_GONE, now - _GONE_AFTER)
-
-        await self._call(beat)
+        await self._call(lambda conn: monitoring.heartbeat(conn, worker, now, alive_until))
 
     async def sign_off(self, owner: str) -> None:
         async def sign_off(conn: Conn) -> None:
@@ -624,7 +395,7 @@ class PostgresJournal:
         self, *, destination: str | None, since: float | None, limit: int
     ) -> list[JobInfo]:
         rows = await self._read(lambda conn: conn.fetch(sql.LIST_DEAD, destination, since, limit))
-        return [_info(row) for row in rows]
+        return [reads.job_info(row) for row in rows]
 
     async def redrive(
         self,
@@ -727,32 +498,3 @@ class PostgresJournal:
 
 async def _nothing(conn: Conn) -> None:
     """A turn's call that writes nothing of its own (the turn writes the counts)."""
-
-
-def _terminate(conn: Conn | None) -> None:
-    """Close a connection that was lost (at once: it may be stuck mid-operation)."""
-    if conn is not None:
-        conn.terminate()
-
-
-def _info(row: Sequence[Any]) -> JobInfo:
-    (id_, task, state, dest, prio, payload, key, attempts, created, run_at, started,
-     finished, result, error, snoozes, history) = row  # fmt: skip
-    return JobInfo(
-        id=id_,
-        task=task,
-        state=deps.PUBLIC_STATE[state],
-        destination=dest,
-        priority=prio,
-        payload=writes.decoded(payload),
-        key=key,
-        attempts=attempts,
-        created_at=created,
-        run_at=run_at,
-        started_at=started,
-        finished_at=finished,
-        result=None if result is None else writes.decoded(result),
-        last_error=error,
-        snoozes=snoozes,
-        history=[(float(a), float(b), e) for a, b, e in json.loads(history)] if history else [],
-    )

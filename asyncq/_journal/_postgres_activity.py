@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from . import _postgres_sql as sql
 from ._activity import (
     KEEP_SLOTS,
     LATENCY_SAMPLES,
@@ -35,7 +36,8 @@ from ._activity import (
     slot_of,
     window_start,
 )
-from ._messages import Cancelled, Failed, JournalStats, Succeeded, micros
+from ._messages import Cancelled, Failed, JournalStats, Succeeded, WorkerRecord, micros
+from ._postgres_connections import CONFLICT
 from ._postgres_deps import Deltas
 
 log = logging.getLogger("asyncq.journal")
@@ -330,3 +332,35 @@ async def stats(conn: Conn, now: float, unwritten: list[Row]) -> JournalStats:
     window.add_unwritten(unwritten, first_slot)
     limits = {name: float(rate) for name, rate in known_rates}
     return journal_stats(per, window, limits, now, int(workers))
+
+
+# A worker that stopped beating a day ago is forgotten (killed, it never signed off).
+_GONE_AFTER = 86_400.0
+
+
+async def heartbeat(conn: Any, worker: WorkerRecord, now: float, alive_until: float) -> None:
+    await conn.execute(
+        sql.HEARTBEAT,
+        worker.owner,
+        worker.host,
+        worker.pid,
+        worker.concurrency,
+        worker.started_at,
+        now,
+        alive_until,
+    )
+    await conn.execute(sql.FORGET_GONE, now - _GONE_AFTER)
+
+
+async def fold_counts(conn: Any, description: str) -> None:
+    """Fold every other process's counts into the shared rows (see `FOLD_COUNTS`):
+    housekeeping at open, tried a few times while other transactions hold them."""
+    for _ in range(3):
+        try:
+            async with conn.transaction():
+                await conn.execute(FOLD_COUNTS, None)
+            return
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) not in CONFLICT:
+                raise
+    log.info("journal %s: counts not folded at open (busy)", description)

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from .._errors import JournalError
 from .._records import JobInfo, JobState
 from ._messages import JournalStats
-from ._postgres import _driver, _info, split_dsn
 from ._postgres_activity import stats as read_stats
+from ._postgres_connections import driver, split_dsn
 from ._postgres_deps import PUBLIC_STATE
 from ._postgres_dsn import describe, scrub
+from ._postgres_reads import job_info
 from ._postgres_schema import SCHEMA_VERSION
 from ._postgres_sql import COLUMNS, LIST_DEAD
 from ._sqlite_readonly import JobDetail
@@ -87,7 +88,7 @@ class PostgresReadOnly:
 
         async def page(conn: Conn) -> list[JobInfo]:
             rows = await conn.fetch(_PAGE, after, states, destination, task, limit)
-            return [_info(row) for row in rows]
+            return [job_info(row) for row in rows]
 
         return self.read(page)
 
@@ -102,7 +103,7 @@ class PostgresReadOnly:
         """Dead jobs, the most recent death first, as `Queue.dead_letters` lists them."""
 
         async def dead(conn: Conn) -> list[JobInfo]:
-            return [_info(row) for row in await conn.fetch(LIST_DEAD, destination, since, limit)]
+            return [job_info(row) for row in await conn.fetch(LIST_DEAD, destination, since, limit)]
 
         return self.read(dead)
 
@@ -111,7 +112,7 @@ class PostgresReadOnly:
         return asyncio.run(self._read(fn))
 
     async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        asyncpg = _driver()
+        asyncpg = driver()
         try:
             conn = await asyncpg.connect(
                 self._dsn,
@@ -176,7 +177,7 @@ async def _detail(conn: Conn, job_id: int) -> JobDetail | None:
     parents = await conn.fetch("SELECT parent FROM deps WHERE child = $1 ORDER BY parent", job_id)
     children = await conn.fetch("SELECT child FROM deps WHERE parent = $1 ORDER BY child", job_id)
     return JobDetail(
-        info=_info(row),
+        info=job_info(row),
         owner=owner,
         lease_until=lease_until,
         first_started_at=first_started,

@@ -163,7 +163,7 @@ async def test_a_schema_written_by_a_newer_asyncq_is_refused(schema_dsn: str) ->
 async def test_a_schema_of_version_3_gets_the_counts_of_its_jobs(schema_dsn: str) -> None:
     import asyncpg
 
-    from asyncq._journal._postgres import split_dsn
+    from asyncq._journal._postgres_connections import split_dsn
     from asyncq._journal._postgres_schema import MIGRATIONS
 
     server, schema = split_dsn(schema_dsn, None)

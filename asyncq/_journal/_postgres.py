@@ -68,6 +68,7 @@ from ._messages import (
 from ._postgres_connections import Conn, PostgresConnections, terminate
 from ._postgres_deps import Deltas, Settled
 from ._postgres_schema import migrate
+from ._rows import job_info
 
 log = logging.getLogger("asyncq.journal")
 
@@ -338,7 +339,6 @@ class PostgresJournal(PostgresConnections):
 
     async def stats(self, now: float) -> JournalStats:
         unwritten = self._activity_log.unwritten()
-
         return await self._read(lambda conn: monitoring.stats(conn, now, unwritten))
 
     async def heartbeat(self, worker: WorkerRecord, now: float, alive_until: float) -> None:
@@ -395,7 +395,7 @@ class PostgresJournal(PostgresConnections):
         self, *, destination: str | None, since: float | None, limit: int
     ) -> list[JobInfo]:
         rows = await self._read(lambda conn: conn.fetch(sql.LIST_DEAD, destination, since, limit))
-        return [reads.job_info(row) for row in rows]
+        return [job_info(row) for row in rows]
 
     async def redrive(
         self,

@@ -25,6 +25,7 @@ from typing import Any
 from .._records import JobState
 from ._messages import Cancellation
 from ._postgres_schema import LIVE
+from ._rows import PUBLIC_STATE
 
 ANY_BLOCKED = "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'blocked')"
 _COUNT_DOWN = """
@@ -108,15 +109,6 @@ RETURNING id, destination
 _STORED = {
     JobState.PENDING: ("pending", "scheduled"),
     JobState.BLOCKED: ("blocked",),
-}
-PUBLIC_STATE = {
-    "blocked": JobState.BLOCKED,
-    "pending": JobState.PENDING,
-    "scheduled": JobState.PENDING,
-    "running": JobState.RUNNING,
-    "succeeded": JobState.SUCCEEDED,
-    "dead": JobState.DEAD,
-    "cancelled": JobState.CANCELLED,
 }
 
 Conn = Any  # an asyncpg connection inside a transaction

@@ -21,11 +21,10 @@ from .._records import JobInfo, JobState
 from ._messages import JournalStats
 from ._postgres_activity import stats as read_stats
 from ._postgres_connections import driver, split_dsn
-from ._postgres_deps import PUBLIC_STATE
 from ._postgres_dsn import describe, scrub
-from ._postgres_reads import job_info
 from ._postgres_schema import SCHEMA_VERSION
 from ._postgres_sql import COLUMNS, LIST_DEAD
+from ._rows import PUBLIC_STATE, job_info
 from ._sqlite_readonly import JobDetail
 
 T = TypeVar("T")

@@ -35,6 +35,7 @@ from ._messages import (
     Succeeded,
 )
 from ._postgres_deps import Deltas, Settled
+from ._rows import decoded
 
 log = logging.getLogger("asyncq.journal")
 
@@ -343,14 +344,6 @@ async def lock_capped(conn: Conn, names: list[str]) -> set[str]:
         await conn.execute(sql.BUCKETS_MADE, rest)
         locked.update(row[0] for row in await conn.fetch(sql.LOCK_CAPPED, rest))
     return locked
-
-
-def decoded(text: str) -> Any:
-    """Stored JSON text as a value; None if it is not JSON (a row edited by hand)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 async def book(

@@ -55,6 +55,7 @@ from ._messages import (
     Succeeded,
     WorkerRecord,
 )
+from ._rows import job_info
 from ._sqlite_connections import SqliteConnections
 from ._sqlite_file import check_identity
 
@@ -323,7 +324,7 @@ class SqliteJournal(SqliteConnections):
     async def get(self, job_id: int) -> JobInfo | None:
         def get(conn: sqlite3.Connection) -> JobInfo | None:
             row = conn.execute(f"SELECT {sql.COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            return None if row is None else reads.info(row)
+            return None if row is None else job_info(row)
 
         return await self._read(get)
 

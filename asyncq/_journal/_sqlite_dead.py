@@ -11,6 +11,7 @@ from . import _sqlite_deps as deps
 from . import _sqlite_reads as reads
 from . import _sqlite_sql as sql
 from . import _sqlite_writes as writes
+from ._rows import job_info
 from ._sqlite_writes import Deltas
 
 
@@ -24,7 +25,7 @@ def listed(
         "ORDER BY finished_at DESC, id DESC LIMIT ?3",
         (destination, since, limit),
     ).fetchall()
-    return [reads.info(row) for row in rows]
+    return [job_info(row) for row in rows]
 
 
 def redrive(

@@ -31,6 +31,7 @@ from . import _sqlite_reads as reads
 from . import _sqlite_setup as setup
 from . import _sqlite_sql as sql
 from ._messages import JournalStats
+from ._rows import job_info
 from ._schema import SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -115,7 +116,7 @@ class ReadOnlyJournal:
             "limit": limit,
         }
         return self.read(
-            lambda conn: [reads.info(row) for row in conn.execute(_PAGE, params).fetchall()]
+            lambda conn: [job_info(row) for row in conn.execute(_PAGE, params).fetchall()]
         )
 
     def dead_letters(
@@ -185,7 +186,7 @@ def _detail(conn: sqlite3.Connection, job_id: int) -> JobDetail | None:
         _DETAIL, (job_id,)
     ).fetchone()
     return JobDetail(
-        info=reads.info(row),
+        info=job_info(row),
         owner=owner,
         lease_until=lease_until,
         first_started_at=first_started,

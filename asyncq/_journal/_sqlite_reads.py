@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._codec import is_utf8
-from .._records import JobInfo
 from . import _sqlite_activity as monitoring
 from . import _sqlite_sql as sql
 from ._activity import Row, journal_stats
@@ -31,37 +30,6 @@ def isolate_broken_text(jobs: list[ClaimedJob]) -> None:
     for job in jobs:
         if not is_utf8(json.dumps([job.task, job.destination, job.payload], ensure_ascii=False)):
             job.payload = None
-
-
-def decoded(text: str) -> Any:
-    """JSON text as a value; None if it is not JSON (a journal edited by hand)."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def info(row: tuple[Any, ...]) -> JobInfo:
-    (id_, task, state, dest, prio, payload, key, attempts, created, run_at, started,
-     finished, result, error, snoozes, history) = row  # fmt: skip
-    return JobInfo(
-        id=id_,
-        task=task,
-        state=sql.PUBLIC_STATE[state],
-        destination=dest,
-        priority=prio,
-        payload=decoded(payload),
-        key=key,
-        attempts=attempts,
-        created_at=created,
-        run_at=run_at,
-        started_at=started,
-        finished_at=finished,
-        result=None if result is None else decoded(result),
-        last_error=error,
-        snoozes=snoozes,
-        history=[tuple(h) for h in json.loads(history)] if history else [],
-    )
 
 
 def stats(conn: sqlite3.Connection, now: float, unwritten: list[Row]) -> JournalStats:

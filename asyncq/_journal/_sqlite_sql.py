@@ -7,21 +7,12 @@ the destinations it moved (RETURNING), for the counts that stats() reads.
 
 from __future__ import annotations
 
-from .._records import JobState
 from ._messages import LEASE_EXPIRED as LEASE_EXPIRED
+from ._rows import PUBLIC_STATE as PUBLIC_STATE
 
 # Stored states. `scheduled` is a pending job whose time has not come; it is
 # promoted to `pending` when due, so the claim's index holds only ready jobs
 # and a claim never walks past delayed ones. Callers see both as PENDING.
-PUBLIC_STATE = {
-    "blocked": JobState.BLOCKED,
-    "pending": JobState.PENDING,
-    "scheduled": JobState.PENDING,
-    "running": JobState.RUNNING,
-    "succeeded": JobState.SUCCEEDED,
-    "dead": JobState.DEAD,
-    "cancelled": JobState.CANCELLED,
-}
 
 # Every unkeyed job of a turn, whoever submitted it, in one statement:
 # [[task, payload, destination, priority, run_at or null, created_us, trace], ...]:

@@ -19,10 +19,9 @@ delays, retry times and buckets are all on the database's time, whatever the
 hosts' own clocks say.
 
 The connections are in `_postgres_connections.py` (a base class), the SQL in
-`_postgres_sql.py`, what a turn runs in `_postgres_writes.py`, reads in
-`_postgres_reads.py`, dependencies and cancellation in `_postgres_deps.py`, the
-schema and its migrations in `_postgres_schema.py`.
-"""
+`_postgres_sql.py`, what a turn runs in `_postgres_writes.py` and (dead letters,
+pruning) `_postgres_dead.py`, reads in `_postgres_reads.py`, dependencies and
+cancellation in `_postgres_deps.py`, the schema in `_postgres_schema.py`."""
 
 from __future__ import annotations
 
@@ -38,6 +37,7 @@ from typing import Any, TypeVar, cast
 from .._policy import Rate
 from .._records import JobInfo, JobState
 from . import _postgres_activity as monitoring
+from . import _postgres_dead as dead
 from . import _postgres_deps as deps
 from . import _postgres_reads as reads
 from . import _postgres_sql as sql
@@ -406,7 +406,7 @@ class PostgresJournal(PostgresConnections):
         spacing: float = 0.0,
     ) -> int:
         return await self._call(
-            lambda conn: writes.redrive(conn, ids, destination, now, spacing, self._deltas),
+            lambda conn: dead.redrive(conn, ids, destination, now, spacing, self._deltas),
             news=True,
         )
 
@@ -414,7 +414,7 @@ class PostgresJournal(PostgresConnections):
         self, *, ids: Sequence[int] | None, destination: str | None, before: float | None
     ) -> int:
         return await self._call(
-            lambda conn: writes.purge(conn, ids, destination, before, self._deltas)
+            lambda conn: dead.purge(conn, ids, destination, before, self._deltas)
         )
 
     # -- periodic ticks ----------------------------------------------------
@@ -490,7 +490,7 @@ class PostgresJournal(PostgresConnections):
     # -- retention ---------------------------------------------------------
 
     async def prune_finished(self, before: float | None, keep: int | None = None) -> Pruned:
-        return await self._call(lambda conn: writes.prune(conn, before, keep, self._deltas))
+        return await self._call(lambda conn: dead.prune(conn, before, keep, self._deltas))
 
     async def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL keeps its own write-ahead log bounded."""

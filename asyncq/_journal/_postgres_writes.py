@@ -1,5 +1,6 @@
 """The write side of the PostgreSQL journal: what one writer turn runs inside its
-transaction (inserts, claims, bookings, outcomes, reclaims, dead letters, pruning).
+transaction (inserts, claims, bookings, outcomes, reclaims; dead letters and
+pruning are in `_postgres_dead.py`).
 
 Each function takes an asyncpg connection that is inside the turn's transaction.
 """
@@ -28,7 +29,6 @@ from ._messages import (
     Inserted,
     NewBatch,
     NewJob,
-    Pruned,
     Released,
     RetryDecision,
     Started,
@@ -43,8 +43,6 @@ Conn = Any  # an asyncpg connection inside a transaction
 Insert = tuple[Sequence[NewJob] | NewBatch, float, object]
 
 _MIN_SHARE = 16  # jobs a claim takes at least from each destination that has them
-#: Finished jobs one prune call deletes at most.
-PRUNE_WINDOW = 2_000
 
 _JSON_KIND = {
     type(None): "null",
@@ -487,94 +485,3 @@ async def reclaim(
         moves.update((row[2], row[1]) for row in rows)
         await deps.settle_children(conn, [], dead, now, settled)
     return [(job, now) for job in lost] + list(zip(charged, decisions, strict=True))
-
-
-# -- dead letters and retention --------------------------------------------------
-
-
-async def select_dead(
-    conn: Conn, ids: Sequence[int] | None, destination: str | None, before: float | None
-) -> list[int]:
-    rows = await conn.fetch(
-        sql.SELECT_DEAD, destination, before, None if ids is None else list(ids)
-    )
-    return [row[0] for row in rows]
-
-
-async def redrive(
-    conn: Conn,
-    ids: Sequence[int] | None,
-    destination: str | None,
-    now: float,
-    spacing: float,
-    deltas: Deltas,
-) -> int:
-    """Dead jobs back to pending, `spacing` seconds apart, with what their death
-    cancelled; the number redriven. A job whose key a live job holds stays dead."""
-    free: list[int] = []
-    taken: set[str] = set()
-    chosen = await select_dead(conn, ids, destination, None)
-    for job_id, key, held in await conn.fetch(sql.KEYS, chosen):
-        if key is not None:
-            if held or key in taken:
-                continue
-            taken.add(key)
-        free.append(job_id)
-    if len(free) < len(chosen):
-        log.warning(
-            "redrive: %d dead job(s) stay dead: a live job holds their key",
-            len(chosen) - len(free),
-        )
-    times = [now + i * spacing for i in range(len(free))]
-    rows = await conn.fetch(sql.REDRIVE, now, free, times)
-    for destination, state in rows:
-        deltas[destination, "dead"] -= 1
-        deltas[destination, state] += 1
-    await deps.bring_back(conn, free, deltas)
-    return len(rows)
-
-
-async def purge(
-    conn: Conn,
-    ids: Sequence[int] | None,
-    destination: str | None,
-    before: float | None,
-    deltas: Deltas,
-) -> int:
-    chosen = await select_dead(conn, ids, destination, before)
-    rows = await conn.fetch(sql.PURGE, chosen)
-    for (name,) in rows:
-        deltas[name, "dead"] -= 1
-    await conn.execute(sql.FORGET, chosen)
-    return len(rows)
-
-
-async def prune(conn: Conn, before: float | None, keep: int | None, deltas: Deltas) -> Pruned:
-    """One bounded share of pruning (see `Journal.prune_finished`)."""
-    excess = 0
-    # Counting walks every finished job: only when there may be more than `keep`.
-    if keep is not None and await conn.fetchval(sql.FINISHED_SPAN) > keep:
-        excess = await conn.fetchval(sql.FINISHED_COUNT) - keep
-    if before is None and excess <= 0:
-        return Pruned(0, more=False)
-    deleted: list[int] = []
-    if before is not None:
-        deleted += _deleted(await conn.fetch(sql.PRUNE_OLD, before, PRUNE_WINDOW), deltas)
-    more = len(deleted) >= PRUNE_WINDOW
-    excess -= len(deleted)
-    if excess > 0:
-        oldest = _deleted(await conn.fetch(sql.PRUNE_OLDEST, min(excess, PRUNE_WINDOW)), deltas)
-        deleted += oldest
-        # What is still over the count cannot go if nothing could (parents waiting
-        # for their children): the next round tries again.
-        more = more or (excess > len(oldest) and bool(oldest))
-    if deleted:
-        await conn.execute(sql.FORGET, deleted)
-    return Pruned(len(deleted), more)
-
-
-def _deleted(rows: Sequence[Any], deltas: Deltas) -> list[int]:
-    """The ids of deleted jobs (rows of id, destination, state), counted out."""
-    for _, destination, state in rows:
-        deltas[destination, state] -= 1
-    return [row[0] for row in rows]

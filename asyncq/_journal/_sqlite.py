@@ -130,26 +130,13 @@ class SqliteJournal(SqliteConnections):
     async def _execute_turn(self, turn: Turn[sqlite3.Connection]) -> list[Any]:
         if self._thread is None:
             raise JournalError(self.path, "the journal is not open")
-        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-
-        def on_done(results: list[Any] | None, error: BaseException | None) -> None:
-            # The thread's one wake-up of the loop. Committed: the callers hear of
-            # it first, then this task, so that they run before it resumes and a
-            # lone submit's next one joins the next turn a loop turn sooner.
-            try:
-                if error is None:
-                    self._committed(turn, results or [])
-            finally:  # whatever `_committed` did, this task goes on
-                if done.done():
-                    pass  # the writer task was cancelled meanwhile
-                elif error is None:
-                    done.set_result(results or [])
-                else:
-                    done.set_exception(error)
-
-        self._thread.submit(lambda conn: self._transaction(conn, turn), on_done)
+        # Committed: the callers hear of it before this task resumes, so that a lone
+        # submit's next one joins the next turn a loop turn sooner.
         try:
-            return await done
+            return await self._thread.run_then(
+                lambda conn: self._transaction(conn, turn),
+                lambda results: self._committed(turn, results),
+            )
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
@@ -361,16 +348,7 @@ class SqliteJournal(SqliteConnections):
             await self._enqueue_call(lambda conn: monitoring.save_rates(conn, rates))
 
     async def load_destinations(self) -> list[DestinationRecord]:
-        def load(conn: sqlite3.Connection) -> list[DestinationRecord]:
-            rows = conn.execute(
-                "SELECT name, paused, hold_until, circuit, circuit_until, full_at FROM destinations"
-            ).fetchall()
-            return [
-                DestinationRecord(name, bool(paused), hold, circuit, until, full)
-                for name, paused, hold, circuit, until, full in rows
-            ]
-
-        return await self._read(load)
+        return await self._read(reads.destinations)
 
     async def save_destinations(self, records: Sequence[DestinationRecord]) -> None:
         rows = [(r.name, int(r.paused), r.hold_until, r.circuit, r.circuit_until) for r in records]
@@ -433,11 +411,7 @@ class SqliteJournal(SqliteConnections):
         return await self._enqueue_call(make)
 
     async def last_ticks(self) -> dict[str, float]:
-        def read(conn: sqlite3.Connection) -> dict[str, float]:
-            rows = conn.execute("SELECT name, last_tick FROM periodic").fetchall()
-            return {name: float(tick) for name, tick in rows}
-
-        return await self._read(read)
+        return await self._read(reads.last_ticks)
 
     # -- dependencies (see `_sqlite_deps`) ----------------------------------
 
@@ -469,13 +443,9 @@ class SqliteJournal(SqliteConnections):
     # -- cancellation (see _sqlite_cancel.py) ------------------------------
 
     async def cancel(self, job_id: int, now: float) -> Cancellation | None:
-        def cancel(conn: sqlite3.Connection) -> Cancellation | None:
-            moves: writes.Deltas = Counter()
-            cancellation = cancelling.cancel_one(conn, job_id, now, moves)
-            self._ended(moves, now, retries=False)
-            return cancellation
-
-        return await self._enqueue_call(cancel)
+        return await self._ending(
+            lambda conn, moves: cancelling.cancel_one(conn, job_id, now, moves), now
+        )
 
     async def cancel_where(
         self,
@@ -485,15 +455,25 @@ class SqliteJournal(SqliteConnections):
         states: Sequence[JobState],
         now: float,
     ) -> Cancellation:
-        def cancel(conn: sqlite3.Connection) -> Cancellation:
-            moves: writes.Deltas = Counter()
-            cancellation = cancelling.cancel_where(
+        return await self._ending(
+            lambda conn, moves: cancelling.cancel_where(
                 conn, destination=destination, task=task, states=states, now=now, deltas=moves
-            )
-            self._ended(moves, now, retries=False)
-            return cancellation
+            ),
+            now,
+        )
 
-        return await self._enqueue_call(cancel)
+    def _ending(
+        self, write: Callable[[sqlite3.Connection, writes.Deltas], T], now: float
+    ) -> asyncio.Future[T]:
+        """`write(conn, moves)` in the next turn, the jobs it moved counted as ended."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            moves: writes.Deltas = Counter()
+            result = write(conn, moves)
+            self._ended(moves, now, retries=False)
+            return result
+
+        return self._enqueue_call(run)
 
     async def cancel_requests(self, owner: str) -> list[int]:
         rows = await self._read(lambda conn: conn.execute(cancelling.REQUESTS, (owner,)).fetchall())

@@ -11,7 +11,7 @@ from .._codec import is_utf8
 from . import _sqlite_activity as monitoring
 from . import _sqlite_sql as sql
 from ._activity import Row, journal_stats
-from ._messages import ClaimedJob, JournalStats
+from ._messages import ClaimedJob, DestinationRecord, JournalStats
 
 
 def text_factory(raw: bytes) -> str:
@@ -110,3 +110,18 @@ def select_dead(
         (destination, before, None if ids is None else json.dumps(list(ids))),
     ).fetchall()
     return [row[0] for row in rows]
+
+
+def destinations(conn: sqlite3.Connection) -> list[DestinationRecord]:
+    rows = conn.execute(
+        "SELECT name, paused, hold_until, circuit, circuit_until, full_at FROM destinations"
+    ).fetchall()
+    return [
+        DestinationRecord(name, bool(paused), hold, circuit, until, full)
+        for name, paused, hold, circuit, until, full in rows
+    ]
+
+
+def last_ticks(conn: sqlite3.Connection) -> dict[str, float]:
+    rows = conn.execute("SELECT name, last_tick FROM periodic").fetchall()
+    return {name: float(tick) for name, tick in rows}

@@ -75,6 +75,31 @@ class ConnectionThread:
             return cast(T, await db._execute(_with_connection, db, fn))
         return await own.run(fn)
 
+    async def run_then(self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None]) -> T:
+        """`run(fn)`, and `then(result)` on the event loop as soon as `fn` returned,
+        in the thread's one wake-up of the loop: before the awaiting task resumes,
+        so that what `then` wakes runs first. (`then` is not called if `fn` raised;
+        if `then` raises, the loop's exception handler hears of it, and the result
+        is returned all the same.)"""
+        if self._own is not None:
+            await self._own.started()
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        def on_done(result: T | None, error: BaseException | None) -> None:
+            try:
+                if error is None:
+                    then(cast(T, result))
+            finally:
+                if done.done():
+                    pass  # the awaiting task was cancelled meanwhile
+                elif error is None:
+                    done.set_result(cast(T, result))
+                else:
+                    done.set_exception(error)
+
+        self.submit(fn, on_done)
+        return await done
+
     def submit(
         self,
         fn: Callable[[sqlite3.Connection], T],
@@ -197,8 +222,7 @@ class _OwnThread:
         weakref.finalize(db, self._calls.put, _STOP)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._thread is None:
-            await self._start()
+        await self.started()
         if self._closed:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -206,11 +230,16 @@ class _OwnThread:
         return await future
 
     def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        """Queue `fn`, which replies itself (see `ConnectionThread.submit`)."""
+        """Queue `fn`, which replies itself (see `ConnectionThread.submit`); the
+        thread must have started (`started`)."""
         if self._thread is None or self._closed:
-            # The thread starts at the first `run` (the journal opens with one).
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         self._calls.put((None, fn))
+
+    async def started(self) -> None:
+        """Start the thread if no call has yet."""
+        if self._thread is None:
+            await self._start()
 
     async def _start(self) -> None:
         db = self._db()

@@ -191,6 +191,41 @@ async def test_without_the_hook_functions_run_on_one_thread_of_its_own(
         await thread.run(lambda conn: None)
 
 
+@pytest.mark.parametrize("private_hook", [True, False], ids=["private hook", "fallback"])
+async def test_run_then_wakes_whoever_then_wakes_before_the_caller(
+    db: aiosqlite.Connection, private_hook: bool
+) -> None:
+    # The writer's turns: `then` resolves the turn's callers, which must run before
+    # the writer task resumes (so that their next calls join the next turn).
+    thread = ConnectionThread(db, private_hook=private_hook)
+    order: list[str] = []
+    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def caller() -> None:
+        await woken
+        order.append("caller")
+
+    waiting = asyncio.create_task(caller())
+    await asyncio.sleep(0)  # the caller waits
+
+    def then(result: int) -> None:
+        order.append(f"then {result}")
+        woken.set_result(None)
+
+    assert await thread.run_then(lambda conn: conn.execute("SELECT 7").fetchone()[0], then) == 7
+    order.append("writer")
+    assert order == ["then 7", "caller", "writer"]
+    await waiting
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT * FROM missing")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await thread.run_then(broken, lambda result: order.append("not called"))
+    assert order[-1] == "writer"
+    await thread.close()
+
+
 async def test_the_fallback_serves_an_in_memory_database() -> None:
     async with aiosqlite.connect(":memory:") as db:
         thread = ConnectionThread(db, private_hook=False)

@@ -27,6 +27,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import re
 import sqlite3
 import threading
 import weakref
@@ -117,24 +118,33 @@ class ConnectionThread:
         """Queue `fn(connection)` and return at once; `on_done(result, error)` is
         called on the running event loop when it has run: one wake-up of the loop
         per call, where `run` costs the awaiting task a loop turn more."""
-        call_soon_threadsafe = asyncio.get_running_loop().call_soon_threadsafe
-
-        def call(conn: sqlite3.Connection) -> None:
-            try:
-                result = fn(conn)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                _deliver(call_soon_threadsafe, on_done, None, exc)
-            else:
-                _deliver(call_soon_threadsafe, on_done, result, None)
-
+        loop = asyncio.get_running_loop()
+        reply = functools.partial(_deliver, loop.call_soon_threadsafe, on_done)
         own = self._own
-        if own is None:
-            db: Any = self._db
-            if not db._running or db._connection is None:
-                raise ValueError("Connection closed")  # as aiosqlite's own calls say
-            db._tx.put_nowait((None, functools.partial(_with_connection, db, call)))
-        else:
-            own.submit(call)
+        if own is not None:
+            own.submit(fn, reply)
+            return
+        db: Any = self._db
+        if not db._running or db._connection is None:
+            raise ValueError("Connection closed")  # as aiosqlite's own calls say
+
+        def call() -> None:
+            # Everything inside: aiosqlite drops what a call without a future raises.
+            try:
+                result = fn(db._conn)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                reply(None, exc)
+            else:
+                reply(result, None)
+
+        # aiosqlite 0.22.1 and later send no reply for a call queued without a future
+        # (as their own stop() does); earlier releases need one, whose reply then
+        # finds it done already and is dropped (a wake-up of the loop more).
+        placeholder = None
+        if not _NO_FUTURE_OK:
+            placeholder = loop.create_future()
+            placeholder.set_result(None)
+        db._tx.put_nowait((placeholder, call))
 
     async def close(self) -> None:
         """Close the fallback's connection and stop its thread (nothing on the private
@@ -171,13 +181,22 @@ def hook_fits(db: object) -> bool:
     )
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+# Whether aiosqlite's thread accepts a call queued without a future (0.22.1 added
+# the check; before it, such a call ended the thread).
+_NO_FUTURE_OK = _version(getattr(aiosqlite, "__version__", "0")) >= (0, 22, 1)
+
+
 def _deliver(
     call_soon_threadsafe: Callable[..., Any],
     on_done: Callable[[Any, BaseException | None], None],
     result: Any,
     error: BaseException | None,
 ) -> None:
-    # On the connection thread. Nothing may end the thread while callers wait on
+    # On a connection thread. Nothing may end the thread while callers wait on
     # it: a reply that cannot be delivered is the caller's loop being closed.
     try:
         call_soon_threadsafe(on_done, result, error)
@@ -212,7 +231,9 @@ def _note_untested_version() -> None:
 
 # -- the fallback -----------------------------------------------------------
 
-_Call = tuple[asyncio.Future[Any] | None, Callable[[sqlite3.Connection], Any] | None]
+# Whom to tell: a future, a function (result, error) that replies itself, or nobody.
+_ReplyTo = asyncio.Future[Any] | Callable[[Any, BaseException | None], None] | None
+_Call = tuple[_ReplyTo, Callable[[sqlite3.Connection], Any] | None]
 _STOP = (None, None)  # a call without a function: close the connection, end the thread
 
 
@@ -238,12 +259,17 @@ class _OwnThread:
         self._calls.put((future, fn))
         return await future
 
-    def submit(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        """Queue `fn`, which replies itself (see `ConnectionThread.submit`); the
-        thread must have started (`started`)."""
+    def submit(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        reply: Callable[[Any, BaseException | None], None],
+    ) -> None:
+        """Queue `fn`; `reply(result, error)` is called on this thread once it has
+        run, or failed to (see `ConnectionThread.submit`). The thread must have
+        started (`started`)."""
         if self._thread is None or self._closed:
             raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-        self._calls.put((None, fn))
+        self._calls.put((reply, fn))
 
     @property
     def is_started(self) -> bool:
@@ -308,8 +334,11 @@ def _serve(calls: SimpleQueue[_Call], database: str, isolation_level: str | None
             _reply(future, result, None)
 
 
-def _reply(future: asyncio.Future[Any] | None, result: Any, error: BaseException | None) -> None:
+def _reply(future: _ReplyTo, result: Any, error: BaseException | None) -> None:
     if future is None:
+        return
+    if not isinstance(future, asyncio.Future):
+        future(result, error)  # it delivers the reply itself (and never raises)
         return
     # Nothing may end this thread while callers wait on it: a reply that cannot be
     # delivered is the caller's loop being closed (RuntimeError), so nobody waits.

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Iterable
@@ -101,12 +102,22 @@ async def test_the_hook_is_used_only_when_it_has_the_expected_shape(
         assert not hook_fits(other), type(other).__name__
 
 
-@pytest.mark.parametrize("private_hook", [True, False], ids=["private hook", "fallback"])
+@pytest.mark.parametrize(
+    ("private_hook", "placeholder"),
+    [(True, False), (True, True), (False, False)],
+    ids=["private hook", "private hook, aiosqlite before 0.22.1", "fallback"],
+)
 async def test_a_submitted_call_is_answered_once_on_the_event_loop(
-    db: aiosqlite.Connection, private_hook: bool
+    db: aiosqlite.Connection,
+    private_hook: bool,
+    placeholder: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # `submit` is how a journal turn runs: the thread answers through `on_done`
-    # alone (aiosqlite sends no reply of its own), a result or an error.
+    # alone, a result or an error. aiosqlite sends no reply of its own: from 0.22.1
+    # the call goes without a future; before it (whose thread died of a call without
+    # one), with a future done already, whose reply aiosqlite drops.
+    monkeypatch.setattr(_thread, "_NO_FUTURE_OK", not placeholder)
     thread = ConnectionThread(db, private_hook=private_hook)
     assert thread.private_hook is private_hook
     await thread.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
@@ -189,6 +200,66 @@ async def test_without_the_hook_functions_run_on_one_thread_of_its_own(
     assert not own.is_alive()
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         await thread.run(lambda conn: None)
+
+
+async def test_a_call_whose_connection_went_away_meanwhile_is_answered(
+    db: aiosqlite.Connection,
+) -> None:
+    # Submitted while aiosqlite's connection was open, run after it went (aiosqlite's
+    # close() queues the close, then forgets the connection): the caller hears why,
+    # and does not wait forever for a reply aiosqlite would have dropped.
+    thread = ConnectionThread(db)
+    release = threading.Event()
+    answers: list[tuple[object, BaseException | None]] = []
+    answered = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_done(result: object, error: BaseException | None) -> None:
+        answers.append((result, error))
+        if len(answers) == 2:
+            loop.call_soon(answered.set)
+
+    inside = asyncio.Event()
+
+    def hold(conn: sqlite3.Connection) -> bool:
+        loop.call_soon_threadsafe(inside.set)
+        return release.wait()
+
+    thread.submit(hold, on_done)  # holds the thread
+    thread.submit(lambda conn: 1, on_done)
+    await inside.wait()
+    connection, db._connection = db._connection, None
+    release.set()
+    try:
+        async with asyncio.timeout(10):  # a hang fails here, not the whole run
+            await answered.wait()
+    finally:
+        db._connection = connection
+    (held, _), (result, error) = answers
+    assert held is True
+    assert result is None
+    assert isinstance(error, ValueError)
+    assert "no active connection" in str(error)
+    assert await thread.run(lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
+
+
+async def test_the_fallback_answers_a_submitted_call_when_it_cannot_connect(
+    tmp_path: Path,
+) -> None:
+    # The fallback opens its own connection on its thread, at the first call: if it
+    # cannot (the database's folder went away meanwhile), the call fails with why.
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    async with aiosqlite.connect(folder / "t.db", isolation_level=None) as db:
+        await db.execute("CREATE TABLE t (x)")
+        thread = ConnectionThread(db, private_hook=False)
+        for name in os.listdir(folder):
+            os.unlink(folder / name)
+        folder.rmdir()
+        async with asyncio.timeout(10):  # a hang fails here, not the whole run
+            with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+                await thread.run_then(lambda conn: conn.execute("SELECT 1"), lambda r: None)
+        await thread.close()
 
 
 @pytest.mark.parametrize("private_hook", [True, False], ids=["private hook", "fallback"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncq._journal import NewJob, SqliteJournal
+from asyncq._journal import NewJob, SqliteJournal, _thread
 
 NOW = 1_800_000_000.0
 SUBMITS = 40
@@ -48,4 +48,7 @@ async def test_a_lone_insert_costs_the_event_loop_two_turns(journal: SqliteJourn
     finally:
         del loop._run_once  # type: ignore[attr-defined]
     assert journal.commits - commits == SUBMITS  # one turn each, counted before its callers ran
-    assert turns <= 2 * SUBMITS + 2
+    # Before aiosqlite 0.22.1 its thread also replies to each turn (to a future done
+    # already): a loop turn more, not a hang.
+    per_insert = 2 if _thread._NO_FUTURE_OK else 3
+    assert turns <= per_insert * SUBMITS + 2

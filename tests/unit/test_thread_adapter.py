@@ -117,6 +117,8 @@ async def test_a_submitted_call_is_answered_once_on_the_event_loop(
     # alone, a result or an error. aiosqlite sends no reply of its own: from 0.22.1
     # the call goes without a future; before it (whose thread died of a call without
     # one), with a future done already, whose reply aiosqlite drops.
+    if private_hook and not placeholder and not _thread._NO_FUTURE_OK:
+        pytest.skip(f"aiosqlite {aiosqlite.__version__} cannot take a call without a future")
     monkeypatch.setattr(_thread, "_NO_FUTURE_OK", not placeholder)
     thread = ConnectionThread(db, private_hook=private_hook)
     assert thread.private_hook is private_hook

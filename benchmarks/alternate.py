@@ -2,6 +2,7 @@
 
     python benchmarks/alternate.py --against ../asyncq-7ebea5f              # one producer
     python benchmarks/alternate.py --against ../old --figure bulk --pairs 8
+    python benchmarks/alternate.py --against ../old --pin 0   # both on CPU 0 only
 
 `throughput.py` runs every figure three times for one checkout before the next
 checkout's turn, minutes later; on a machine whose speed drifts (a shared VM) that
@@ -11,11 +12,18 @@ for the next pair, each in a fresh interpreter and a fresh journal (`throughput.
 --one`, with `PYTHONPATH` naming the checkout). Printed: every run, each checkout's
 median and range, the median of the pairs' ratios and in how many pairs this
 checkout was the faster.
+
+`--pin CPU` runs every measurement on that one CPU (Linux: `sched_setaffinity`), the
+event loop's thread and the journal's thread together. The figure then follows the
+CPU time a job costs rather than the wake-ups between the threads, and runs spread
+far less (about 3 % against 10 % on a shared 2-core VM): the way to see whether a
+change costs CPU on a path where both threads wait on each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -40,8 +48,11 @@ FIGURES: dict[str, tuple[dict[str, object], str, bool]] = {
 }
 
 
-def run_once(checkout: Path, spec: dict[str, object], sync: str) -> dict[str, float]:
-    """One measurement of `checkout`'s asyncq in a fresh interpreter and journal."""
+def run_once(
+    checkout: Path, spec: dict[str, object], sync: str, pin: int | None = None
+) -> dict[str, float]:
+    """One measurement of `checkout`'s asyncq in a fresh interpreter and journal
+    (on CPU `pin` alone, if given)."""
     with tempfile.TemporaryDirectory(prefix="asyncq-alternate-") as directory:
         args = {**spec, "path": str(Path(directory) / "journal.db"), "sync": sync}
         env = {**os.environ, "PYTHONPATH": str(checkout)}
@@ -52,11 +63,16 @@ def run_once(checkout: Path, spec: dict[str, object], sync: str) -> dict[str, fl
             text=True,
             timeout=throughput.CHILD_LIMIT,
             check=False,
+            preexec_fn=None if pin is None else functools.partial(_pin, pin),
         )
     if out.returncode:
         raise SystemExit(f"{checkout}: the run failed\n{out.stderr[-2000:]}")
     figures: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
+
+
+def _pin(cpu: int) -> None:
+    os.sched_setaffinity(0, {cpu})
 
 
 def main() -> None:
@@ -65,10 +81,12 @@ def main() -> None:
     parser.add_argument("--figure", choices=sorted(FIGURES), default="single")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--sync", choices=("NORMAL", "FULL"), default="NORMAL")
+    parser.add_argument("--pin", type=int, metavar="CPU", help="run every measurement on CPU")
     args = parser.parse_args()
     spec, key, higher_is_better = FIGURES[args.figure]
     checkouts = {"this": ROOT, "against": args.against.resolve()}
-    print(f"asyncq alternated runs: {args.figure} ({key}), synchronous={args.sync}")
+    pinned = "" if args.pin is None else f", pinned to CPU {args.pin}"
+    print(f"asyncq alternated runs: {args.figure} ({key}), synchronous={args.sync}{pinned}")
     with tempfile.TemporaryDirectory() as directory:
         for name, value in throughput.machine_info(Path(directory)):
             print(f"  {name + ':':<13}{value}")
@@ -79,7 +97,7 @@ def main() -> None:
         order = ("this", "against") if pair % 2 == 0 else ("against", "this")
         got = {}
         for name in order:
-            got[name] = run_once(checkouts[name], spec, args.sync)[key]
+            got[name] = run_once(checkouts[name], spec, args.sync, args.pin)[key]
             values[name].append(got[name])
             print(f"  pair {pair + 1:>2} {name:<8} {key} = {got[name]:.4g}", flush=True)
         ratios.append(got["this"] / got["against"])

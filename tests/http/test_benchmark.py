@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests.integration.test_readme import ROOT
+from tests.benchmarks import run_script
 
 
 def test_the_http_delivery_benchmark_runs() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "http_delivery.py"),
-            "--requests",
-            "200",
-            "--runs",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
+    done = run_script("http_delivery.py", "--requests", "200", "--runs", "1")
     assert done.returncode == 0, done.stderr
     assert "submit_http / bare: " in done.stdout
     assert "by CPU per delivery, submit_http / bare: " in done.stdout

@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.integration.test_readme import ROOT
+from tests.benchmarks import ROOT, run_script
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pinning needs Linux")
 def test_one_alternated_pair_runs_pinned_to_one_cpu() -> None:
     cpu = min(os.sched_getaffinity(0))
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "alternate.py"),
-            "--against",
-            str(ROOT),
-            "--figure",
-            "bulk",
-            "--pairs",
-            "1",
-            "--pin",
-            str(cpu),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
+    args = ("--against", str(ROOT), "--figure", "bulk", "--pairs", "1", "--pin", str(cpu))
+    done = run_script("alternate.py", *args)
     assert done.returncode == 0, done.stderr
     assert f"pinned to CPU {cpu}" in done.stdout
     assert "this / against, median of the pairs' ratios: " in done.stdout

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "journal_size.py"
+from tests.benchmarks import run_script
 
 
 def test_a_small_run_reports_sizes_states_pruning_and_vacuum(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--jobs", "3000", "--chunk", "1000", "--dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+    args = ("--jobs", "3000", "--chunk", "1000", "--dir", str(tmp_path))
+    proc = run_script("journal_size.py", *args)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "processed 3,000 jobs in" in out

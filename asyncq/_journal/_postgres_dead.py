@@ -3,7 +3,6 @@ bounded pruning of finished jobs, each inside a writer turn's transaction."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,8 +10,7 @@ from . import _postgres_deps as deps
 from . import _postgres_sql as sql
 from ._messages import Pruned
 from ._postgres_deps import Deltas
-
-log = logging.getLogger("asyncq.journal")
+from ._rows import redrivable
 
 Conn = Any  # an asyncpg connection inside a transaction
 
@@ -39,20 +37,8 @@ async def redrive(
 ) -> int:
     """Dead jobs back to pending, `spacing` seconds apart, with what their death
     cancelled; the number redriven. A job whose key a live job holds stays dead."""
-    free: list[int] = []
-    taken: set[str] = set()
     chosen = await select_dead(conn, ids, destination, None)
-    for job_id, key, held in await conn.fetch(sql.KEYS, chosen):
-        if key is not None:
-            if held or key in taken:
-                continue
-            taken.add(key)
-        free.append(job_id)
-    if len(free) < len(chosen):
-        log.warning(
-            "redrive: %d dead job(s) stay dead: a live job holds their key",
-            len(chosen) - len(free),
-        )
+    free = redrivable(await conn.fetch(sql.KEYS, chosen), len(chosen))
     times = [now + i * spacing for i in range(len(free))]
     rows = await conn.fetch(sql.REDRIVE, now, free, times)
     for destination, state in rows:

@@ -1,14 +1,17 @@
 """What both SQL journals make of their rows: a stored state's public name, stored
 JSON as a value, a row of `jobs` (the columns both select, in one order) as the
-`JobInfo` the queue hands out."""
+`JobInfo` the queue hands out, and which dead jobs a redrive may bring back."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._records import JobInfo, JobState
+
+log = logging.getLogger("asyncq.journal")
 
 #: A stored state as users see it: a job waiting for its time is pending to them.
 PUBLIC_STATE = {
@@ -54,3 +57,23 @@ def job_info(row: Sequence[Any]) -> JobInfo:
         snoozes=snoozes,
         history=[(float(a), float(b), e) for a, b, e in json.loads(history)] if history else [],
     )
+
+
+def redrivable(rows: Iterable[Sequence[Any]], asked: int) -> list[int]:
+    """Of dead jobs about to be redriven, as rows (id, key, whether a live job holds
+    that key) in id order, those whose key no live job holds: a key names one live
+    job at a time, so the others stay dead (of two with the same key, the older
+    goes). `asked`: how many were chosen, for the warning about those left."""
+    free: list[int] = []
+    taken: set[str] = set()
+    for job_id, key, held in rows:
+        if key is not None:
+            if held or key in taken:
+                continue
+            taken.add(key)
+        free.append(job_id)
+    if len(free) < asked:
+        log.warning(
+            "redrive: %d dead job(s) stay dead: a live job holds their key", asked - len(free)
+        )
+    return free

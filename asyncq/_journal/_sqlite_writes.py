@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import operator
 import sqlite3
 from collections import Counter
@@ -32,14 +31,13 @@ from ._messages import (
     Succeeded,
     micros,
 )
+from ._rows import redrivable
 
 _destination = operator.attrgetter("destination")
 
 # Up to this many rows, a statement per row with plain parameters costs less than
 # one statement that parses them all as JSON (which wins for larger turns).
 _FEW_ROWS = 4
-
-log = logging.getLogger("asyncq.journal")
 
 
 def book(
@@ -438,15 +436,4 @@ def keys_free(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
         "FROM jobs AS dead WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
         (json.dumps(ids),),
     ).fetchall()
-    free, taken = [], set()
-    for job_id, key, held in rows:
-        if key is not None:
-            if held or key in taken:
-                continue
-            taken.add(key)
-        free.append(job_id)
-    if len(free) < len(ids):
-        log.warning(
-            "redrive: %d dead job(s) stay dead: a live job holds their key", len(ids) - len(free)
-        )
-    return free
+    return redrivable(rows, len(ids))

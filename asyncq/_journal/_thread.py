@@ -5,12 +5,13 @@ aiosqlite await costs 65-70 us), so whole transactions run as one function on
 one thread that owns the `sqlite3.Connection`. aiosqlite has no public call
 for that (checked up to 0.22.1), so there are two paths:
 
-- The private hook: `Connection._execute(fn, *args)` queues `fn` on aiosqlite's
-  connection thread, where `Connection._conn` is the live connection; `submit`
-  puts a call on that thread's queue, `Connection._tx`, with no future, so that
-  aiosqlite sends no reply of its own (as its `stop()` does). Used when these
-  exist with the expected shape; tests/unit/test_thread_adapter.py pins the
-  releases this was checked against.
+- The private hook: a call goes on aiosqlite's connection thread's queue,
+  `Connection._tx`, as aiosqlite's own `_execute` puts it there, and runs with
+  `Connection._conn`, the live connection. It goes without a future (as
+  aiosqlite's own `stop()` queues one), so that the call's own reply is the only
+  wake-up of the loop; before aiosqlite 0.22.1, whose thread needs a future, with
+  one that is done already. Used when these exist with the expected shape;
+  tests/unit/test_thread_adapter.py pins the releases this was checked against.
 - The fallback, when they do not (or when asked for): a second
   `sqlite3.Connection` to the same database, opened by file name (from
   `PRAGMA database_list`, read through aiosqlite's public `execute_fetchall`)
@@ -61,7 +62,7 @@ class ConnectionThread:
             return
         if private_hook:
             log.warning(
-                "aiosqlite %s: Connection._execute/_conn are not what asyncq was checked "
+                "aiosqlite %s: Connection._tx/_conn are not what asyncq was checked "
                 "against (aiosqlite %s); the journal runs on a connection and thread of "
                 "its own instead",
                 _aiosqlite_version(),
@@ -70,11 +71,7 @@ class ConnectionThread:
         self._own = _OwnThread(db)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        own = self._own
-        if own is None:
-            db: Any = self._db
-            return cast(T, await db._execute(_with_connection, db, fn))
-        return await own.run(fn)
+        return await self.run_then(fn, _nothing)
 
     def run_then(
         self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None]
@@ -155,29 +152,16 @@ class ConnectionThread:
 
 
 def hook_fits(db: object) -> bool:
-    """Whether `db` has aiosqlite's private `_execute(fn, *args, **kwargs)` coroutine,
-    `_conn` property and `_tx` queue of (future or None, function), the shape
-    ConnectionThread relies on."""
+    """Whether `db` has aiosqlite's private `_execute` coroutine (whose way of queueing
+    calls `submit` follows), `_conn` property, `_tx` queue of (future, function) and
+    `_running` and `_connection` flags: the shape ConnectionThread relies on."""
     cls = type(db)
-    execute = inspect.getattr_static(cls, "_execute", None)
-    if not (
-        inspect.iscoroutinefunction(execute)
+    return (
+        inspect.iscoroutinefunction(inspect.getattr_static(cls, "_execute", None))
         and isinstance(inspect.getattr_static(cls, "_conn", None), property)
         and isinstance(getattr(db, "_tx", None), SimpleQueue)
         and hasattr(db, "_running")
         and hasattr(db, "_connection")
-    ):
-        return False
-    try:
-        params = list(inspect.signature(execute).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return (
-        len(params) >= 2
-        and params[0].kind is positional  # self
-        and params[1].kind is positional  # fn
-        and any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
     )
 
 
@@ -206,9 +190,8 @@ def _deliver(
         log.exception("asyncq journal thread: a reply could not be delivered")
 
 
-def _with_connection(db: Any, fn: Callable[[sqlite3.Connection], T]) -> T:
-    # Runs on the connection thread: `_conn` is the live sqlite3 connection.
-    return fn(db._conn)
+def _nothing(result: object) -> None:
+    """`run`'s `then`: nothing to do before the caller resumes."""
 
 
 def _aiosqlite_version() -> str:
@@ -223,7 +206,7 @@ def _note_untested_version() -> None:
     _untested_version_logged = True
     log.info(
         "aiosqlite %s was not checked with asyncq (checked: %s); its private "
-        "Connection._execute has the expected shape and is used",
+        "Connection._tx and _conn have the expected shape and are used",
         version,
         ", ".join(TESTED_AIOSQLITE),
     )
@@ -251,14 +234,6 @@ class _OwnThread:
         # holds the queue only, not this object or `db`.
         weakref.finalize(db, self._calls.put, _STOP)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        await self.started()
-        if self._closed:
-            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._calls.put((future, fn))
-        return await future
-
     def submit(
         self,
         fn: Callable[[sqlite3.Connection], Any],
@@ -277,6 +252,8 @@ class _OwnThread:
 
     async def started(self) -> None:
         """Start the thread if no call has yet."""
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         if self._thread is None:
             await self._start()
 

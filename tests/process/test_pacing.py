@@ -61,7 +61,9 @@ class Workers:
     def calls(self) -> list[tuple[int, float]]:
         found = []
         for path in self.log_dir.glob("calls-*.log"):
-            for line in path.read_text().splitlines():
+            # A worker may be writing its last line as this reads: whole lines only.
+            text = path.read_text()
+            for line in text[: text.rfind("\n") + 1].splitlines():
                 job, at = line.split()
                 found.append((int(job), float(at)))
         return found
